@@ -1,0 +1,1 @@
+//! aggregator crate (work in progress).

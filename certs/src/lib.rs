@@ -1,0 +1,1 @@
+//! certs crate (work in progress).

@@ -1,0 +1,1 @@
+//! federation crate (work in progress).

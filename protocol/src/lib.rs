@@ -1,0 +1,1 @@
+//! protocol crate (work in progress).

@@ -1,0 +1,1 @@
+//! radiomics crate (work in progress).

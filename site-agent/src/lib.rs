@@ -1,0 +1,1 @@
+//! site-agent crate (work in progress).

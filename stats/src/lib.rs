@@ -1,0 +1,1 @@
+//! stats crate (work in progress).

@@ -1,0 +1,1 @@
+//! tests crate (work in progress).
