@@ -1,1 +1,7 @@
-//! radiomics crate (work in progress).
+//! IBSI-compliant radiomics: image/mask readers, IBSI preprocessing and every IBSI feature family.
+//!
+//! Pure computation on in-memory volumes; the `io` module is the only place that touches files.
+
+pub mod volume;
+
+pub use volume::{Geometry, Mask, Volume};
