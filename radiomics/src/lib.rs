@@ -2,6 +2,7 @@
 //!
 //! Pure computation on in-memory volumes; the `io` module is the only place that touches files.
 
+pub mod registry;
 pub mod volume;
 
 pub use volume::{Geometry, Mask, Volume};
