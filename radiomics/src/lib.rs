@@ -5,4 +5,6 @@
 pub mod registry;
 pub mod volume;
 
+pub mod io;
+
 pub use volume::{Geometry, Mask, Volume};
