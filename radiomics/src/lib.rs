@@ -2,7 +2,11 @@
 //!
 //! Pure computation on in-memory volumes; the `io` module is the only place that touches files.
 
+pub mod discretise;
+pub mod extract;
+pub mod intensity;
 pub mod registry;
+pub mod texture;
 pub mod volume;
 
 pub mod io;

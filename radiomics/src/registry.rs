@@ -284,197 +284,762 @@ macro_rules! zone_family {
 // that ivh_v10/ivh_v90 share BC2M and ivh_i10/ivh_i90 share GBPN (one code per feature definition).
 // ---------------------------------------------------------------------------------------------
 
-volume_family!(MORPHOLOGY, Family::Morphology, [
-    ("morph_volume", "RNU0", "Volume (mesh)", &[]),
-    ("morph_vol_approx", "YEKZ", "Volume (voxel counting)", &[lifex("SHAPE_Volume(mL)", LifexRelation::Millilitre)]),
-    ("morph_area_mesh", "C0JK", "Surface area (mesh)", &[lifex("SHAPE_Surface(mm2)[onlyFor3DROI]", LifexRelation::DifferentMethod)]),
-    ("morph_av", "2PR5", "Surface to volume ratio", &[]),
-    ("morph_comp_1", "SKGS", "Compactness 1", &[lifex("SHAPE_Compacity [onlyFor3DROI]", LifexRelation::DifferentMethod)]),
-    ("morph_comp_2", "BQWJ", "Compactness 2", &[]),
-    ("morph_sph_dispr", "KRCK", "Spherical disproportion", &[]),
-    ("morph_sphericity", "QCFX", "Sphericity", &[lifex("SHAPE_Sphericity [only for 3D ROI (nz>1)]", LifexRelation::DifferentMethod)]),
-    ("morph_asphericity", "25C7", "Asphericity", &[]),
-    ("morph_com", "KLMA", "Centre of mass shift", &[]),
-    ("morph_diam", "L0JK", "Maximum 3D diameter", &[]),
-    ("morph_pca_maj_axis", "TDIC", "Major axis length", &[]),
-    ("morph_pca_min_axis", "P9VJ", "Minor axis length", &[]),
-    ("morph_pca_least_axis", "7J51", "Least axis length", &[]),
-    ("morph_pca_elongation", "Q3CK", "Elongation", &[]),
-    ("morph_pca_flatness", "N17B", "Flatness", &[]),
-    ("morph_vol_dens_aabb", "PBX1", "Volume density (axis-aligned bounding box)", &[]),
-    ("morph_area_dens_aabb", "R59B", "Area density (axis-aligned bounding box)", &[]),
-    ("morph_vol_dens_aee", "6BDE", "Volume density (approximate enclosing ellipsoid)", &[]),
-    ("morph_area_dens_aee", "RDD2", "Area density (approximate enclosing ellipsoid)", &[]),
-    ("morph_vol_dens_conv_hull", "R3ER", "Volume density (convex hull)", &[]),
-    ("morph_area_dens_conv_hull", "7T7F", "Area density (convex hull)", &[]),
-    ("morph_integ_int", "99N0", "Integrated intensity", &[]),
-    ("morph_moran_i", "N365", "Moran's I index", &[]),
-    ("morph_geary_c", "NPT7", "Geary's C measure", &[]),
-]);
-volume_family!(LOCAL_INTENSITY, Family::LocalIntensity, [
-    ("loc_peak_loc", "VJGA", "Local intensity peak", &[]),
-    ("loc_peak_glob", "0F91", "Global intensity peak", &[lifex("CONVENTIONAL_HUpeakSphere1mL", LifexRelation::Identical)]),
-]);
-volume_family!(INTENSITY_STATISTICS, Family::IntensityStatistics, [
-    ("stat_mean", "Q4LE", "Mean intensity", &[lifex("CONVENTIONAL_HUmean", LifexRelation::Identical)]),
-    ("stat_var", "ECT3", "Intensity variance", &[lifex("CONVENTIONAL_HUstd", LifexRelation::SquareRoot)]),
-    ("stat_skew", "KE2A", "Intensity skewness", &[lifex("CONVENTIONAL_HUSkewness", LifexRelation::Identical)]),
-    ("stat_kurt", "IPH6", "(Excess) intensity kurtosis", &[lifex("CONVENTIONAL_HUExcessKurtosis", LifexRelation::Identical), lifex("CONVENTIONAL_HUKurtosis", LifexRelation::PlusThree)]),
-    ("stat_median", "Y12H", "Median intensity", &[lifex("CONVENTIONAL_HUQ2", LifexRelation::Identical)]),
-    ("stat_min", "1GSF", "Minimum intensity", &[lifex("CONVENTIONAL_HUmin", LifexRelation::Identical)]),
-    ("stat_p10", "QG58", "10th intensity percentile", &[]),
-    ("stat_p90", "8DWT", "90th intensity percentile", &[]),
-    ("stat_max", "84IY", "Maximum intensity", &[lifex("CONVENTIONAL_HUmax", LifexRelation::Identical)]),
-    ("stat_iqr", "SALO", "Intensity interquartile range", &[]),
-    ("stat_range", "2OJQ", "Intensity range", &[]),
-    ("stat_mad", "4FUA", "Intensity-based mean absolute deviation", &[]),
-    ("stat_rmad", "1128", "Intensity-based robust mean absolute deviation", &[]),
-    ("stat_medad", "N72L", "Intensity-based median absolute deviation", &[]),
-    ("stat_cov", "7TET", "Intensity-based coefficient of variation", &[]),
-    ("stat_qcod", "9S40", "Intensity-based quartile coefficient of dispersion", &[]),
-    ("stat_energy", "N8CA", "Intensity-based energy", &[]),
-    ("stat_rms", "5ZWQ", "Root mean square intensity", &[]),
-]);
-volume_family!(INTENSITY_HISTOGRAM, Family::IntensityHistogram, [
-    ("ih_mean", "X6K6", "Mean discretised intensity", &[lifex("DISCRETIZED_HUmean", LifexRelation::BinToIntensity)]),
-    ("ih_var", "CH89", "Discretised intensity variance", &[lifex("DISCRETIZED_HUstd", LifexRelation::BinToIntensity)]),
-    ("ih_skew", "88K1", "Discretised intensity skewness", &[lifex("DISCRETIZED_HUSkewness", LifexRelation::Identical)]),
-    ("ih_kurt", "C3I7", "(Excess) discretised intensity kurtosis", &[lifex("DISCRETIZED_HUExcessKurtosis", LifexRelation::Identical), lifex("DISCRETIZED_HUKurtosis", LifexRelation::PlusThree)]),
-    ("ih_median", "WIFQ", "Median discretised intensity", &[lifex("DISCRETIZED_HUQ2", LifexRelation::BinToIntensity)]),
-    ("ih_min", "1PR8", "Minimum discretised intensity", &[lifex("DISCRETIZED_HUmin", LifexRelation::BinToIntensity)]),
-    ("ih_p10", "GPMT", "10th discretised intensity percentile", &[]),
-    ("ih_p90", "OZ0C", "90th discretised intensity percentile", &[]),
-    ("ih_max", "3NCY", "Maximum discretised intensity", &[lifex("DISCRETIZED_HUmax", LifexRelation::BinToIntensity)]),
-    ("ih_mode", "AMMC", "Intensity histogram mode", &[]),
-    ("ih_iqr", "WR0O", "Discretised intensity interquartile range", &[]),
-    ("ih_range", "5Z3W", "Discretised intensity range", &[]),
-    ("ih_mad", "D2ZX", "Intensity histogram mean absolute deviation", &[]),
-    ("ih_rmad", "WRZB", "Intensity histogram robust mean absolute deviation", &[]),
-    ("ih_medad", "4RNL", "Intensity histogram median absolute deviation", &[]),
-    ("ih_cov", "CWYJ", "Intensity histogram coefficient of variation", &[]),
-    ("ih_qcod", "SLWD", "Intensity histogram quartile coefficient of dispersion", &[]),
-    ("ih_entropy", "TLU2", "Discretised intensity entropy", &[lifex("DISCRETIZED_HISTO_Entropy_log2", LifexRelation::Identical), lifex("DISCRETIZED_HISTO_Entropy_log10", LifexRelation::Log10Of2)]),
-    ("ih_uniformity", "BJ5W", "Discretised intensity uniformity", &[lifex("DISCRETIZED_HISTO_Energy [=Uniformity]", LifexRelation::Identical)]),
-    ("ih_max_grad", "12CE", "Maximum histogram gradient", &[]),
-    ("ih_max_grad_g", "8E6O", "Maximum histogram gradient intensity", &[]),
-    ("ih_min_grad", "VQB3", "Minimum histogram gradient", &[]),
-    ("ih_min_grad_g", "RHQZ", "Minimum histogram gradient intensity", &[]),
-]);
-volume_family!(INTENSITY_VOLUME_HISTOGRAM, Family::IntensityVolumeHistogram, [
-    ("ivh_v10", "BC2M", "Volume at intensity fraction (volume fraction at 10% intensity)", &[]),
-    ("ivh_v90", "BC2M", "Volume at intensity fraction (volume fraction at 90% intensity)", &[]),
-    ("ivh_i10", "GBPN", "Intensity at volume fraction (intensity at 10% volume)", &[]),
-    ("ivh_i90", "GBPN", "Intensity at volume fraction (intensity at 90% volume)", &[]),
-    ("ivh_diff_v10_v90", "DDTU", "Volume fraction difference between intensity fractions", &[]),
-    ("ivh_diff_i10_i90", "CNV2", "Intensity fraction difference between volume fractions", &[]),
-]);
-directional_family!(GLCM, Family::Glcm, [
-    ("cm_joint_max", "GYBY", "Joint maximum", &[]),
-    ("cm_joint_avg", "60VM", "Joint average", &[]),
-    ("cm_joint_var", "UR99", "Joint variance", &[]),
-    ("cm_joint_entr", "TU9B", "Joint entropy", &[lifex("GLCM_Entropy_log2 [=Joint entropy]", LifexRelation::Identical), lifex("GLCM_Entropy_log10", LifexRelation::Log10Of2)]),
-    ("cm_diff_avg", "TF7R", "Difference average", &[]),
-    ("cm_diff_var", "D3YU", "Difference variance", &[]),
-    ("cm_diff_entr", "NTRS", "Difference entropy", &[]),
-    ("cm_sum_avg", "ZGXS", "Sum average", &[]),
-    ("cm_sum_var", "OEEB", "Sum variance", &[]),
-    ("cm_sum_entr", "P6QZ", "Sum entropy", &[]),
-    ("cm_energy", "8ZQL", "Angular second moment", &[lifex("GLCM_Energy [=Angular second moment]", LifexRelation::Identical)]),
-    ("cm_contrast", "ACUI", "Contrast", &[lifex("GLCM_Contrast [=Variance]", LifexRelation::Identical)]),
-    ("cm_dissimilarity", "8S9J", "Dissimilarity", &[lifex("GLCM_Dissimilarity", LifexRelation::Identical)]),
-    ("cm_inv_diff", "IB1Z", "Inverse difference", &[lifex("GLCM_Homogeneity [=Inverse difference]", LifexRelation::Identical)]),
-    ("cm_inv_diff_norm", "NDRX", "Normalised inverse difference", &[]),
-    ("cm_inv_diff_mom", "WF0Z", "Inverse difference moment", &[]),
-    ("cm_inv_diff_mom_norm", "1QCO", "Normalised inverse difference moment", &[]),
-    ("cm_inv_var", "E8JP", "Inverse variance", &[]),
-    ("cm_corr", "NI2N", "Correlation", &[lifex("GLCM_Correlation", LifexRelation::Identical)]),
-    ("cm_auto_corr", "QWB0", "Autocorrelation", &[]),
-    ("cm_clust_tend", "DG8W", "Cluster tendency", &[]),
-    ("cm_clust_shade", "7NFM", "Cluster shade", &[]),
-    ("cm_clust_prom", "AE86", "Cluster prominence", &[]),
-    ("cm_info_corr1", "R8DG", "Information correlation 1", &[]),
-    ("cm_info_corr2", "JN9H", "Information correlation 2", &[]),
-]);
-directional_family!(GLRLM, Family::Glrlm, [
-    ("rlm_sre", "22OV", "Short runs emphasis", &[lifex("GLRLM_SRE", LifexRelation::Identical)]),
-    ("rlm_lre", "W4KF", "Long runs emphasis", &[lifex("GLRLM_LRE", LifexRelation::Identical)]),
-    ("rlm_lgre", "V3SW", "Low grey level run emphasis", &[lifex("GLRLM_LGRE", LifexRelation::Identical)]),
-    ("rlm_hgre", "G3QZ", "High grey level run emphasis", &[lifex("GLRLM_HGRE", LifexRelation::Identical)]),
-    ("rlm_srlge", "HTZT", "Short run low grey level emphasis", &[lifex("GLRLM_SRLGE", LifexRelation::Identical)]),
-    ("rlm_srhge", "GD3A", "Short run high grey level emphasis", &[lifex("GLRLM_SRHGE", LifexRelation::Identical)]),
-    ("rlm_lrlge", "IVPO", "Long run low grey level emphasis", &[lifex("GLRLM_LRLGE", LifexRelation::Identical)]),
-    ("rlm_lrhge", "3KUM", "Long run high grey level emphasis", &[lifex("GLRLM_LRHGE", LifexRelation::Identical)]),
-    ("rlm_glnu", "R5YN", "Grey level non-uniformity", &[lifex("GLRLM_GLNU", LifexRelation::Identical)]),
-    ("rlm_glnu_norm", "OVBL", "Normalised grey level non-uniformity", &[]),
-    ("rlm_rlnu", "W92Y", "Run length non-uniformity", &[lifex("GLRLM_RLNU", LifexRelation::Identical)]),
-    ("rlm_rlnu_norm", "IC23", "Normalised run length non-uniformity", &[]),
-    ("rlm_r_perc", "9ZK5", "Run percentage", &[lifex("GLRLM_RP", LifexRelation::Identical)]),
-    ("rlm_gl_var", "8CE5", "Grey level variance", &[]),
-    ("rlm_rl_var", "SXLW", "Run length variance", &[]),
-    ("rlm_rl_entr", "HJ9O", "Run entropy", &[]),
-]);
-zone_family!(GLSZM, Family::Glszm, [
-    ("szm_sze", "5QRC", "Small zone emphasis", &[lifex("GLZLM_SZE", LifexRelation::Identical)]),
-    ("szm_lze", "48P8", "Large zone emphasis", &[lifex("GLZLM_LZE", LifexRelation::Identical)]),
-    ("szm_lgze", "XMSY", "Low grey level zone emphasis", &[lifex("GLZLM_LGZE", LifexRelation::Identical)]),
-    ("szm_hgze", "5GN9", "High grey level zone emphasis", &[lifex("GLZLM_HGZE", LifexRelation::Identical)]),
-    ("szm_szlge", "5RAI", "Small zone low grey level emphasis", &[lifex("GLZLM_SZLGE", LifexRelation::Identical)]),
-    ("szm_szhge", "HW1V", "Small zone high grey level emphasis", &[lifex("GLZLM_SZHGE", LifexRelation::Identical)]),
-    ("szm_lzlge", "YH51", "Large zone low grey level emphasis", &[lifex("GLZLM_LZLGE", LifexRelation::Identical)]),
-    ("szm_lzhge", "J17V", "Large zone high grey level emphasis", &[lifex("GLZLM_LZHGE", LifexRelation::Identical)]),
-    ("szm_glnu", "JNSA", "Grey level non-uniformity", &[lifex("GLZLM_GLNU", LifexRelation::Identical)]),
-    ("szm_glnu_norm", "Y1RO", "Normalised grey level non-uniformity", &[]),
-    ("szm_zsnu", "4JP3", "Zone size non-uniformity", &[lifex("GLZLM_ZLNU", LifexRelation::Identical)]),
-    ("szm_zsnu_norm", "VB3A", "Normalised zone size non-uniformity", &[]),
-    ("szm_z_perc", "P30P", "Zone percentage", &[lifex("GLZLM_ZP", LifexRelation::Identical)]),
-    ("szm_gl_var", "BYLV", "Grey level variance", &[]),
-    ("szm_zs_var", "3NSA", "Zone size variance", &[]),
-    ("szm_zs_entr", "GU8N", "Zone size entropy", &[]),
-]);
-zone_family!(GLDZM, Family::Gldzm, [
-    ("dzm_sde", "0GBI", "Small distance emphasis", &[]),
-    ("dzm_lde", "MB4I", "Large distance emphasis", &[]),
-    ("dzm_lgze", "S1RA", "Low grey level zone emphasis", &[]),
-    ("dzm_hgze", "K26C", "High grey level zone emphasis", &[]),
-    ("dzm_sdlge", "RUVG", "Small distance low grey level emphasis", &[]),
-    ("dzm_sdhge", "DKNJ", "Small distance high grey level emphasis", &[]),
-    ("dzm_ldlge", "A7WM", "Large distance low grey level emphasis", &[]),
-    ("dzm_ldhge", "KLTH", "Large distance high grey level emphasis", &[]),
-    ("dzm_glnu", "VFT7", "Grey level non-uniformity", &[]),
-    ("dzm_glnu_norm", "7HP3", "Normalised grey level non-uniformity", &[]),
-    ("dzm_zdnu", "V294", "Zone distance non-uniformity", &[]),
-    ("dzm_zdnu_norm", "IATH", "Normalised zone distance non-uniformity", &[]),
-    ("dzm_z_perc", "VIWW", "Zone percentage", &[]),
-    ("dzm_gl_var", "QK93", "Grey level variance", &[]),
-    ("dzm_zd_var", "7WT1", "Zone distance variance", &[]),
-    ("dzm_zd_entr", "GBDU", "Zone distance entropy", &[]),
-]);
-zone_family!(NGTDM, Family::Ngtdm, [
-    ("ngt_coarseness", "QCDE", "Coarseness", &[lifex("NGLDM_Coarseness", LifexRelation::Identical)]),
-    ("ngt_contrast", "65HE", "Contrast", &[lifex("NGLDM_Contrast", LifexRelation::Identical)]),
-    ("ngt_busyness", "NQ30", "Busyness", &[lifex("NGLDM_Busyness", LifexRelation::Identical)]),
-    ("ngt_complexity", "HDEZ", "Complexity", &[]),
-    ("ngt_strength", "1X9X", "Strength", &[]),
-]);
-zone_family!(NGLDM, Family::Ngldm, [
-    ("ngl_lde", "SODN", "Low dependence emphasis", &[]),
-    ("ngl_hde", "IMOQ", "High dependence emphasis", &[]),
-    ("ngl_lgce", "TL9H", "Low grey level count emphasis", &[]),
-    ("ngl_hgce", "OAE7", "High grey level count emphasis", &[]),
-    ("ngl_ldlge", "EQ3F", "Low dependence low grey level emphasis", &[]),
-    ("ngl_ldhge", "JA6D", "Low dependence high grey level emphasis", &[]),
-    ("ngl_hdlge", "NBZI", "High dependence low grey level emphasis", &[]),
-    ("ngl_hdhge", "9QMG", "High dependence high grey level emphasis", &[]),
-    ("ngl_glnu", "FP8K", "Grey level non-uniformity", &[]),
-    ("ngl_glnu_norm", "5SPA", "Normalised grey level non-uniformity", &[]),
-    ("ngl_dcnu", "Z87G", "Dependence count non-uniformity", &[]),
-    ("ngl_dcnu_norm", "OKJI", "Normalised dependence count non-uniformity", &[]),
-    ("ngl_dc_perc", "6XV8", "Dependence count percentage", &[]),
-    ("ngl_gl_var", "1PFV", "Grey level variance", &[]),
-    ("ngl_dc_var", "DNX2", "Dependence count variance", &[]),
-    ("ngl_dc_entr", "FCBV", "Dependence count entropy", &[]),
-    ("ngl_dc_energy", "CAS9", "Dependence count energy", &[]),
-]);
+volume_family!(
+    MORPHOLOGY,
+    Family::Morphology,
+    [
+        ("morph_volume", "RNU0", "Volume (mesh)", &[]),
+        (
+            "morph_vol_approx",
+            "YEKZ",
+            "Volume (voxel counting)",
+            &[lifex("SHAPE_Volume(mL)", LifexRelation::Millilitre)]
+        ),
+        (
+            "morph_area_mesh",
+            "C0JK",
+            "Surface area (mesh)",
+            &[lifex(
+                "SHAPE_Surface(mm2)[onlyFor3DROI]",
+                LifexRelation::DifferentMethod
+            )]
+        ),
+        ("morph_av", "2PR5", "Surface to volume ratio", &[]),
+        (
+            "morph_comp_1",
+            "SKGS",
+            "Compactness 1",
+            &[lifex(
+                "SHAPE_Compacity [onlyFor3DROI]",
+                LifexRelation::DifferentMethod
+            )]
+        ),
+        ("morph_comp_2", "BQWJ", "Compactness 2", &[]),
+        ("morph_sph_dispr", "KRCK", "Spherical disproportion", &[]),
+        (
+            "morph_sphericity",
+            "QCFX",
+            "Sphericity",
+            &[lifex(
+                "SHAPE_Sphericity [only for 3D ROI (nz>1)]",
+                LifexRelation::DifferentMethod
+            )]
+        ),
+        ("morph_asphericity", "25C7", "Asphericity", &[]),
+        ("morph_com", "KLMA", "Centre of mass shift", &[]),
+        ("morph_diam", "L0JK", "Maximum 3D diameter", &[]),
+        ("morph_pca_maj_axis", "TDIC", "Major axis length", &[]),
+        ("morph_pca_min_axis", "P9VJ", "Minor axis length", &[]),
+        ("morph_pca_least_axis", "7J51", "Least axis length", &[]),
+        ("morph_pca_elongation", "Q3CK", "Elongation", &[]),
+        ("morph_pca_flatness", "N17B", "Flatness", &[]),
+        (
+            "morph_vol_dens_aabb",
+            "PBX1",
+            "Volume density (axis-aligned bounding box)",
+            &[]
+        ),
+        (
+            "morph_area_dens_aabb",
+            "R59B",
+            "Area density (axis-aligned bounding box)",
+            &[]
+        ),
+        (
+            "morph_vol_dens_aee",
+            "6BDE",
+            "Volume density (approximate enclosing ellipsoid)",
+            &[]
+        ),
+        (
+            "morph_area_dens_aee",
+            "RDD2",
+            "Area density (approximate enclosing ellipsoid)",
+            &[]
+        ),
+        (
+            "morph_vol_dens_conv_hull",
+            "R3ER",
+            "Volume density (convex hull)",
+            &[]
+        ),
+        (
+            "morph_area_dens_conv_hull",
+            "7T7F",
+            "Area density (convex hull)",
+            &[]
+        ),
+        ("morph_integ_int", "99N0", "Integrated intensity", &[]),
+        ("morph_moran_i", "N365", "Moran's I index", &[]),
+        ("morph_geary_c", "NPT7", "Geary's C measure", &[]),
+    ]
+);
+volume_family!(
+    LOCAL_INTENSITY,
+    Family::LocalIntensity,
+    [
+        ("loc_peak_loc", "VJGA", "Local intensity peak", &[]),
+        (
+            "loc_peak_glob",
+            "0F91",
+            "Global intensity peak",
+            &[lifex(
+                "CONVENTIONAL_HUpeakSphere1mL",
+                LifexRelation::Identical
+            )]
+        ),
+    ]
+);
+volume_family!(
+    INTENSITY_STATISTICS,
+    Family::IntensityStatistics,
+    [
+        (
+            "stat_mean",
+            "Q4LE",
+            "Mean intensity",
+            &[lifex("CONVENTIONAL_HUmean", LifexRelation::Identical)]
+        ),
+        (
+            "stat_var",
+            "ECT3",
+            "Intensity variance",
+            &[lifex("CONVENTIONAL_HUstd", LifexRelation::SquareRoot)]
+        ),
+        (
+            "stat_skew",
+            "KE2A",
+            "Intensity skewness",
+            &[lifex("CONVENTIONAL_HUSkewness", LifexRelation::Identical)]
+        ),
+        (
+            "stat_kurt",
+            "IPH6",
+            "(Excess) intensity kurtosis",
+            &[
+                lifex("CONVENTIONAL_HUExcessKurtosis", LifexRelation::Identical),
+                lifex("CONVENTIONAL_HUKurtosis", LifexRelation::PlusThree)
+            ]
+        ),
+        (
+            "stat_median",
+            "Y12H",
+            "Median intensity",
+            &[lifex("CONVENTIONAL_HUQ2", LifexRelation::Identical)]
+        ),
+        (
+            "stat_min",
+            "1GSF",
+            "Minimum intensity",
+            &[lifex("CONVENTIONAL_HUmin", LifexRelation::Identical)]
+        ),
+        ("stat_p10", "QG58", "10th intensity percentile", &[]),
+        ("stat_p90", "8DWT", "90th intensity percentile", &[]),
+        (
+            "stat_max",
+            "84IY",
+            "Maximum intensity",
+            &[lifex("CONVENTIONAL_HUmax", LifexRelation::Identical)]
+        ),
+        ("stat_iqr", "SALO", "Intensity interquartile range", &[]),
+        ("stat_range", "2OJQ", "Intensity range", &[]),
+        (
+            "stat_mad",
+            "4FUA",
+            "Intensity-based mean absolute deviation",
+            &[]
+        ),
+        (
+            "stat_rmad",
+            "1128",
+            "Intensity-based robust mean absolute deviation",
+            &[]
+        ),
+        (
+            "stat_medad",
+            "N72L",
+            "Intensity-based median absolute deviation",
+            &[]
+        ),
+        (
+            "stat_cov",
+            "7TET",
+            "Intensity-based coefficient of variation",
+            &[]
+        ),
+        (
+            "stat_qcod",
+            "9S40",
+            "Intensity-based quartile coefficient of dispersion",
+            &[]
+        ),
+        ("stat_energy", "N8CA", "Intensity-based energy", &[]),
+        ("stat_rms", "5ZWQ", "Root mean square intensity", &[]),
+    ]
+);
+volume_family!(
+    INTENSITY_HISTOGRAM,
+    Family::IntensityHistogram,
+    [
+        (
+            "ih_mean",
+            "X6K6",
+            "Mean discretised intensity",
+            &[lifex("DISCRETIZED_HUmean", LifexRelation::BinToIntensity)]
+        ),
+        (
+            "ih_var",
+            "CH89",
+            "Discretised intensity variance",
+            &[lifex("DISCRETIZED_HUstd", LifexRelation::BinToIntensity)]
+        ),
+        (
+            "ih_skew",
+            "88K1",
+            "Discretised intensity skewness",
+            &[lifex("DISCRETIZED_HUSkewness", LifexRelation::Identical)]
+        ),
+        (
+            "ih_kurt",
+            "C3I7",
+            "(Excess) discretised intensity kurtosis",
+            &[
+                lifex("DISCRETIZED_HUExcessKurtosis", LifexRelation::Identical),
+                lifex("DISCRETIZED_HUKurtosis", LifexRelation::PlusThree)
+            ]
+        ),
+        (
+            "ih_median",
+            "WIFQ",
+            "Median discretised intensity",
+            &[lifex("DISCRETIZED_HUQ2", LifexRelation::BinToIntensity)]
+        ),
+        (
+            "ih_min",
+            "1PR8",
+            "Minimum discretised intensity",
+            &[lifex("DISCRETIZED_HUmin", LifexRelation::BinToIntensity)]
+        ),
+        (
+            "ih_p10",
+            "GPMT",
+            "10th discretised intensity percentile",
+            &[]
+        ),
+        (
+            "ih_p90",
+            "OZ0C",
+            "90th discretised intensity percentile",
+            &[]
+        ),
+        (
+            "ih_max",
+            "3NCY",
+            "Maximum discretised intensity",
+            &[lifex("DISCRETIZED_HUmax", LifexRelation::BinToIntensity)]
+        ),
+        ("ih_mode", "AMMC", "Intensity histogram mode", &[]),
+        (
+            "ih_iqr",
+            "WR0O",
+            "Discretised intensity interquartile range",
+            &[]
+        ),
+        ("ih_range", "5Z3W", "Discretised intensity range", &[]),
+        (
+            "ih_mad",
+            "D2ZX",
+            "Intensity histogram mean absolute deviation",
+            &[]
+        ),
+        (
+            "ih_rmad",
+            "WRZB",
+            "Intensity histogram robust mean absolute deviation",
+            &[]
+        ),
+        (
+            "ih_medad",
+            "4RNL",
+            "Intensity histogram median absolute deviation",
+            &[]
+        ),
+        (
+            "ih_cov",
+            "CWYJ",
+            "Intensity histogram coefficient of variation",
+            &[]
+        ),
+        (
+            "ih_qcod",
+            "SLWD",
+            "Intensity histogram quartile coefficient of dispersion",
+            &[]
+        ),
+        (
+            "ih_entropy",
+            "TLU2",
+            "Discretised intensity entropy",
+            &[
+                lifex("DISCRETIZED_HISTO_Entropy_log2", LifexRelation::Identical),
+                lifex("DISCRETIZED_HISTO_Entropy_log10", LifexRelation::Log10Of2)
+            ]
+        ),
+        (
+            "ih_uniformity",
+            "BJ5W",
+            "Discretised intensity uniformity",
+            &[lifex(
+                "DISCRETIZED_HISTO_Energy [=Uniformity]",
+                LifexRelation::Identical
+            )]
+        ),
+        ("ih_max_grad", "12CE", "Maximum histogram gradient", &[]),
+        (
+            "ih_max_grad_g",
+            "8E6O",
+            "Maximum histogram gradient intensity",
+            &[]
+        ),
+        ("ih_min_grad", "VQB3", "Minimum histogram gradient", &[]),
+        (
+            "ih_min_grad_g",
+            "RHQZ",
+            "Minimum histogram gradient intensity",
+            &[]
+        ),
+    ]
+);
+volume_family!(
+    INTENSITY_VOLUME_HISTOGRAM,
+    Family::IntensityVolumeHistogram,
+    [
+        (
+            "ivh_v10",
+            "BC2M",
+            "Volume at intensity fraction (volume fraction at 10% intensity)",
+            &[]
+        ),
+        (
+            "ivh_v90",
+            "BC2M",
+            "Volume at intensity fraction (volume fraction at 90% intensity)",
+            &[]
+        ),
+        (
+            "ivh_i10",
+            "GBPN",
+            "Intensity at volume fraction (intensity at 10% volume)",
+            &[]
+        ),
+        (
+            "ivh_i90",
+            "GBPN",
+            "Intensity at volume fraction (intensity at 90% volume)",
+            &[]
+        ),
+        (
+            "ivh_diff_v10_v90",
+            "DDTU",
+            "Volume fraction difference between intensity fractions",
+            &[]
+        ),
+        (
+            "ivh_diff_i10_i90",
+            "CNV2",
+            "Intensity fraction difference between volume fractions",
+            &[]
+        ),
+    ]
+);
+directional_family!(
+    GLCM,
+    Family::Glcm,
+    [
+        ("cm_joint_max", "GYBY", "Joint maximum", &[]),
+        ("cm_joint_avg", "60VM", "Joint average", &[]),
+        ("cm_joint_var", "UR99", "Joint variance", &[]),
+        (
+            "cm_joint_entr",
+            "TU9B",
+            "Joint entropy",
+            &[
+                lifex(
+                    "GLCM_Entropy_log2 [=Joint entropy]",
+                    LifexRelation::Identical
+                ),
+                lifex("GLCM_Entropy_log10", LifexRelation::Log10Of2)
+            ]
+        ),
+        ("cm_diff_avg", "TF7R", "Difference average", &[]),
+        ("cm_diff_var", "D3YU", "Difference variance", &[]),
+        ("cm_diff_entr", "NTRS", "Difference entropy", &[]),
+        ("cm_sum_avg", "ZGXS", "Sum average", &[]),
+        ("cm_sum_var", "OEEB", "Sum variance", &[]),
+        ("cm_sum_entr", "P6QZ", "Sum entropy", &[]),
+        (
+            "cm_energy",
+            "8ZQL",
+            "Angular second moment",
+            &[lifex(
+                "GLCM_Energy [=Angular second moment]",
+                LifexRelation::Identical
+            )]
+        ),
+        (
+            "cm_contrast",
+            "ACUI",
+            "Contrast",
+            &[lifex("GLCM_Contrast [=Variance]", LifexRelation::Identical)]
+        ),
+        (
+            "cm_dissimilarity",
+            "8S9J",
+            "Dissimilarity",
+            &[lifex("GLCM_Dissimilarity", LifexRelation::Identical)]
+        ),
+        (
+            "cm_inv_diff",
+            "IB1Z",
+            "Inverse difference",
+            &[lifex(
+                "GLCM_Homogeneity [=Inverse difference]",
+                LifexRelation::Identical
+            )]
+        ),
+        (
+            "cm_inv_diff_norm",
+            "NDRX",
+            "Normalised inverse difference",
+            &[]
+        ),
+        ("cm_inv_diff_mom", "WF0Z", "Inverse difference moment", &[]),
+        (
+            "cm_inv_diff_mom_norm",
+            "1QCO",
+            "Normalised inverse difference moment",
+            &[]
+        ),
+        ("cm_inv_var", "E8JP", "Inverse variance", &[]),
+        (
+            "cm_corr",
+            "NI2N",
+            "Correlation",
+            &[lifex("GLCM_Correlation", LifexRelation::Identical)]
+        ),
+        ("cm_auto_corr", "QWB0", "Autocorrelation", &[]),
+        ("cm_clust_tend", "DG8W", "Cluster tendency", &[]),
+        ("cm_clust_shade", "7NFM", "Cluster shade", &[]),
+        ("cm_clust_prom", "AE86", "Cluster prominence", &[]),
+        ("cm_info_corr1", "R8DG", "Information correlation 1", &[]),
+        ("cm_info_corr2", "JN9H", "Information correlation 2", &[]),
+    ]
+);
+directional_family!(
+    GLRLM,
+    Family::Glrlm,
+    [
+        (
+            "rlm_sre",
+            "22OV",
+            "Short runs emphasis",
+            &[lifex("GLRLM_SRE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_lre",
+            "W4KF",
+            "Long runs emphasis",
+            &[lifex("GLRLM_LRE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_lgre",
+            "V3SW",
+            "Low grey level run emphasis",
+            &[lifex("GLRLM_LGRE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_hgre",
+            "G3QZ",
+            "High grey level run emphasis",
+            &[lifex("GLRLM_HGRE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_srlge",
+            "HTZT",
+            "Short run low grey level emphasis",
+            &[lifex("GLRLM_SRLGE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_srhge",
+            "GD3A",
+            "Short run high grey level emphasis",
+            &[lifex("GLRLM_SRHGE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_lrlge",
+            "IVPO",
+            "Long run low grey level emphasis",
+            &[lifex("GLRLM_LRLGE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_lrhge",
+            "3KUM",
+            "Long run high grey level emphasis",
+            &[lifex("GLRLM_LRHGE", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_glnu",
+            "R5YN",
+            "Grey level non-uniformity",
+            &[lifex("GLRLM_GLNU", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_glnu_norm",
+            "OVBL",
+            "Normalised grey level non-uniformity",
+            &[]
+        ),
+        (
+            "rlm_rlnu",
+            "W92Y",
+            "Run length non-uniformity",
+            &[lifex("GLRLM_RLNU", LifexRelation::Identical)]
+        ),
+        (
+            "rlm_rlnu_norm",
+            "IC23",
+            "Normalised run length non-uniformity",
+            &[]
+        ),
+        (
+            "rlm_r_perc",
+            "9ZK5",
+            "Run percentage",
+            &[lifex("GLRLM_RP", LifexRelation::Identical)]
+        ),
+        ("rlm_gl_var", "8CE5", "Grey level variance", &[]),
+        ("rlm_rl_var", "SXLW", "Run length variance", &[]),
+        ("rlm_rl_entr", "HJ9O", "Run entropy", &[]),
+    ]
+);
+zone_family!(
+    GLSZM,
+    Family::Glszm,
+    [
+        (
+            "szm_sze",
+            "5QRC",
+            "Small zone emphasis",
+            &[lifex("GLZLM_SZE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_lze",
+            "48P8",
+            "Large zone emphasis",
+            &[lifex("GLZLM_LZE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_lgze",
+            "XMSY",
+            "Low grey level zone emphasis",
+            &[lifex("GLZLM_LGZE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_hgze",
+            "5GN9",
+            "High grey level zone emphasis",
+            &[lifex("GLZLM_HGZE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_szlge",
+            "5RAI",
+            "Small zone low grey level emphasis",
+            &[lifex("GLZLM_SZLGE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_szhge",
+            "HW1V",
+            "Small zone high grey level emphasis",
+            &[lifex("GLZLM_SZHGE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_lzlge",
+            "YH51",
+            "Large zone low grey level emphasis",
+            &[lifex("GLZLM_LZLGE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_lzhge",
+            "J17V",
+            "Large zone high grey level emphasis",
+            &[lifex("GLZLM_LZHGE", LifexRelation::Identical)]
+        ),
+        (
+            "szm_glnu",
+            "JNSA",
+            "Grey level non-uniformity",
+            &[lifex("GLZLM_GLNU", LifexRelation::Identical)]
+        ),
+        (
+            "szm_glnu_norm",
+            "Y1RO",
+            "Normalised grey level non-uniformity",
+            &[]
+        ),
+        (
+            "szm_zsnu",
+            "4JP3",
+            "Zone size non-uniformity",
+            &[lifex("GLZLM_ZLNU", LifexRelation::Identical)]
+        ),
+        (
+            "szm_zsnu_norm",
+            "VB3A",
+            "Normalised zone size non-uniformity",
+            &[]
+        ),
+        (
+            "szm_z_perc",
+            "P30P",
+            "Zone percentage",
+            &[lifex("GLZLM_ZP", LifexRelation::Identical)]
+        ),
+        ("szm_gl_var", "BYLV", "Grey level variance", &[]),
+        ("szm_zs_var", "3NSA", "Zone size variance", &[]),
+        ("szm_zs_entr", "GU8N", "Zone size entropy", &[]),
+    ]
+);
+zone_family!(
+    GLDZM,
+    Family::Gldzm,
+    [
+        ("dzm_sde", "0GBI", "Small distance emphasis", &[]),
+        ("dzm_lde", "MB4I", "Large distance emphasis", &[]),
+        ("dzm_lgze", "S1RA", "Low grey level zone emphasis", &[]),
+        ("dzm_hgze", "K26C", "High grey level zone emphasis", &[]),
+        (
+            "dzm_sdlge",
+            "RUVG",
+            "Small distance low grey level emphasis",
+            &[]
+        ),
+        (
+            "dzm_sdhge",
+            "DKNJ",
+            "Small distance high grey level emphasis",
+            &[]
+        ),
+        (
+            "dzm_ldlge",
+            "A7WM",
+            "Large distance low grey level emphasis",
+            &[]
+        ),
+        (
+            "dzm_ldhge",
+            "KLTH",
+            "Large distance high grey level emphasis",
+            &[]
+        ),
+        ("dzm_glnu", "VFT7", "Grey level non-uniformity", &[]),
+        (
+            "dzm_glnu_norm",
+            "7HP3",
+            "Normalised grey level non-uniformity",
+            &[]
+        ),
+        ("dzm_zdnu", "V294", "Zone distance non-uniformity", &[]),
+        (
+            "dzm_zdnu_norm",
+            "IATH",
+            "Normalised zone distance non-uniformity",
+            &[]
+        ),
+        ("dzm_z_perc", "VIWW", "Zone percentage", &[]),
+        ("dzm_gl_var", "QK93", "Grey level variance", &[]),
+        ("dzm_zd_var", "7WT1", "Zone distance variance", &[]),
+        ("dzm_zd_entr", "GBDU", "Zone distance entropy", &[]),
+    ]
+);
+zone_family!(
+    NGTDM,
+    Family::Ngtdm,
+    [
+        (
+            "ngt_coarseness",
+            "QCDE",
+            "Coarseness",
+            &[lifex("NGLDM_Coarseness", LifexRelation::Identical)]
+        ),
+        (
+            "ngt_contrast",
+            "65HE",
+            "Contrast",
+            &[lifex("NGLDM_Contrast", LifexRelation::Identical)]
+        ),
+        (
+            "ngt_busyness",
+            "NQ30",
+            "Busyness",
+            &[lifex("NGLDM_Busyness", LifexRelation::Identical)]
+        ),
+        ("ngt_complexity", "HDEZ", "Complexity", &[]),
+        ("ngt_strength", "1X9X", "Strength", &[]),
+    ]
+);
+zone_family!(
+    NGLDM,
+    Family::Ngldm,
+    [
+        ("ngl_lde", "SODN", "Low dependence emphasis", &[]),
+        ("ngl_hde", "IMOQ", "High dependence emphasis", &[]),
+        ("ngl_lgce", "TL9H", "Low grey level count emphasis", &[]),
+        ("ngl_hgce", "OAE7", "High grey level count emphasis", &[]),
+        (
+            "ngl_ldlge",
+            "EQ3F",
+            "Low dependence low grey level emphasis",
+            &[]
+        ),
+        (
+            "ngl_ldhge",
+            "JA6D",
+            "Low dependence high grey level emphasis",
+            &[]
+        ),
+        (
+            "ngl_hdlge",
+            "NBZI",
+            "High dependence low grey level emphasis",
+            &[]
+        ),
+        (
+            "ngl_hdhge",
+            "9QMG",
+            "High dependence high grey level emphasis",
+            &[]
+        ),
+        ("ngl_glnu", "FP8K", "Grey level non-uniformity", &[]),
+        (
+            "ngl_glnu_norm",
+            "5SPA",
+            "Normalised grey level non-uniformity",
+            &[]
+        ),
+        ("ngl_dcnu", "Z87G", "Dependence count non-uniformity", &[]),
+        (
+            "ngl_dcnu_norm",
+            "OKJI",
+            "Normalised dependence count non-uniformity",
+            &[]
+        ),
+        ("ngl_dc_perc", "6XV8", "Dependence count percentage", &[]),
+        ("ngl_gl_var", "1PFV", "Grey level variance", &[]),
+        ("ngl_dc_var", "DNX2", "Dependence count variance", &[]),
+        ("ngl_dc_entr", "FCBV", "Dependence count entropy", &[]),
+        ("ngl_dc_energy", "CAS9", "Dependence count energy", &[]),
+    ]
+);
 
 /// Every family table, in reporting order.
 static TABLES: [&[FeatureDef]; 11] = [
@@ -559,7 +1124,10 @@ mod tests {
         let (def, col) = by_lifex("DISCRETIZED_HUKurtosis").expect("lifex column");
         assert_eq!(def.tag, "ih_kurt");
         assert_eq!(col.relation.ibsi_to_lifex(-0.355), Some(-0.355 + 3.0));
-        assert_eq!(by_base("szm_hgze", Aggregation::Volume3D).map(|d| d.tag), Some("szm_hgze_3D"));
+        assert_eq!(
+            by_base("szm_hgze", Aggregation::Volume3D).map(|d| d.tag),
+            Some("szm_hgze_3D")
+        );
         assert!(by_tag("cm_joint_max").is_none());
     }
 }

@@ -4,7 +4,10 @@
 
 use radiomics::registry;
 
-const REFERENCE_CSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/ibsi/reference_values.csv");
+const REFERENCE_CSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/ibsi/reference_values.csv"
+);
 
 #[test]
 fn every_reference_tag_is_registered_with_its_code() {
@@ -12,7 +15,10 @@ fn every_reference_tag_is_registered_with_its_code() {
         .unwrap_or_else(|e| panic!("cannot read {REFERENCE_CSV}: {e}"));
     let mut lines = text.lines();
     let header = lines.next().expect("header line");
-    assert_eq!(header, "phantom,config,family,feature,ibsi_code,value,tolerance");
+    assert_eq!(
+        header,
+        "phantom,config,family,feature,ibsi_code,value,tolerance"
+    );
     let mut problems = Vec::new();
     let mut checked = 0;
     for line in lines {
@@ -27,7 +33,10 @@ fn every_reference_tag_is_registered_with_its_code() {
             None => problems.push(format!("{tag}: not in the registry")),
             Some(def) => {
                 if def.ibsi_code != code {
-                    problems.push(format!("{tag}: registry code {} != reference {code}", def.ibsi_code));
+                    problems.push(format!(
+                        "{tag}: registry code {} != reference {code}",
+                        def.ibsi_code
+                    ));
                 }
                 if def.family.as_str() != family {
                     problems.push(format!(
@@ -39,5 +48,10 @@ fn every_reference_tag_is_registered_with_its_code() {
         }
     }
     assert_eq!(checked, 1804, "expected 482 digital + 1322 CT feature rows");
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
