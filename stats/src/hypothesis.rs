@@ -229,7 +229,6 @@ pub fn chi_square_independence(table: &[Vec<u64>]) -> Result<TestResult, StatsEr
 /// `mannwhitneyu(x, y, alternative='two-sided', method='asymptotic', use_continuity=True)`.
 /// Errors when a group is empty or when every value is tied (σ = 0).
 pub fn mann_whitney_from_tied_cells(cells: &[(u64, u64)]) -> Result<MannWhitney, StatsError> {
-    const WHAT: &str = "Mann-Whitney test";
     let mut n_a: u128 = 0;
     let mut n_b: u128 = 0;
     let mut twice_w: u128 = 0;
@@ -243,6 +242,24 @@ pub fn mann_whitney_from_tied_cells(cells: &[(u64, u64)]) -> Result<MannWhitney,
         n_a += a;
         n_b += b;
     }
+    mann_whitney_normal(
+        twice_w as f64 / 2.0,
+        n_a as u64,
+        n_b as u64,
+        tie_term as f64,
+    )
+}
+
+/// The normal approximation of [`mann_whitney_from_tied_cells`] from its ingredients: W (U of
+/// group A), the group sizes and the tie sum `Σ(t³ − t)` over tie groups. Used directly when W is
+/// assembled from interval counts (the tree histogram).
+pub fn mann_whitney_normal(
+    w: f64,
+    n_a: u64,
+    n_b: u64,
+    tie_sum: f64,
+) -> Result<MannWhitney, StatsError> {
+    const WHAT: &str = "Mann-Whitney test";
     for (n, g) in [(n_a, "group a"), (n_b, "group b")] {
         if n == 0 {
             return Err(StatsError::TooFewObservations {
@@ -253,11 +270,10 @@ pub fn mann_whitney_from_tied_cells(cells: &[(u64, u64)]) -> Result<MannWhitney,
             });
         }
     }
-    let w = twice_w as f64 / 2.0;
     let (na, nb) = (n_a as f64, n_b as f64);
     let n = na + nb;
     let mu = na * nb / 2.0;
-    let sigma2 = na * nb / 12.0 * ((n + 1.0) - tie_term as f64 / (n * (n - 1.0)));
+    let sigma2 = na * nb / 12.0 * ((n + 1.0) - tie_sum / (n * (n - 1.0)));
     let sigma = sigma2.sqrt();
     if sigma.is_nan() || sigma <= 0.0 {
         return Err(StatsError::EssentiallyConstant {

@@ -29,14 +29,14 @@ pub mod tree;
 pub use error::StatsError;
 pub use hypothesis::{
     MannWhitney, TestResult, chi_square_independence, mann_whitney_from_tied_cells,
-    mann_whitney_pooled, student_t_test, welch_t_test,
+    mann_whitney_normal, mann_whitney_pooled, student_t_test, welch_t_test,
 };
 pub use moments::Moments;
 pub use quantile::{
     QuantileEstimate, ValueCell, quantile_type7, quantile_type7_from_cells, type7_order_statistics,
 };
 pub use tree::{
-    CellMannWhitney, CommonCell, HistogramState, NodeId, RefineTargets, TreeError, TreeRoot,
-    cells_to_refine, common_cells, contains, mann_whitney_from_cells, node_interval,
-    quantile_from_cells, site_release,
+    CommonCell, HistogramState, Mass, NodeId, QuantileBounds, RefineRequest, RefineTargets,
+    TreeError, TreeMannWhitney, TreeRoot, cells_to_refine, common_cells, contains, node_interval,
+    site_release,
 };

@@ -27,21 +27,45 @@
 //!    study variable: sites must pin it (a site that answered for one root must refuse another),
 //!    because nodes of two different trees are not laminar.
 //! 2. Round 1: every site answers [`site_release`] for `NodeId::ROOT` for each group.
-//! 3. The aggregator keeps the latest release of every (site, group) in a [`HistogramState`],
-//!    forms [`common_cells`], and asks [`cells_to_refine`] which cells still matter. It sends those
-//!    node ids to every site, applies the answers, marks the cells that came back unsplit as
-//!    blocked, and repeats until nothing needs refining.
-//! 4. Statistics are read from the final common cells: [`quantile_from_cells`],
-//!    [`mann_whitney_from_cells`], each with the resolution actually achieved.
+//! 3. The aggregator keeps the latest release of every (site, group) in a [`HistogramState`].
+//!    Each round it asks each site to refine those of *its own* leaves that still limit a
+//!    requested statistic ([`masses_to_refine`]), applies the answers, marks leaves that came
+//!    back unsplit as blocked for that site, and repeats until nothing needs refining. A site is
+//!    only ever asked about its own leaves, which it can always answer.
+//! 4. Statistics are read with bounds: [`quantile_from_masses`] brackets a quartile,
+//!    [`mann_whitney_from_masses`] gives W's range and the p-value's range; both collapse to the
+//!    pooled values when every site could refine to the resolution.
+//!
+//! The simpler common-cell functions ([`common_cells`], [`cells_to_refine`],
+//! [`quantile_from_cells`], [`mann_whitney_from_cells`]) treat the maximal released nodes as
+//! the partition. They are exact when every site can refine, but one site that cannot split a
+//! node keeps that node coarse for everyone (measured on the example cohort: a single
+//! root-level refusal with `min_count` = 2 leaves one cell), so the aggregator should drive the
+//! per-site [`HistogramState`] loop.
+//!
+//! # Limits (measured, see `stats/tests/golden.rs`)
+//! With `min_count` = 1 both loops reproduce the pooled Mann-Whitney and quartiles exactly on
+//! the example cohort (7 sites, 5–14 patients per site and group) in 8 rounds of depth 4. With
+//! `min_count` ≥ 3 most of those small sites cannot split even the root (a split at the pooled
+//! mean of 10 values is rarely 5/5 or 0/10), so the quartile brackets span most of the root and
+//! the Mann-Whitney p-value range is [0, 1]: the bounds stay correct but are uninformative.
+//! Informative federated medians at `min_count` 5 with sites this small need the node counts
+//! summed across sites before the aggregator sees them (secure aggregation), not a per-site
+//! rule.
 
 mod aggregate;
 mod site;
+mod state;
 
 pub use aggregate::{
-    CellMannWhitney, CommonCell, HistogramState, RefineTargets, cells_to_refine, common_cells,
+    CellMannWhitney, CommonCell, RefineTargets, cells_to_refine, common_cells,
     mann_whitney_from_cells, quantile_from_cells, tie_cells, value_cells,
 };
 pub use site::site_release;
+pub use state::{
+    HistogramState, Mass, QuantileBounds, RefineRequest, TreeMannWhitney, depth_for_resolution,
+    mann_whitney_from_masses, masses_to_refine, quantile_from_masses,
+};
 
 use std::cmp::Ordering;
 
