@@ -380,6 +380,27 @@ mod tests {
         assert!(student_t_test(&one, &Moments::from_values(&[2.0, 3.0])).is_ok());
     }
 
+    /// R's documented output for its `sleep` data set (group 1 vs group 2):
+    /// `t.test(extra ~ group, data = sleep)`: t = -1.8608, df = 17.776, p-value = 0.07939;
+    /// with `var.equal = TRUE`: df = 18, p-value = 0.07919;
+    /// `wilcox.test(extra ~ group, data = sleep, exact = FALSE)`: W = 25.5, p-value = 0.06933.
+    #[test]
+    fn r_sleep_example() {
+        let g1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0];
+        let g2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4];
+        let (a, b) = (Moments::from_values(&g1), Moments::from_values(&g2));
+        let w = welch_t_test(&a, &b).unwrap();
+        assert!((w.statistic - -1.8608).abs() < 5e-5);
+        assert!((w.df.unwrap() - 17.776).abs() < 5e-4);
+        assert!((w.p_value - 0.07939).abs() < 5e-6);
+        let s = student_t_test(&a, &b).unwrap();
+        assert_eq!(s.df, Some(18.0));
+        assert!((s.p_value - 0.07919).abs() < 5e-6);
+        let mw = mann_whitney_pooled(&g1, &g2).unwrap();
+        assert_eq!(mw.w, 25.5);
+        assert!((mw.p_value - 0.06933).abs() < 5e-6);
+    }
+
     #[test]
     fn t_test_symmetry() {
         let a = Moments::from_values(&[1.0, 2.0, 4.0, 8.0]);
