@@ -1,1 +1,21 @@
-//! federation crate (work in progress).
+//! The federated study as pure logic: ids, site policy, study specs, tasks and results, the round
+//! engine, and both halves (site and aggregator) of every analysis.
+//!
+//! Nothing here does IO: no network, no files, no clock (time is passed in as milliseconds), so
+//! every step can be tested against a pooled reference without starting a server.
+
+pub mod engine;
+pub mod ids;
+pub mod local;
+pub mod policy;
+pub mod site;
+pub mod study;
+pub mod table;
+pub mod table1;
+pub mod task;
+
+pub use ids::{SiteId, StudyHash, StudyId};
+
+/// Version of the federation protocol spoken by this build. Both the agent and the aggregator
+/// refuse a peer whose version differs, naming both numbers.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -373,13 +373,17 @@ pub fn masses_to_refine(
 /// let median = state.quantile(&[0, 1], 0.5).unwrap();
 /// # assert!((median.value - 2.5).abs() <= median.resolution());
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Serialisable, because the aggregator persists it between rounds; the per-(site, group) maps
+/// are written as lists of `(node, count)` pairs since JSON object keys must be strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistogramState {
     root: TreeRoot,
     n_sites: usize,
     n_groups: usize,
     fine_depth: u8,
     /// Latest partition per (site, group), index `site * n_groups + group`.
+    #[serde(with = "release_maps")]
     releases: Vec<BTreeMap<NodeId, u64>>,
     /// Whether a (site, group) has answered at least once.
     answered: Vec<bool>,
@@ -611,9 +615,47 @@ impl HistogramState {
     }
 }
 
+/// Serde for `Vec<BTreeMap<NodeId, u64>>` as `Vec<Vec<(NodeId, u64)>>`.
+mod release_maps {
+    use super::NodeId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(v: &[BTreeMap<NodeId, u64>], s: S) -> Result<S::Ok, S::Error> {
+        let lists: Vec<Vec<(NodeId, u64)>> = v
+            .iter()
+            .map(|m| m.iter().map(|(n, c)| (*n, *c)).collect())
+            .collect();
+        lists.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<BTreeMap<NodeId, u64>>, D::Error> {
+        let lists: Vec<Vec<(NodeId, u64)>> = Vec::deserialize(d)?;
+        Ok(lists.into_iter().map(|l| l.into_iter().collect()).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let root = TreeRoot::new(0.0, 8.0).unwrap();
+        let mut st = HistogramState::new(root, 2, 2, 1e-9 * root.width());
+        let req = st.initial_requests(4);
+        for r in &req {
+            let vals = [[1.0, 2.0, 2.5], [3.0, 5.0, 7.5]][r.group];
+            let ans = crate::tree::site_release(&vals, &root, r.node, r.extra_depth, 1).unwrap();
+            st.apply_release(r.site, r.group, r.node, &ans).unwrap();
+        }
+        st.finish_round(&req);
+        let json = serde_json::to_string(&st).unwrap();
+        let back: HistogramState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
+    }
 
     fn n(d: u8, i: u64) -> NodeId {
         NodeId::new(d, i).unwrap()

@@ -1,0 +1,362 @@
+//! The round engine: a pure state machine that drives one study's rounds.
+//!
+//! The aggregator owns IO; this type owns the rules. Every method is a transition the aggregator
+//! persists *before* acting on it (answering the site, handing out the next round), so a crash at
+//! any point resumes from the last persisted state. Time comes in as milliseconds since the epoch.
+//!
+//! Rules:
+//! - a round's task goes to every participating site; the round completes when every site has
+//!   answered (exact steps need every site);
+//! - results are keyed by (study, round, site): a repeat of an accepted result is acknowledged and
+//!   ignored (idempotent), a different payload for the same key is refused;
+//! - when a round has waited longer than the deadline the study is `Paused`, naming the missing
+//!   sites; it resumes by itself when they answer. It never hangs silently;
+//! - a site's `Failure` fails the study with that site's message.
+
+use crate::ids::{SiteId, StudyHash};
+use crate::study::{AnalysisSpec, StudySpec};
+use crate::table1::{Table1Driver, Table1Output};
+use crate::task::{ResultBody, Task, TaskBody, TaskResult};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a study stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StudyStatus {
+    Running,
+    /// The current round passed its deadline without these sites' answers.
+    Paused {
+        missing: Vec<SiteId>,
+        since_ms: u64,
+    },
+    Completed,
+    Failed {
+        reason: String,
+    },
+}
+
+impl StudyStatus {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, StudyStatus::Completed | StudyStatus::Failed { .. })
+    }
+
+    /// One line for `aggregator status`.
+    pub fn describe(&self) -> String {
+        match self {
+            StudyStatus::Running => "running".into(),
+            StudyStatus::Paused { missing, .. } => format!(
+                "paused: waiting for {} (past the round deadline; the study resumes when they answer)",
+                missing
+                    .iter()
+                    .map(SiteId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            StudyStatus::Completed => "completed".into(),
+            StudyStatus::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+}
+
+/// The analysis-specific half of the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Analysis {
+    Table1(Table1Driver),
+}
+
+/// A finished study's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StudyOutput {
+    Table1(Table1Output),
+}
+
+/// What an analysis does after a complete round.
+#[derive(Debug)]
+pub enum Step {
+    /// The next round: one task per site.
+    Next(BTreeMap<SiteId, TaskBody>),
+    Done(StudyOutput),
+    Failed(String),
+}
+
+/// The same task for every site.
+pub fn same_for_all(sites: &[SiteId], task: TaskBody) -> BTreeMap<SiteId, TaskBody> {
+    sites.iter().map(|s| (s.clone(), task.clone())).collect()
+}
+
+impl Analysis {
+    fn start(spec: &StudySpec, sites: &[SiteId]) -> (Self, BTreeMap<SiteId, TaskBody>) {
+        match &spec.analysis {
+            AnalysisSpec::Table1(t) => {
+                let (driver, task) = Table1Driver::start(t.clone(), sites.to_vec());
+                (Analysis::Table1(driver), same_for_all(sites, task))
+            }
+        }
+    }
+
+    fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
+        match self {
+            Analysis::Table1(d) => d.on_round(results),
+        }
+    }
+}
+
+/// Why a transition was refused (the caller answers the site with this message).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("site {0} does not take part in study {1}")]
+    NotParticipant(SiteId, String),
+    #[error("result is for study {got}, this is study {expected}")]
+    WrongStudy { got: String, expected: String },
+    #[error("result for round {got} but study {study} is at round {current}")]
+    FutureRound {
+        study: String,
+        got: u32,
+        current: u32,
+    },
+    #[error("result for round {got} of study {study} is too old (the study is at round {current})")]
+    Stale {
+        study: String,
+        got: u32,
+        current: u32,
+    },
+    #[error("result kind {got} does not answer a {expected} task")]
+    WrongKind {
+        got: &'static str,
+        expected: &'static str,
+    },
+    #[error(
+        "site {site} already sent a different result for study {study} round {round}; results are final once accepted"
+    )]
+    Conflict {
+        site: SiteId,
+        study: String,
+        round: u32,
+    },
+    #[error("study {0} is finished; no more results are taken")]
+    Finished(String),
+}
+
+/// What happened to an accepted result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored; the round still waits for other sites.
+    Stored,
+    /// Stored and it completed the round (the study advanced, finished or failed).
+    RoundComplete,
+    /// The same result was already stored (a retry after a lost reply): nothing changed.
+    Duplicate,
+}
+
+/// One study's complete, serialisable state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyState {
+    pub spec: StudySpec,
+    pub hash: StudyHash,
+    pub spec_json: String,
+    /// Participating sites, sorted: contributions are combined in this order.
+    pub sites: Vec<SiteId>,
+    pub round: u32,
+    /// This round's task for each site.
+    pub tasks: BTreeMap<SiteId, TaskBody>,
+    pub received: BTreeMap<SiteId, ResultBody>,
+    /// The round completed last (its full record is also stored by the aggregator), kept so a
+    /// retried push whose reply was lost can be recognised as a duplicate.
+    pub previous: Option<RoundRecord>,
+    pub status: StudyStatus,
+    pub round_started_ms: u64,
+    pub deadline_ms: u64,
+    pub analysis: Analysis,
+    pub output: Option<StudyOutput>,
+}
+
+/// A completed round: what was asked and what every site answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u32,
+    pub tasks: BTreeMap<SiteId, TaskBody>,
+    pub results: BTreeMap<SiteId, ResultBody>,
+}
+
+impl StudyState {
+    /// A new study at round 1. `sites` are the enrolled sites that take part.
+    pub fn new(spec: StudySpec, mut sites: Vec<SiteId>, now_ms: u64, deadline_ms: u64) -> Self {
+        sites.sort();
+        sites.dedup();
+        let (analysis, tasks) = Analysis::start(&spec, &sites);
+        Self {
+            hash: spec.hash(),
+            spec_json: spec.canonical_json(),
+            spec,
+            sites,
+            round: 1,
+            tasks,
+            received: BTreeMap::new(),
+            previous: None,
+            status: StudyStatus::Running,
+            round_started_ms: now_ms,
+            deadline_ms,
+            analysis,
+            output: None,
+        }
+    }
+
+    /// The task this site should work on now, if any.
+    pub fn task_for(&self, site: &SiteId) -> Option<Task> {
+        if self.status.is_finished() || self.received.contains_key(site) {
+            return None;
+        }
+        Some(Task {
+            study_id: self.spec.id.clone(),
+            study_hash: self.hash.clone(),
+            study_spec_json: self.spec_json.clone(),
+            round: self.round,
+            body: self.tasks.get(site)?.clone(),
+        })
+    }
+
+    /// Sites that have not answered the current round.
+    pub fn missing(&self) -> Vec<SiteId> {
+        self.sites
+            .iter()
+            .filter(|s| !self.received.contains_key(*s))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes a site's result. On `Ok`, the caller persists the new state before replying.
+    pub fn accept(
+        &mut self,
+        site: &SiteId,
+        result: TaskResult,
+        now_ms: u64,
+    ) -> Result<Accepted, EngineError> {
+        let study = self.spec.id.to_string();
+        if result.study_id != self.spec.id {
+            return Err(EngineError::WrongStudy {
+                got: result.study_id.to_string(),
+                expected: study,
+            });
+        }
+        if !self.sites.contains(site) {
+            return Err(EngineError::NotParticipant(site.clone(), study));
+        }
+        if let Some(prev) = self.previous.as_ref().filter(|p| p.round == result.round) {
+            // A retry of the round completed last (its reply was lost).
+            return match prev.results.get(site) {
+                Some(b) if *b == result.body => Ok(Accepted::Duplicate),
+                _ => Err(EngineError::Conflict {
+                    site: site.clone(),
+                    study,
+                    round: result.round,
+                }),
+            };
+        }
+        if result.round < self.round {
+            return Err(EngineError::Stale {
+                study,
+                got: result.round,
+                current: self.round,
+            });
+        }
+        if result.round > self.round {
+            return Err(EngineError::FutureRound {
+                study,
+                got: result.round,
+                current: self.round,
+            });
+        }
+        if let Some(existing) = self.received.get(site) {
+            return if *existing == result.body {
+                Ok(Accepted::Duplicate)
+            } else {
+                Err(EngineError::Conflict {
+                    site: site.clone(),
+                    study,
+                    round: result.round,
+                })
+            };
+        }
+        if self.status.is_finished() {
+            return Err(EngineError::Finished(study));
+        }
+        let expected = self.tasks.get(site).map_or("none", TaskBody::kind);
+        let got = result.body.kind();
+        if got != expected && got != "failure" {
+            return Err(EngineError::WrongKind { got, expected });
+        }
+        if let ResultBody::Failure(f) = &result.body {
+            self.status = StudyStatus::Failed {
+                reason: format!("site {site} could not answer round {}: {}", self.round, f.message),
+            };
+            self.received.insert(site.clone(), result.body);
+            return Ok(Accepted::RoundComplete);
+        }
+        self.received.insert(site.clone(), result.body);
+        if let StudyStatus::Paused { since_ms, .. } = self.status {
+            let missing = self.missing();
+            self.status = if missing.is_empty() {
+                StudyStatus::Running
+            } else {
+                StudyStatus::Paused { missing, since_ms }
+            };
+        }
+        if self.received.len() < self.sites.len() {
+            return Ok(Accepted::Stored);
+        }
+        self.complete_round(now_ms);
+        Ok(Accepted::RoundComplete)
+    }
+
+    fn complete_round(&mut self, now_ms: u64) {
+        let results = std::mem::take(&mut self.received);
+        let step = self.analysis.on_round(&results);
+        self.previous = Some(RoundRecord {
+            round: self.round,
+            tasks: self.tasks.clone(),
+            results,
+        });
+        match step {
+            Step::Next(tasks) if !tasks.keys().eq(self.sites.iter()) => {
+                self.status = StudyStatus::Failed {
+                    reason: format!(
+                        "internal error: round {} has tasks for {} of {} sites",
+                        self.round + 1,
+                        tasks.len(),
+                        self.sites.len()
+                    ),
+                };
+            }
+            Step::Next(tasks) => {
+                self.round += 1;
+                self.tasks = tasks;
+                self.round_started_ms = now_ms;
+                self.status = StudyStatus::Running;
+            }
+            Step::Done(output) => {
+                self.output = Some(output);
+                self.status = StudyStatus::Completed;
+            }
+            Step::Failed(reason) => self.status = StudyStatus::Failed { reason },
+        }
+    }
+
+    /// Checks the deadline. Returns true if the status changed (the caller persists it).
+    pub fn tick(&mut self, now_ms: u64) -> bool {
+        if self.status == StudyStatus::Running
+            && now_ms.saturating_sub(self.round_started_ms) > self.deadline_ms
+        {
+            self.status = StudyStatus::Paused {
+                missing: self.missing(),
+                since_ms: now_ms,
+            };
+            return true;
+        }
+        false
+    }
+
+    /// Progress of the current round, for `aggregator status`.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.received.len(), self.sites.len())
+    }
+}

@@ -1,0 +1,231 @@
+//! The site's single gate: every outgoing result is computed and checked here, against the
+//! study's hash and the site's policy, before the agent may send it. Pure: the agent does the IO.
+
+use crate::policy::SitePolicy;
+use crate::study::{AnalysisSpec, StudySpec, hash_canonical};
+use crate::table::SiteTable;
+use crate::table1;
+use crate::task::{Released, ResultBody, SiteFailure, Task, TaskBody, TaskResult};
+
+fn failure(task: &Task, message: String) -> TaskResult {
+    TaskResult {
+        study_id: task.study_id.clone(),
+        round: task.round,
+        body: ResultBody::Failure(SiteFailure { message }),
+    }
+}
+
+/// A site's answer: the result to send and, when something went wrong, the full explanation for
+/// the site's own log (it may name patients and values, so it never leaves).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: TaskResult,
+    pub local_note: Option<String>,
+}
+
+/// Computes this site's answer to a task. Never returns row-level data: a refusal or an error
+/// becomes a `Failure` carrying only a message for the statistician.
+pub fn answer(task: &Task, table: &SiteTable, policy: &SitePolicy) -> Answer {
+    let mut local_note = None;
+    let result = compute(task, table, policy, &mut local_note);
+    Answer { result, local_note }
+}
+
+fn compute(task: &Task, table: &SiteTable, policy: &SitePolicy, note: &mut Option<String>) -> TaskResult {
+    let hash = hash_canonical(&task.study_spec_json);
+    if hash != task.study_hash {
+        return failure(
+            task,
+            format!(
+                "the study spec sent with the task hashes to {hash}, not to the announced {}; refusing",
+                task.study_hash
+            ),
+        );
+    }
+    if !policy.allows_study(&hash) {
+        return failure(
+            task,
+            format!(
+                "this site's policy does not allow study {hash}; the site admin adds it to allowed_studies in policy.toml to take part"
+            ),
+        );
+    }
+    let spec: StudySpec = match serde_json::from_str(&task.study_spec_json) {
+        Ok(s) => s,
+        Err(e) => return failure(task, format!("the study spec is not valid: {e}")),
+    };
+    if spec.id != task.study_id {
+        return failure(task, "the task's study id differs from its spec's id; refusing".into());
+    }
+    let body = match (&spec.analysis, &task.body) {
+        (AnalysisSpec::Table1(t), TaskBody::Table1Summary(s)) => {
+            table1::site_summary(table, t, s, policy).map(ResultBody::Table1Summary)
+        }
+        (AnalysisSpec::Table1(t), TaskBody::Histogram(h)) => {
+            table1::site_histogram(table, t, h, policy).map(ResultBody::Histogram)
+        }
+    };
+    let result = TaskResult {
+        study_id: task.study_id.clone(),
+        round: task.round,
+        body: match body {
+            Ok(b) => b,
+            Err(e) => {
+                *note = Some(e.to_string());
+                ResultBody::Failure(SiteFailure {
+                    message: e.public_message(),
+                })
+            }
+        },
+    };
+    // Defence in depth: whatever the analysis code did, no count below min_count leaves.
+    if let Some(min) = result.smallest_released_count()
+        && min < policy.min_count
+    {
+        return failure(
+            task,
+            format!(
+                "internal disclosure check: the answer held a count of {min} < min_count {}; nothing was sent (please report this bug)",
+                policy.min_count
+            ),
+        );
+    }
+    result
+}
+
+/// One line describing the shape of a result for the audit log (never the values).
+pub fn describe(result: &TaskResult) -> String {
+    let counts = |r: &TaskResult| -> (usize, usize) {
+        let mut released = 0;
+        let mut suppressed = 0;
+        let mut f = |c: &Released<u64>| match c {
+            Released::Value(_) => released += 1,
+            Released::Suppressed => suppressed += 1,
+        };
+        if let ResultBody::Table1Summary(s) = &r.body {
+            s.group_n.iter().for_each(&mut f);
+            f(&s.label_missing);
+            for c in &s.continuous {
+                c.missing.iter().for_each(&mut f);
+            }
+            for c in &s.categorical {
+                c.missing.iter().for_each(&mut f);
+                for l in &c.levels {
+                    l.counts.iter().for_each(&mut f);
+                }
+            }
+        }
+        (released, suppressed)
+    };
+    let smallest = result
+        .smallest_released_count()
+        .map_or("none".to_string(), |m| m.to_string());
+    match &result.body {
+        ResultBody::Table1Summary(s) => {
+            let (released, suppressed) = counts(result);
+            format!(
+                "group sizes; moments of {} continuous and level counts of {} categorical variables; {released} counts (smallest nonzero {smallest}), {suppressed} suppressed",
+                s.continuous.len(),
+                s.categorical.len()
+            )
+        }
+        ResultBody::Histogram(h) => {
+            let nodes: usize = h
+                .variables
+                .iter()
+                .map(|v| v.groups.iter().map(Vec::len).sum::<usize>())
+                .sum();
+            format!(
+                "histogram tree nodes for {} variables: {nodes} node counts (smallest {smallest})",
+                h.variables.len()
+            )
+        }
+        ResultBody::Failure(f) => format!("failure message: {}", f.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::StudyId;
+    use crate::study::Table1Spec;
+    use crate::task::Table1SummaryTask;
+
+    fn table() -> SiteTable {
+        let mut rows = Vec::new();
+        for i in 0..12 {
+            let age = if i == 7 { "abc".to_string() } else { (40 + i).to_string() };
+            rows.push(vec![format!("PX{i:03}"), age, (i % 2).to_string()]);
+        }
+        SiteTable::new(vec!["patient_id".into(), "age".into(), "response".into()], rows)
+            .unwrap()
+            .with_id_column("patient_id")
+            .unwrap()
+    }
+
+    fn task(spec: &StudySpec) -> Task {
+        Task {
+            study_id: spec.id.clone(),
+            study_hash: spec.hash(),
+            study_spec_json: spec.canonical_json(),
+            round: 1,
+            body: TaskBody::Table1Summary(Table1SummaryTask {
+                continuous: vec!["age".into()],
+                categorical: vec![],
+            }),
+        }
+    }
+
+    fn spec() -> StudySpec {
+        StudySpec {
+            id: StudyId::new("s").unwrap(),
+            title: String::new(),
+            analysis: AnalysisSpec::Table1(Table1Spec {
+                label_column: "response".into(),
+                positive_label: "1".into(),
+                negative_label: "0".into(),
+                variables: vec!["age".into()],
+                categorical: vec![],
+                resolution: 1e-9,
+                depth_per_round: 4,
+            }),
+        }
+    }
+
+    #[test]
+    fn failures_never_carry_patient_ids_or_values() {
+        let spec = spec();
+        let policy = SitePolicy {
+            allowed_studies: vec![spec.hash().0],
+            ..SitePolicy::default()
+        };
+        let a = answer(&task(&spec), &table(), &policy);
+        let ResultBody::Failure(f) = &a.result.body else {
+            panic!("expected a failure, got {:?}", a.result.body)
+        };
+        assert!(f.message.contains("\"age\""), "{}", f.message);
+        assert!(!f.message.contains("PX007") && !f.message.contains("abc"), "{}", f.message);
+        // The full explanation stays local.
+        let note = a.local_note.unwrap();
+        assert!(note.contains("PX007") && note.contains("abc"), "{note}");
+    }
+
+    #[test]
+    fn studies_outside_the_policy_or_with_a_forged_hash_are_refused() {
+        let spec = spec();
+        let t = task(&spec);
+        let a = answer(&t, &table(), &SitePolicy::default());
+        let ResultBody::Failure(f) = &a.result.body else { panic!() };
+        assert!(f.message.contains("does not allow study"), "{}", f.message);
+
+        let mut forged = t.clone();
+        forged.study_spec_json = forged.study_spec_json.replace("\"age\"", "\"bmi\"");
+        let policy = SitePolicy {
+            allow_all_studies: true,
+            ..SitePolicy::default()
+        };
+        let a = answer(&forged, &table(), &policy);
+        let ResultBody::Failure(f) = &a.result.body else { panic!() };
+        assert!(f.message.contains("hashes to"), "{}", f.message);
+    }
+}

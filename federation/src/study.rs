@@ -1,0 +1,204 @@
+//! Study specifications (the statistician's `study.toml`) and their hash.
+
+use crate::ids::{StudyHash, StudyId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A study as submitted to the aggregator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudySpec {
+    pub id: StudyId,
+    #[serde(default)]
+    pub title: String,
+    pub analysis: AnalysisSpec,
+}
+
+/// Which analysis the study runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnalysisSpec {
+    /// Baseline characteristics by outcome group (the study's Table 1).
+    Table1(Table1Spec),
+}
+
+impl AnalysisSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnalysisSpec::Table1(_) => "table1",
+        }
+    }
+}
+
+/// Table 1: every variable summarised overall and by outcome group, with a test per variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table1Spec {
+    pub label_column: String,
+    #[serde(default = "default_positive")]
+    pub positive_label: String,
+    #[serde(default = "default_negative")]
+    pub negative_label: String,
+    /// Variables in output order.
+    pub variables: Vec<String>,
+    /// Those of `variables` summarised as counts per level (χ² test); the others are continuous
+    /// (mean ± SD with Student's t, median [IQR] with Mann-Whitney U).
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    /// Width, relative to the variable's tree root, below which a histogram cell is not split
+    /// further: medians and ties are exact to this resolution.
+    #[serde(default = "default_resolution")]
+    pub resolution: f64,
+    /// Tree levels a site may descend per histogram round (round trips vs payload).
+    #[serde(default = "default_depth_per_round")]
+    pub depth_per_round: u8,
+}
+
+fn default_positive() -> String {
+    "1".into()
+}
+fn default_negative() -> String {
+    "0".into()
+}
+fn default_resolution() -> f64 {
+    1e-9
+}
+fn default_depth_per_round() -> u8 {
+    4
+}
+
+/// A variable's summary kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariableKind {
+    Continuous,
+    Categorical,
+}
+
+impl Table1Spec {
+    pub fn kind_of(&self, name: &str) -> VariableKind {
+        if self.categorical.iter().any(|c| c == name) {
+            VariableKind::Categorical
+        } else {
+            VariableKind::Continuous
+        }
+    }
+}
+
+/// Why a study spec was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("study spec: {0}")]
+    Parse(String),
+    #[error("study spec: {0}")]
+    Invalid(String),
+}
+
+impl StudySpec {
+    /// Parses and validates a `study.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let spec: StudySpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks what the type system cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match &self.analysis {
+            AnalysisSpec::Table1(t) => {
+                if t.variables.is_empty() {
+                    return Err(SpecError::Invalid(
+                        "analysis.variables is empty; list the columns to summarise".into(),
+                    ));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for v in &t.variables {
+                    if !seen.insert(v) {
+                        return Err(SpecError::Invalid(format!(
+                            "variable {v:?} is listed twice in analysis.variables"
+                        )));
+                    }
+                    if v == &t.label_column {
+                        return Err(SpecError::Invalid(format!(
+                            "variable {v:?} is the label column; it cannot also be summarised"
+                        )));
+                    }
+                }
+                if let Some(c) = t.categorical.iter().find(|c| !t.variables.contains(c)) {
+                    return Err(SpecError::Invalid(format!(
+                        "categorical variable {c:?} is not in analysis.variables"
+                    )));
+                }
+                if t.positive_label == t.negative_label {
+                    return Err(SpecError::Invalid(
+                        "positive_label and negative_label must differ".into(),
+                    ));
+                }
+                if !(t.resolution > 0.0 && t.resolution < 1.0) {
+                    return Err(SpecError::Invalid(format!(
+                        "resolution must be in (0, 1), got {}",
+                        t.resolution
+                    )));
+                }
+                if !(1..=16).contains(&t.depth_per_round) {
+                    return Err(SpecError::Invalid(format!(
+                        "depth_per_round must be 1..=16, got {}",
+                        t.depth_per_round
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Canonical JSON: the exact bytes the hash is taken over and that travel with each task, so a
+    /// site can recompute the hash itself.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a StudySpec always serialises")
+    }
+
+    /// SHA-256 of the canonical JSON.
+    pub fn hash(&self) -> StudyHash {
+        hash_canonical(&self.canonical_json())
+    }
+}
+
+/// SHA-256 (hex) of a canonical spec text.
+pub fn hash_canonical(json: &str) -> StudyHash {
+    StudyHash(hex::encode(Sha256::digest(json.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+id = "table1-demo"
+title = "Baseline characteristics"
+[analysis]
+kind = "table1"
+label_column = "response"
+variables = ["age", "sex"]
+categorical = ["sex"]
+"#;
+
+    #[test]
+    fn parses_and_hashes_stably() {
+        let s = StudySpec::from_toml(EXAMPLE).unwrap();
+        assert_eq!(s.hash(), StudySpec::from_toml(EXAMPLE).unwrap().hash());
+        let AnalysisSpec::Table1(t) = &s.analysis;
+        assert_eq!(t.kind_of("sex"), VariableKind::Categorical);
+        assert_eq!(t.kind_of("age"), VariableKind::Continuous);
+        let back: StudySpec = serde_json::from_str(&s.canonical_json()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn invalid_specs_say_why() {
+        let bad = EXAMPLE.replace("categorical = [\"sex\"]", "categorical = [\"bmi\"]");
+        let e = StudySpec::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("\"bmi\" is not in analysis.variables"), "{e}");
+        let bad = EXAMPLE.replace("variables = [\"age\", \"sex\"]", "variables = []");
+        assert!(StudySpec::from_toml(&bad).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Work the aggregator hands a site, and what the site sends back (domain types; the protobuf
+//! mirrors live in `protocol` and are converted at the edge).
+
+use crate::ids::{StudyHash, StudyId};
+use serde::{Deserialize, Serialize};
+
+/// Outcome group of a patient. Index 0 is the positive group (`group_1` in outputs), 1 the negative.
+pub const GROUPS: usize = 2;
+
+/// One unit of work for one site in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub study_id: StudyId,
+    pub study_hash: StudyHash,
+    /// The study's canonical JSON spec, so the site can recompute `study_hash` and check it against
+    /// its policy without trusting the aggregator's word.
+    pub study_spec_json: String,
+    pub round: u32,
+    pub body: TaskBody,
+}
+
+/// The typed request of a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskBody {
+    /// Table 1, first round: group sizes, moments of continuous variables, level counts.
+    Table1Summary(Table1SummaryTask),
+    /// Table 1, later rounds: refine the laminar histogram trees of continuous variables.
+    Histogram(HistogramTask),
+}
+
+impl TaskBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskBody::Table1Summary(_) => "table1_summary",
+            TaskBody::Histogram(_) => "histogram",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table1SummaryTask {
+    pub continuous: Vec<String>,
+    pub categorical: Vec<String>,
+}
+
+/// A node of a variable's binary histogram tree: depth and index within that depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Node {
+    pub depth: u8,
+    pub index: u64,
+}
+
+/// Refine some of this site's own histogram leaves (each site gets its own list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramTask {
+    pub variables: Vec<HistogramRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramRequest {
+    pub variable: String,
+    /// The variable's tree root; fixed for the whole study.
+    pub root_lo: f64,
+    pub root_hi: f64,
+    pub requests: Vec<NodeRequest>,
+}
+
+/// Split this site's leaf `node` of `group`, at most `extra_depth` levels down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRequest {
+    pub group: u8,
+    pub node: Node,
+    pub extra_depth: u8,
+}
+
+/// What a site sends back for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub study_id: StudyId,
+    pub round: u32,
+    pub body: ResultBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ResultBody {
+    Table1Summary(Table1SummaryResult),
+    Histogram(HistogramResult),
+    /// The site could not compute the answer (bad data, missing column): the message says what to
+    /// fix at the site. The study fails with it; nothing else is sent.
+    Failure(SiteFailure),
+}
+
+impl ResultBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResultBody::Table1Summary(_) => "table1_summary",
+            ResultBody::Histogram(_) => "histogram",
+            ResultBody::Failure(_) => "failure",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteFailure {
+    pub message: String,
+}
+
+/// A count the site may or may not release. `Suppressed` carries no number at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Released<T> {
+    Value(T),
+    Suppressed,
+}
+
+impl<T: Copy> Released<T> {
+    pub fn value(&self) -> Option<T> {
+        match self {
+            Released::Value(v) => Some(*v),
+            Released::Suppressed => None,
+        }
+    }
+}
+
+/// Moments of one group: `n`, mean and sum of squared deviations (M2); see `stats::Moments`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GroupMoments {
+    pub n: u64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table1SummaryResult {
+    /// Patients per group (index 0 positive, 1 negative) with a known label.
+    pub group_n: [Released<u64>; GROUPS],
+    /// Patients whose label is missing (excluded from every group).
+    pub label_missing: Released<u64>,
+    pub continuous: Vec<ContinuousSummary>,
+    pub categorical: Vec<CategoricalSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContinuousSummary {
+    pub variable: String,
+    pub groups: [Released<GroupMoments>; GROUPS],
+    pub missing: [Released<u64>; GROUPS],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalSummary {
+    pub variable: String,
+    /// Level texts with per-group counts, sorted by level.
+    pub levels: Vec<LevelCounts>,
+    pub missing: [Released<u64>; GROUPS],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelCounts {
+    pub level: String,
+    pub counts: [Released<u64>; GROUPS],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramResult {
+    pub variables: Vec<HistogramAnswer>,
+}
+
+/// The nodes a site released for one variable: per group, disjoint nodes with nonzero counts,
+/// each count ≥ the site's `min_count` (see `stats::tree`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramAnswer {
+    pub variable: String,
+    pub groups: [Vec<(Node, u64)>; GROUPS],
+}
+
+impl TaskResult {
+    /// The smallest nonzero patient count this result releases, for the disclosure tests and the
+    /// audit log. `None` when it releases no count at all.
+    pub fn smallest_released_count(&self) -> Option<u64> {
+        let mut counts: Vec<u64> = Vec::new();
+        let released = |r: &Released<u64>| r.value();
+        match &self.body {
+            ResultBody::Table1Summary(s) => {
+                counts.extend(s.group_n.iter().filter_map(released));
+                counts.extend(released(&s.label_missing));
+                for c in &s.continuous {
+                    counts.extend(c.missing.iter().filter_map(released));
+                    counts.extend(c.groups.iter().filter_map(|g| g.value().map(|m| m.n)));
+                }
+                for c in &s.categorical {
+                    counts.extend(c.missing.iter().filter_map(released));
+                    for l in &c.levels {
+                        counts.extend(l.counts.iter().filter_map(released));
+                    }
+                }
+            }
+            ResultBody::Histogram(h) => {
+                for v in &h.variables {
+                    for g in &v.groups {
+                        counts.extend(g.iter().map(|(_, c)| *c));
+                    }
+                }
+            }
+            ResultBody::Failure(_) => {}
+        }
+        counts.into_iter().filter(|&c| c > 0).min()
+    }
+}
