@@ -10,5 +10,7 @@ pub mod texture;
 pub mod volume;
 
 pub mod io;
+pub mod morphology;
+pub mod preprocess;
 
 pub use volume::{Geometry, Mask, Volume};

@@ -25,7 +25,7 @@ const FMT: &str = "DICOM RTSTRUCT";
 /// How far (in slice index units) a contour may sit from the nearest slice centre.
 pub const SLICE_SNAP_TOL: f64 = 0.25;
 
-fn items<'a>(obj: &'a InMemDicomObject, tag: dicom_core::Tag) -> &'a [InMemDicomObject] {
+fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
     obj.element_opt(tag)
         .ok()
         .flatten()

@@ -1,0 +1,560 @@
+//! IBSI 1 compliance of the readers, the preprocessing and the morphology family: CT phantom
+//! configs A–E (`diagnostics` + `morphology` rows) and the digital phantom (`morphology` rows),
+//! checked with the IBSI/MIRP matching rule (round to 3 significant digits, then
+//! `|rounded − reference| ≤ tolerance`). Also DICOM vs NIfTI agreement and bad-input errors.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use radiomics::io::{self, IoError, MaskSelection};
+use radiomics::morphology::morphology;
+use radiomics::preprocess::{
+    Diagnostics, PreprocessError, Preprocessing, preprocess, resample_whole_image,
+};
+use radiomics::{Mask, Volume};
+
+fn ibsi_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/ibsi")
+}
+
+struct RefRow {
+    family: String,
+    feature: String,
+    value: f64,
+    digits: i32,
+    tol: f64,
+}
+
+fn reference_rows(phantom: &str, config: &str) -> Vec<RefRow> {
+    let text = std::fs::read_to_string(ibsi_dir().join("reference_values.csv"))
+        .expect("reference_values.csv");
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 7, "unexpected row {line}");
+        if f[0] == phantom && f[1] == config && (f[2] == "diagnostics" || f[2] == "morphology") {
+            out.push(RefRow {
+                family: f[2].to_string(),
+                feature: f[3].to_string(),
+                value: f[5].parse().expect("value"),
+                digits: sig_digits(f[5]),
+                tol: if f[6].is_empty() {
+                    0.0
+                } else {
+                    f[6].parse().expect("tolerance")
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Round to `digits` significant digits.
+fn round_sig(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let d = x.abs().log10().floor() as i32;
+    let f = 10f64.powi(digits - 1 - d);
+    (x * f).round() / f
+}
+
+/// Significant digits written in a published reference value ("125256" → 6, "0.0326" → 3).
+fn sig_digits(value: &str) -> i32 {
+    let mantissa = value
+        .trim_start_matches('-')
+        .split(['e', 'E'])
+        .next()
+        .unwrap_or("");
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let trimmed = digits.trim_start_matches('0');
+    let trimmed = if mantissa.contains('.') {
+        trimmed
+    } else {
+        trimmed.trim_end_matches('0')
+    };
+    trimmed.len().max(1) as i32
+}
+
+/// IBSI/MIRP matching rule: round the computed value to the precision of the reference value
+/// (3 significant digits for features; the exact integers/values published for diagnostics such as
+/// the voxel count 125256 or the maximum 3065 carry more digits and are compared at that
+/// precision), then `|rounded − reference| ≤ tolerance`.
+fn matches(computed: f64, value: f64, digits: i32, tol: f64) -> bool {
+    (round_sig(computed, digits.max(3)) - value).abs() <= tol + 1e-9 * value.abs().max(1.0)
+}
+
+fn ct() -> &'static (Volume, Mask) {
+    static CT: OnceLock<(Volume, Mask)> = OnceLock::new();
+    CT.get_or_init(|| {
+        let d = ibsi_dir().join("ct_phantom/nifti");
+        let img = io::read_image(&d.join("image/phantom.nii.gz")).expect("CT image");
+        let dims: [usize; 3] = img.data.dim().into();
+        let mask = io::read_mask(
+            &d.join("mask/mask.nii.gz"),
+            &img.geometry,
+            dims,
+            &MaskSelection::default(),
+        )
+        .expect("CT mask");
+        (img, mask)
+    })
+}
+
+/// Value of a `diagnostics` row from our diagnostics (+ whole-image interpolation stats).
+fn diagnostic(name: &str, d: &Diagnostics, whole: (f64, f64, f64)) -> Option<f64> {
+    let axis = |s: &str| -> Option<usize> {
+        if s.contains("_x_") {
+            Some(2)
+        } else if s.contains("_y_") {
+            Some(1)
+        } else if s.contains("_z_") {
+            Some(0)
+        } else {
+            None
+        }
+    };
+    let stage_roi = |stage: &str, morph: bool| match (stage, morph) {
+        ("init", _) => &d.init_roi,
+        ("interp", _) => &d.interp_roi,
+        ("reseg", false) => &d.reseg_int_roi,
+        ("reseg", true) => &d.reseg_morph_roi,
+        _ => unreachable!(),
+    };
+    let stage = ["init", "interp", "reseg"]
+        .into_iter()
+        .find(|s| name.contains(&format!("_{s}_")))?;
+    if name.ends_with("_img") {
+        let (mean, min, max) = if stage == "init" {
+            (d.init_mean, d.init_min, d.init_max)
+        } else {
+            whole
+        };
+        return Some(match name.split('_').next()? {
+            "img" => {
+                (if stage == "init" {
+                    d.init_dims
+                } else {
+                    d.interp_dims
+                })[axis(name)?] as f64
+            }
+            "vox" => {
+                (if stage == "init" {
+                    d.init_spacing
+                } else {
+                    d.interp_spacing
+                })[axis(name)?]
+            }
+            "mean" => mean,
+            "min" => min,
+            "max" => max,
+            _ => return None,
+        });
+    }
+    let morph = name.starts_with("morph_mask");
+    let r = stage_roi(stage, morph);
+    if name.contains("_bb_dim_") {
+        Some(r.bbox_dims[axis(name)?] as f64)
+    } else if name.contains("_dim_") {
+        Some(r.grid_dims[axis(name)?] as f64)
+    } else if name.contains("vox_count") {
+        Some(r.count as f64)
+    } else if name.contains("mean_int") {
+        Some(r.mean)
+    } else if name.contains("min_int") {
+        Some(r.min)
+    } else if name.contains("max_int") {
+        Some(r.max)
+    } else {
+        None
+    }
+}
+
+/// Compare computed values with the reference rows; print a table; return (matched, total, misses).
+fn score(
+    label: &str,
+    rows: &[RefRow],
+    computed: &HashMap<String, f64>,
+) -> (usize, usize, Vec<String>) {
+    let mut misses = Vec::new();
+    let mut ok = 0;
+    for r in rows {
+        match computed.get(&r.feature) {
+            Some(&v) if matches(v, r.value, r.digits, r.tol) => ok += 1,
+            Some(&v) => misses.push(format!(
+                "{label} {} {}: computed {v:.6} (rounded {}) vs {} ± {}",
+                r.family,
+                r.feature,
+                round_sig(v, r.digits.max(3)),
+                r.value,
+                r.tol
+            )),
+            None => misses.push(format!("{label} {} {}: not computed", r.family, r.feature)),
+        }
+    }
+    println!(
+        "[{label}] matched {ok}/{} (diagnostics + morphology)",
+        rows.len()
+    );
+    for m in &misses {
+        println!("  MISS {m}");
+    }
+    (ok, rows.len(), misses)
+}
+
+fn run_ct_config(config: &str, settings: Preprocessing) {
+    let (img, mask) = ct();
+    let t0 = std::time::Instant::now();
+    let pre = preprocess(img, mask, &settings).expect("preprocess");
+    let t_pre = t0.elapsed();
+    let whole = resample_whole_image(img, &settings).expect("whole-image resample");
+    let (mut s, mut mn, mut mx) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+    for &v in whole.data.iter() {
+        s += v;
+        mn = mn.min(v);
+        mx = mx.max(v);
+    }
+    let whole_stats = (s / whole.data.len() as f64, mn, mx);
+    let t1 = std::time::Instant::now();
+    let morph = morphology(&pre.image, &pre.morph_mask, &pre.int_mask).expect("morphology");
+    let t_morph = t1.elapsed();
+    println!(
+        "[{config}] box {:?} of grid {:?}; preprocess {t_pre:?}, morphology {t_morph:?}",
+        pre.image.data.dim(),
+        pre.grid.dims
+    );
+
+    let rows = reference_rows("ct", config);
+    assert_eq!(
+        rows.len(),
+        60 + 25,
+        "config {config}: expected 60 diagnostics + 25 morphology rows"
+    );
+    let mut computed: HashMap<String, f64> = HashMap::new();
+    for r in rows.iter().filter(|r| r.family == "diagnostics") {
+        if let Some(v) = diagnostic(&r.feature, &pre.diagnostics, whole_stats) {
+            computed.insert(r.feature.clone(), v);
+        }
+    }
+    for (k, v) in morph.tagged() {
+        computed.insert(k.to_string(), v);
+    }
+    let (ok, total, misses) = score(config, &rows, &computed);
+    assert_eq!(
+        ok,
+        total,
+        "config {config}: {} rows do not match:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
+}
+
+#[test]
+fn ibsi_ct_config_a() {
+    run_ct_config("A", Preprocessing::ibsi_a());
+}
+
+#[test]
+fn ibsi_ct_config_b() {
+    run_ct_config("B", Preprocessing::ibsi_b());
+}
+
+#[test]
+fn ibsi_ct_config_c() {
+    run_ct_config("C", Preprocessing::ibsi_c());
+}
+
+#[test]
+fn ibsi_ct_config_d() {
+    run_ct_config("D", Preprocessing::ibsi_d());
+}
+
+#[test]
+fn ibsi_ct_config_e() {
+    run_ct_config("E", Preprocessing::ibsi_e());
+}
+
+#[test]
+fn ibsi_digital_phantom_morphology() {
+    let d = ibsi_dir().join("digital_phantom/nifti");
+    let img = io::read_image(&d.join("image/phantom.nii.gz")).expect("digital image");
+    let dims: [usize; 3] = img.data.dim().into();
+    assert_eq!(dims, [4, 4, 5], "[z,y,x]");
+    assert_eq!(img.geometry.spacing, [2.0, 2.0, 2.0]);
+    let mask = io::read_mask(
+        &d.join("mask/mask.nii.gz"),
+        &img.geometry,
+        dims,
+        &MaskSelection::default(),
+    )
+    .unwrap();
+    assert_eq!(mask.count(), 74);
+    let pre = preprocess(&img, &mask, &Preprocessing::ibsi_digital()).unwrap();
+    assert_eq!(pre.morph_mask.count(), 74);
+    assert_eq!(pre.int_mask.count(), 74);
+    let morph = morphology(&pre.image, &pre.morph_mask, &pre.int_mask).unwrap();
+    let computed: HashMap<String, f64> = morph
+        .tagged()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let rows = reference_rows("digital", "digital");
+    assert_eq!(rows.len(), 25);
+    let (ok, total, misses) = score("digital", &rows, &computed);
+    assert_eq!(ok, total, "{}", misses.join("\n"));
+}
+
+#[test]
+fn dicom_series_and_rtstruct_agree_with_nifti() {
+    let (img, mask) = ct();
+    let dcm = ibsi_dir().join("ct_phantom/dicom");
+    let series = io::read_image(&dcm.join("image")).expect("DICOM series");
+    let dims: [usize; 3] = img.data.dim().into();
+    assert_eq!(series.data.dim(), img.data.dim());
+    io::check_same_grid(
+        &img.geometry,
+        dims,
+        &series.geometry,
+        series.data.dim().into(),
+    )
+    .expect("DICOM and NIfTI grids agree");
+    let max_diff = img
+        .data
+        .iter()
+        .zip(series.data.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert_eq!(
+        max_diff, 0.0,
+        "HU values identical after RescaleSlope/Intercept"
+    );
+
+    let rs = dcm.join("mask/DCM_RS_00060.dcm");
+    // Without --roi and with several ROIs, or a wrong name, the error lists what exists.
+    let sel = MaskSelection {
+        roi: Some("no-such-roi".into()),
+        ..Default::default()
+    };
+    let err = io::read_mask(&rs, &series.geometry, dims, &sel).unwrap_err();
+    let names = match &err {
+        IoError::RoiNotFound { available, .. } => available.clone(),
+        other => panic!("expected RoiNotFound, got {other}"),
+    };
+    assert!(!names.is_empty());
+    println!("RTSTRUCT ROIs: {names:?}; error: {err}");
+    let sel = MaskSelection {
+        roi: Some(names[0].clone()),
+        ..Default::default()
+    };
+    let rt = io::read_mask(&rs, &series.geometry, dims, &sel).expect("RTSTRUCT rasterised");
+    let (a, b) = (mask.count(), rt.count());
+    let inter = mask
+        .data
+        .iter()
+        .zip(rt.data.iter())
+        .filter(|(x, y)| **x && **y)
+        .count();
+    let dice = 2.0 * inter as f64 / (a + b) as f64;
+    let differing = a + b - 2 * inter;
+    println!(
+        "NIfTI mask {a} voxels, RTSTRUCT mask {b} voxels, differing {differing}, Dice {dice:.6}"
+    );
+    // Documented bound: rasterisation conventions for voxel centres on the contour differ between
+    // tools by at most about one boundary voxel per row; allow 0.5 % of the ROI to differ.
+    assert!(
+        differing as f64 <= 0.005 * a as f64,
+        "differing voxels {differing}"
+    );
+    assert!(dice >= 0.995, "Dice {dice}");
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn truncated_and_hostile_nifti_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Truncated gzip stream.
+    let src = std::fs::read(ibsi_dir().join("ct_phantom/nifti/image/phantom.nii.gz")).unwrap();
+    let p = dir.path().join("truncated.nii.gz");
+    std::fs::write(&p, &src[..src.len() / 2]).unwrap();
+    let err = io::read_image(&p).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, IoError::Malformed { .. }), "{msg}");
+    assert!(
+        msg.contains("truncated.nii.gz") && (msg.contains("truncated") || msg.contains("corrupt")),
+        "{msg}"
+    );
+
+    // Truncated uncompressed file (header fine, voxel data short).
+    let raw = gunzip(&ibsi_dir().join("digital_phantom/nifti/image/phantom.nii.gz"));
+    let p = dir.path().join("short.nii");
+    std::fs::write(&p, &raw[..raw.len() - 10]).unwrap();
+    let msg = io::read_image(&p).unwrap_err().to_string();
+    assert!(
+        msg.contains("short.nii") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    // Header truncated inside the 348 bytes.
+    let p = dir.path().join("header.nii");
+    std::fs::write(&p, &raw[..100]).unwrap();
+    let msg = io::read_image(&p).unwrap_err().to_string();
+    assert!(msg.contains("348-byte header"), "{msg}");
+
+    // Hostile header: 30000^3 int16 voxels claimed by a 360-byte file → rejected before allocating.
+    let mut hostile = raw[..352].to_vec();
+    for (i, d) in [30000i16, 30000, 30000].iter().enumerate() {
+        hostile[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    hostile.extend_from_slice(&[0u8; 8]);
+    let p = dir.path().join("hostile.nii");
+    std::fs::write(&p, &hostile).unwrap();
+    let err = io::read_image(&p).unwrap_err();
+    assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
+
+    // Not a NIfTI file at all.
+    let p = dir.path().join("garbage.nii");
+    std::fs::write(&p, vec![7u8; 600]).unwrap();
+    let msg = io::read_image(&p).unwrap_err().to_string();
+    assert!(msg.contains("sizeof_hdr"), "{msg}");
+
+    // Missing file: the path is named.
+    let err = io::read_image(&dir.path().join("missing.nii.gz")).unwrap_err();
+    assert!(matches!(err, IoError::Io { .. }) && err.to_string().contains("missing.nii.gz"));
+}
+
+#[test]
+fn empty_mask_and_mismatched_grid_are_reported() {
+    let (img, mask) = ct();
+    let dims: [usize; 3] = img.data.dim().into();
+    let d = ibsi_dir();
+    // Label that does not occur → EmptyMask naming the label.
+    let sel = MaskSelection {
+        label: Some(7),
+        ..Default::default()
+    };
+    let err = io::read_mask(
+        &d.join("ct_phantom/nifti/mask/mask.nii.gz"),
+        &img.geometry,
+        dims,
+        &sel,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, IoError::EmptyMask { .. }) && err.to_string().contains("label 7"),
+        "{err}"
+    );
+    // Label 1 selects the ROI.
+    let sel = MaskSelection {
+        label: Some(1),
+        ..Default::default()
+    };
+    let m1 = io::read_mask(
+        &d.join("ct_phantom/nifti/mask/mask.nii.gz"),
+        &img.geometry,
+        dims,
+        &sel,
+    )
+    .unwrap();
+    assert_eq!(m1.count(), mask.count());
+
+    // The digital phantom mask is not on the CT grid: every difference is listed.
+    let err = io::read_mask(
+        &d.join("digital_phantom/nifti/mask/mask.nii.gz"),
+        &img.geometry,
+        dims,
+        &MaskSelection::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, IoError::GridMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("size") && msg.contains("spacing") && msg.contains("origin"),
+        "{msg}"
+    );
+    assert!(!msg.contains("direction"), "directions agree: {msg}");
+
+    // Preprocessing an empty mask, and a range that removes everything.
+    let empty = Mask {
+        data: mask.data.mapv(|_| false),
+        geometry: mask.geometry.clone(),
+    };
+    assert!(matches!(
+        preprocess(img, &empty, &Preprocessing::ibsi_c()),
+        Err(PreprocessError::EmptyMask)
+    ));
+    let s = Preprocessing {
+        resegment_range: Some((5000.0, 6000.0)),
+        ..Preprocessing::ibsi_c()
+    };
+    assert!(matches!(
+        preprocess(img, mask, &s),
+        Err(PreprocessError::EmptyAfterResegmentation { .. })
+    ));
+}
+
+/// Write the digital phantom as NRRD (raw and gzip, LPS and RAS) and read it back.
+#[test]
+fn nrrd_reader_round_trips_the_digital_phantom() {
+    let nii =
+        io::read_image(&ibsi_dir().join("digital_phantom/nifti/image/phantom.nii.gz")).unwrap();
+    let (nz, ny, nx) = nii.data.dim();
+    let bytes: Vec<u8> = nii
+        .data
+        .iter()
+        .flat_map(|&v| (v as i16).to_le_bytes())
+        .collect();
+    let o = nii.geometry.origin_xyz();
+    let dir = tempfile::tempdir().unwrap();
+    for (enc, space, flip) in [
+        ("raw", "left-posterior-superior", 1.0),
+        ("gzip", "right-anterior-superior", -1.0),
+    ] {
+        let header = format!(
+            "NRRD0004\n# test\ntype: short\ndimension: 3\nspace: {space}\nsizes: {nx} {ny} {nz}\nspace directions: ({},0,0) (0,{},0) (0,0,2)\nkinds: domain domain domain\nendian: little\nencoding: {enc}\nspace origin: ({},{},{})\n\n",
+            2.0 * flip,
+            2.0 * flip,
+            o[0] * flip,
+            o[1] * flip,
+            o[2]
+        );
+        let p = dir.path().join(format!("ph_{enc}.nrrd"));
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(header.as_bytes()).unwrap();
+        if enc == "gzip" {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&bytes).unwrap();
+            f.write_all(&e.finish().unwrap()).unwrap();
+        } else {
+            f.write_all(&bytes).unwrap();
+        }
+        drop(f);
+        let v = io::read_image(&p).unwrap();
+        assert_eq!(v.data, nii.data, "{enc}");
+        io::check_same_grid(
+            &nii.geometry,
+            [nz, ny, nx],
+            &v.geometry,
+            v.data.dim().into(),
+        )
+        .unwrap();
+
+        // Truncated copy → clear error.
+        let full = std::fs::read(&p).unwrap();
+        let t = dir.path().join(format!("trunc_{enc}.nrrd"));
+        std::fs::write(&t, &full[..full.len() - 20]).unwrap();
+        let msg = io::read_image(&t).unwrap_err().to_string();
+        assert!(
+            msg.contains("trunc_") && (msg.contains("truncated") || msg.contains("corrupt")),
+            "{msg}"
+        );
+    }
+}
