@@ -1,1 +1,13 @@
-//! aggregator crate (work in progress).
+//! The aggregator: enrols sites by certificate, drives studies' rounds, combines site aggregates,
+//! persists every transition in sled, and writes results.
+
+pub mod config;
+pub mod coordinator;
+pub mod results;
+pub mod server;
+pub mod service;
+pub mod simulate;
+pub mod store;
+
+pub use config::AggregatorConfig;
+pub use server::Server;

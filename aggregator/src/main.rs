@@ -1,1 +1,304 @@
-fn main() {}
+//! `aggregator`: the consortium-side command. Thin: parse, build, run, exit code.
+
+use aggregator::simulate::{PooledTable, SimOptions, Simulation};
+use aggregator::{AggregatorConfig, Server};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use federation::StudyId;
+use federation::engine::{StudyOutput, StudyStatus};
+use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "aggregator",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v1)"),
+    about = "fedrad aggregator: drives federated studies across hospital site agents over mutual TLS",
+    after_help = "Exit codes: 0 success, 1 error (the message says what to fix), 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the aggregator server.
+    #[command(after_help = "Example:\n  aggregator serve --config aggregator.toml")]
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit a study (study.toml) to the aggregator using this state directory.
+    #[command(
+        after_help = "Example:\n  aggregator submit --state state study.toml\n\nThe study is checked, its hash printed (sites add it to allowed_studies), and it is\nqueued in <state>/inbox for the running server to pick up."
+    )]
+    Submit {
+        #[arg(long)]
+        state: PathBuf,
+        study: PathBuf,
+    },
+    /// Show sites (connected, last seen, version) and studies (round, progress, status).
+    #[command(after_help = "Example:\n  aggregator status --state state")]
+    Status {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Print a finished study's results.
+    #[command(after_help = "Example:\n  aggregator results --state state table1-demo")]
+    Results {
+        #[arg(long)]
+        state: PathBuf,
+        study: String,
+    },
+    /// One-machine simulations: a real aggregator and one real agent per site over loopback mTLS.
+    #[command(subcommand)]
+    Simulate(Simulate),
+}
+
+#[derive(Subcommand)]
+enum Simulate {
+    /// Federated Table 1 (baseline characteristics by outcome group) from one pooled CSV.
+    #[command(
+        after_help = "Example:\n  aggregator simulate table1 --table ../shared/examples/cohort_example.csv \\\n    --site-column site --label-column response \\\n    --variables age,sex,ecog,grade,ki67,months_dx_to_tx,met_pattern,prior_surgery --out table1.csv"
+    )]
+    Table1 {
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long, default_value = "site")]
+        site_column: String,
+        #[arg(long, default_value = "response")]
+        label_column: String,
+        #[arg(long, default_value = "patient_id")]
+        id_column: String,
+        /// Comma-separated variables, in output order.
+        #[arg(long, value_delimiter = ',', required = true)]
+        variables: Vec<String>,
+        /// Variables to summarise as categorical. Default: non-numeric columns and columns with
+        /// at most 5 distinct values.
+        #[arg(long, value_delimiter = ',')]
+        categorical: Option<Vec<String>>,
+        /// Every simulated site's policy min_count.
+        #[arg(long, default_value_t = 5)]
+        min_count: u64,
+        #[arg(long, default_value = "table1.csv")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = AggregatorConfig::load(&config)?;
+            runtime()?.block_on(async {
+                let server = Server::start(&cfg).await?;
+                tokio::signal::ctrl_c().await?;
+                tracing::info!("shutting down");
+                server.shutdown().await;
+                anyhow::Ok(())
+            })
+        }
+        Command::Submit { state, study } => submit(&state, &study),
+        Command::Status { state } => status(&state),
+        Command::Results { state, study } => results(&state, &study),
+        Command::Simulate(Simulate::Table1 {
+            table,
+            site_column,
+            label_column,
+            id_column,
+            variables,
+            categorical,
+            min_count,
+            out,
+        }) => {
+            let pooled = PooledTable::read(&table, &site_column)?;
+            for v in variables.iter().chain([&label_column, &id_column]) {
+                if pooled.column(v).is_none() {
+                    bail!(
+                        "{}: column {v:?} is missing; the table has: {}",
+                        table.display(),
+                        pooled.header.join(", ")
+                    );
+                }
+            }
+            let categorical =
+                categorical.unwrap_or_else(|| pooled.guess_categorical(&variables, 5));
+            let spec = StudySpec {
+                id: StudyId::new("table1")?,
+                title: format!("Table 1 of {}", table.display()),
+                analysis: AnalysisSpec::Table1(Table1Spec {
+                    label_column: label_column.clone(),
+                    positive_label: "1".into(),
+                    negative_label: "0".into(),
+                    variables,
+                    categorical,
+                    resolution: 1e-9,
+                    depth_per_round: 4,
+                }),
+            };
+            spec.validate()?;
+            let opts = SimOptions {
+                min_count,
+                id_column,
+                label_column,
+                ..SimOptions::default()
+            };
+            runtime()?.block_on(async {
+                let sim = Simulation::start(&pooled, &spec, &opts).await?;
+                eprintln!(
+                    "simulating {} sites over loopback mTLS (aggregator on {})",
+                    sim.sites.len(),
+                    sim.server.addr
+                );
+                let state = sim.run_study(spec, opts.timeout).await;
+                sim.shutdown().await;
+                let state = state?;
+                match (&state.status, &state.output) {
+                    (StudyStatus::Completed, Some(StudyOutput::Table1(t))) => {
+                        let csv = t.to_csv();
+                        write_output(&out, csv.as_bytes())?;
+                        write_output(
+                            &out.with_extension("json"),
+                            serde_json::to_string_pretty(t)?.as_bytes(),
+                        )?;
+                        print!("{csv}");
+                        eprintln!(
+                            "wrote {} and {} ({} rounds)",
+                            out.display(),
+                            out.with_extension("json").display(),
+                            state.round
+                        );
+                        Ok(())
+                    }
+                    (s, _) => bail!("the study did not complete: {}", s.describe()),
+                }
+            })
+        }
+    }
+}
+
+fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn submit(state: &Path, study: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(study)
+        .with_context(|| format!("cannot read {}", study.display()))?;
+    let spec = StudySpec::from_toml(&text).with_context(|| study.display().to_string())?;
+    let inbox = aggregator::server::inbox_dir(state);
+    if !state.exists() {
+        bail!(
+            "state directory {} does not exist; start `aggregator serve` with it first",
+            state.display()
+        );
+    }
+    std::fs::create_dir_all(&inbox)?;
+    let name = format!("{}.toml", spec.id);
+    if inbox.join("accepted").join(&name).exists() {
+        bail!("study {} was already submitted; choose another id", spec.id);
+    }
+    let tmp = inbox.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, inbox.join(&name))?;
+    println!("study {} queued; hash {}", spec.id, spec.hash());
+    println!("sites must list this hash in allowed_studies (policy.toml) to take part");
+    Ok(())
+}
+
+fn status(state: &Path) -> anyhow::Result<()> {
+    let path = aggregator::server::status_path(state);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (has `aggregator serve` run with this state directory?)",
+            path.display()
+        )
+    })?;
+    let report: serde_json::Value = serde_json::from_str(&text)?;
+    let updated = report["updated_ms"].as_u64().unwrap_or(0);
+    let age = aggregator::coordinator::now_ms().saturating_sub(updated);
+    if age > 10_000 {
+        println!(
+            "note: the aggregator has not updated its status for {}s (is it running?)",
+            age / 1000
+        );
+    }
+    println!("sites:");
+    for s in report["sites"].as_array().into_iter().flatten() {
+        let seen = s["last_seen_ms"].as_u64().map_or("never".to_string(), |t| {
+            format!("{}s ago", updated.saturating_sub(t) / 1000)
+        });
+        println!(
+            "  {:<12} {:<12} last seen {:<12} agent {}{}",
+            s["site"].as_str().unwrap_or("?"),
+            if s["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "offline"
+            },
+            seen,
+            s["agent_version"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("-"),
+            if s["enrolled"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (not enrolled)"
+            }
+        );
+    }
+    println!("studies:");
+    for s in report["studies"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<16} {:<8} round {:>3} ({}/{} sites answered)  {}",
+            s["id"].as_str().unwrap_or("?"),
+            s["kind"].as_str().unwrap_or("?"),
+            s["round"],
+            s["answered"],
+            s["sites"],
+            s["status"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn results(state: &Path, study: &str) -> anyhow::Result<()> {
+    let dir = aggregator::results::results_dir(state, study);
+    let summary = dir.join("study.json");
+    if !summary.exists() {
+        bail!(
+            "no results for study {study:?} in {} (not finished yet? see `aggregator status`)",
+            state.display()
+        );
+    }
+    let csv = dir.join("table1.csv");
+    if csv.exists() {
+        print!("{}", std::fs::read_to_string(&csv)?);
+    } else {
+        print!("{}", std::fs::read_to_string(&summary)?);
+    }
+    Ok(())
+}

@@ -287,7 +287,10 @@ impl StudyState {
         }
         if let ResultBody::Failure(f) = &result.body {
             self.status = StudyStatus::Failed {
-                reason: format!("site {site} could not answer round {}: {}", self.round, f.message),
+                reason: format!(
+                    "site {site} could not answer round {}: {}",
+                    self.round, f.message
+                ),
             };
             self.received.insert(site.clone(), result.body);
             return Ok(Accepted::RoundComplete);

@@ -31,7 +31,12 @@ pub fn answer(task: &Task, table: &SiteTable, policy: &SitePolicy) -> Answer {
     Answer { result, local_note }
 }
 
-fn compute(task: &Task, table: &SiteTable, policy: &SitePolicy, note: &mut Option<String>) -> TaskResult {
+fn compute(
+    task: &Task,
+    table: &SiteTable,
+    policy: &SitePolicy,
+    note: &mut Option<String>,
+) -> TaskResult {
     let hash = hash_canonical(&task.study_spec_json);
     if hash != task.study_hash {
         return failure(
@@ -55,7 +60,10 @@ fn compute(task: &Task, table: &SiteTable, policy: &SitePolicy, note: &mut Optio
         Err(e) => return failure(task, format!("the study spec is not valid: {e}")),
     };
     if spec.id != task.study_id {
-        return failure(task, "the task's study id differs from its spec's id; refusing".into());
+        return failure(
+            task,
+            "the task's study id differs from its spec's id; refusing".into(),
+        );
     }
     let body = match (&spec.analysis, &task.body) {
         (AnalysisSpec::Table1(t), TaskBody::Table1Summary(s)) => {
@@ -154,13 +162,20 @@ mod tests {
     fn table() -> SiteTable {
         let mut rows = Vec::new();
         for i in 0..12 {
-            let age = if i == 7 { "abc".to_string() } else { (40 + i).to_string() };
+            let age = if i == 7 {
+                "abc".to_string()
+            } else {
+                (40 + i).to_string()
+            };
             rows.push(vec![format!("PX{i:03}"), age, (i % 2).to_string()]);
         }
-        SiteTable::new(vec!["patient_id".into(), "age".into(), "response".into()], rows)
-            .unwrap()
-            .with_id_column("patient_id")
-            .unwrap()
+        SiteTable::new(
+            vec!["patient_id".into(), "age".into(), "response".into()],
+            rows,
+        )
+        .unwrap()
+        .with_id_column("patient_id")
+        .unwrap()
     }
 
     fn task(spec: &StudySpec) -> Task {
@@ -204,7 +219,11 @@ mod tests {
             panic!("expected a failure, got {:?}", a.result.body)
         };
         assert!(f.message.contains("\"age\""), "{}", f.message);
-        assert!(!f.message.contains("PX007") && !f.message.contains("abc"), "{}", f.message);
+        assert!(
+            !f.message.contains("PX007") && !f.message.contains("abc"),
+            "{}",
+            f.message
+        );
         // The full explanation stays local.
         let note = a.local_note.unwrap();
         assert!(note.contains("PX007") && note.contains("abc"), "{note}");
@@ -215,7 +234,9 @@ mod tests {
         let spec = spec();
         let t = task(&spec);
         let a = answer(&t, &table(), &SitePolicy::default());
-        let ResultBody::Failure(f) = &a.result.body else { panic!() };
+        let ResultBody::Failure(f) = &a.result.body else {
+            panic!()
+        };
         assert!(f.message.contains("does not allow study"), "{}", f.message);
 
         let mut forged = t.clone();
@@ -225,7 +246,9 @@ mod tests {
             ..SitePolicy::default()
         };
         let a = answer(&forged, &table(), &policy);
-        let ResultBody::Failure(f) = &a.result.body else { panic!() };
+        let ResultBody::Failure(f) = &a.result.body else {
+            panic!()
+        };
         assert!(f.message.contains("hashes to"), "{}", f.message);
     }
 }

@@ -29,9 +29,9 @@ use crate::policy::SitePolicy;
 use crate::study::{Table1Spec, VariableKind};
 use crate::table::{SiteTable, TableError};
 use crate::task::{
-    CategoricalSummary, ContinuousSummary, GROUPS, GroupMoments, HistogramAnswer,
-    HistogramRequest, HistogramResult, HistogramTask, LevelCounts, Node, NodeRequest, Released,
-    ResultBody, Table1SummaryResult, Table1SummaryTask, TaskBody,
+    CategoricalSummary, ContinuousSummary, GROUPS, GroupMoments, HistogramAnswer, HistogramRequest,
+    HistogramResult, HistogramTask, LevelCounts, Node, NodeRequest, Released, ResultBody,
+    Table1SummaryResult, Table1SummaryTask, TaskBody,
 };
 use serde::{Deserialize, Serialize};
 use stats::moments::Moments;
@@ -58,7 +58,12 @@ impl SiteError {
                 TableError::NotNumeric { column, .. } => format!(
                     "column {column:?} holds a value that is not a number at this site (the site admin sees which in the agent's log)"
                 ),
-                TableError::BadLabel { column, positive, negative, .. } => format!(
+                TableError::BadLabel {
+                    column,
+                    positive,
+                    negative,
+                    ..
+                } => format!(
                     "label column {column:?} holds a value other than {positive:?} / {negative:?} at this site (details in the agent's log)"
                 ),
                 TableError::MissingColumn { column, .. } => {
@@ -95,7 +100,11 @@ fn release(policy: &SitePolicy, count: u64) -> Released<u64> {
 /// Labelled rows split by group (index 0 positive).
 fn groups(table: &SiteTable, spec: &Table1Spec) -> Result<Vec<Option<usize>>, TableError> {
     Ok(table
-        .label_column(&spec.label_column, &spec.positive_label, &spec.negative_label)?
+        .label_column(
+            &spec.label_column,
+            &spec.positive_label,
+            &spec.negative_label,
+        )?
         .into_iter()
         .map(|l| l.map(|positive| if positive { 0 } else { 1 }))
         .collect())
@@ -229,14 +238,9 @@ pub fn site_histogram(
             let node = to_node_id(r.node).map_err(tree_err)?;
             // `site_release` itself refuses any node outside this site's canonical tree (see its
             // disclosure guarantee), so a misbehaving aggregator gets an error, not a count.
-            let released = stats::tree::site_release(
-                vals,
-                &root,
-                node,
-                r.extra_depth,
-                policy.min_count,
-            )
-            .map_err(tree_err)?;
+            let released =
+                stats::tree::site_release(vals, &root, node, r.extra_depth, policy.min_count)
+                    .map_err(tree_err)?;
             answer[g].extend(released.into_iter().map(|(n, c)| (to_node(n), c)));
         }
         for g in &mut answer {
@@ -438,7 +442,12 @@ impl Table1Driver {
                     ));
                 }
                 for g in 0..GROUPS {
-                    add_released(&mut pc.missing[g], &sc.missing[g], site, &mut pc.suppressed_by);
+                    add_released(
+                        &mut pc.missing[g],
+                        &sc.missing[g],
+                        site,
+                        &mut pc.suppressed_by,
+                    );
                     match sc.groups[g] {
                         Released::Value(m) => {
                             pc.groups[g] = Some(match pc.groups[g] {
@@ -463,7 +472,12 @@ impl Table1Driver {
                     ));
                 }
                 for g in 0..GROUPS {
-                    add_released(&mut pc.missing[g], &sc.missing[g], site, &mut pc.suppressed_by);
+                    add_released(
+                        &mut pc.missing[g],
+                        &sc.missing[g],
+                        site,
+                        &mut pc.suppressed_by,
+                    );
                 }
                 for l in &sc.levels {
                     // A level first seen at a later site starts from the earlier sites' zeros.
@@ -615,7 +629,10 @@ impl Table1Driver {
                         })
                     })
                     .collect();
-                (site.clone(), TaskBody::Histogram(HistogramTask { variables }))
+                (
+                    site.clone(),
+                    TaskBody::Histogram(HistogramTask { variables }),
+                )
             })
             .collect();
         Some(per_site)
@@ -706,7 +723,10 @@ fn sum3(a: Option<u64>, b: Option<u64>) -> [Option<u64>; 3] {
 }
 
 fn build_output(d: &Table1Driver) -> Table1Output {
-    let pooled = d.pooled.as_ref().expect("output only after the summary round");
+    let pooled = d
+        .pooled
+        .as_ref()
+        .expect("output only after the summary round");
     let mut variables = Vec::new();
     for name in &d.spec.variables {
         if let Some(pc) = pooled.continuous.iter().find(|c| &c.variable == name) {
@@ -816,7 +836,8 @@ impl Table1Output {
     /// The CSV a statistician reads: `variable,level,overall,group_1,group_0,test,statistic,p_value`.
     /// Descriptive cells are rounded for reading; statistics and p-values keep full precision.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("variable,level,overall,group_1,group_0,test,statistic,p_value\n");
+        let mut out =
+            String::from("variable,level,overall,group_1,group_0,test,statistic,p_value\n");
         let cell = |x: Option<String>| x.unwrap_or_else(|| "suppressed".into());
         let count = |c: Option<u64>| cell(c.map(|c| c.to_string()));
         let q = |s: &str| {
@@ -829,18 +850,18 @@ impl Table1Output {
         let mut row = |v: &str, l: &str, cols: [String; 3], t: Option<&Test>| {
             let (name, stat, p) = match t {
                 Some(t) => (
-                match &t.bounds {
-                    // The p-value column keeps the estimate; the test column says how far off
-                    // it may be.
-                    Some(b) => format!(
-                        "\"{} (estimate; p in [{:.3}, {:.3}] given min_count)\"",
-                        t.name, b.p_value[0], b.p_value[1]
-                    ),
-                    None => t.name.clone(),
-                },
-                t.statistic.to_string(),
-                t.p_value.to_string(),
-            ),
+                    match &t.bounds {
+                        // The p-value column keeps the estimate; the test column says how far off
+                        // it may be.
+                        Some(b) => format!(
+                            "\"{} (estimate; p in [{:.3}, {:.3}] given min_count)\"",
+                            t.name, b.p_value[0], b.p_value[1]
+                        ),
+                        None => t.name.clone(),
+                    },
+                    t.statistic.to_string(),
+                    t.p_value.to_string(),
+                ),
                 None => (String::new(), String::new(), String::new()),
             };
             out.push_str(&format!(
@@ -866,14 +887,15 @@ impl Table1Output {
                     missing,
                     ..
                 } => {
-                    let ms = stats.clone().map(|s| {
-                        cell(s.map(|s| format!("{:.2} ± {:.2}", s.mean, s.sd)))
-                    });
+                    let ms = stats
+                        .clone()
+                        .map(|s| cell(s.map(|s| format!("{:.2} ± {:.2}", s.mean, s.sd))));
                     row(variable, "mean ± SD", ms, t_test.as_ref());
                     let md = stats.clone().map(|s| {
-                        cell(s.and_then(|s| s.quartiles).map(|q| {
-                            format!("{:.2} [{:.2}, {:.2}]", q[1], q[0], q[2])
-                        }))
+                        cell(
+                            s.and_then(|s| s.quartiles)
+                                .map(|q| format!("{:.2} [{:.2}, {:.2}]", q[1], q[0], q[2])),
+                        )
                     });
                     row(variable, "median [IQR]", md, mann_whitney.as_ref());
                     if missing.iter().any(|m| *m != Some(0)) {
@@ -905,7 +927,12 @@ impl Table1Output {
                                 }))
                             })
                             .collect();
-                        row(variable, &l.level, [cols[0].clone(), cols[1].clone(), cols[2].clone()], None);
+                        row(
+                            variable,
+                            &l.level,
+                            [cols[0].clone(), cols[1].clone(), cols[2].clone()],
+                            None,
+                        );
                     }
                     if missing.iter().any(|m| *m != Some(0)) {
                         row(variable, "missing", missing.map(count), None);

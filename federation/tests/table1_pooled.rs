@@ -48,8 +48,15 @@ fn spec() -> StudySpec {
             positive_label: "1".into(),
             negative_label: "0".into(),
             variables: [
-                "age", "sex", "ecog", "grade", "ki67", "months_dx_to_tx", "met_pattern",
-                "prior_surgery", "max_diameter_mm",
+                "age",
+                "sex",
+                "ecog",
+                "grade",
+                "ki67",
+                "months_dx_to_tx",
+                "met_pattern",
+                "prior_surgery",
+                "max_diameter_mm",
             ]
             .map(String::from)
             .to_vec(),
@@ -84,18 +91,25 @@ fn output(state: &StudyState) -> &Table1Output {
 }
 
 fn golden() -> Value {
-    let text = std::fs::read_to_string(repo().join("tests/golden/table1_cohort_example.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/golden/table1_cohort_example.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn close(a: f64, b: f64, tol: f64, what: &str) {
-    assert!((a - b).abs() <= tol * b.abs().max(1.0), "{what}: federated {a} vs pooled {b}");
+    assert!(
+        (a - b).abs() <= tol * b.abs().max(1.0),
+        "{what}: federated {a} vs pooled {b}"
+    );
 }
 
 #[test]
 fn federated_table1_equals_pooled_scipy_values() {
     let tables = site_tables();
-    let policy = SitePolicy { min_count: 1, ..SitePolicy::default() };
+    let policy = SitePolicy {
+        min_count: 1,
+        ..SitePolicy::default()
+    };
     let state = run(spec(), &tables, &policy);
     let out = output(&state);
     let g = golden();
@@ -103,38 +117,102 @@ fn federated_table1_equals_pooled_scipy_values() {
     assert!(out.notes.is_empty(), "{:?}", out.notes);
     for v in &out.variables {
         match v {
-            VariableResult::Continuous { variable, stats, t_test, mann_whitney, resolution, .. } => {
+            VariableResult::Continuous {
+                variable,
+                stats,
+                t_test,
+                mann_whitney,
+                resolution,
+                ..
+            } => {
                 let gv = &g["continuous"][variable];
                 for (i, key) in ["overall", "group_a", "group_b"].into_iter().enumerate() {
                     let s = stats[i].as_ref().unwrap();
                     assert_eq!(s.n, gv[key]["n"].as_u64().unwrap());
-                    close(s.mean, gv[key]["mean"].as_f64().unwrap(), 1e-10, &format!("{variable} {key} mean"));
-                    close(s.sd, gv[key]["sd"].as_f64().unwrap(), 1e-10, &format!("{variable} {key} sd"));
+                    close(
+                        s.mean,
+                        gv[key]["mean"].as_f64().unwrap(),
+                        1e-10,
+                        &format!("{variable} {key} mean"),
+                    );
+                    close(
+                        s.sd,
+                        gv[key]["sd"].as_f64().unwrap(),
+                        1e-10,
+                        &format!("{variable} {key} sd"),
+                    );
                     let q = s.quartiles.unwrap();
                     let res = resolution.unwrap();
                     for (j, qk) in ["q1", "median", "q3"].into_iter().enumerate() {
                         let want = gv[key][qk].as_f64().unwrap();
-                        assert!((q[j] - want).abs() <= res.max(1e-12), "{variable} {key} {qk}: {} vs {want} (resolution {res})", q[j]);
+                        assert!(
+                            (q[j] - want).abs() <= res.max(1e-12),
+                            "{variable} {key} {qk}: {} vs {want} (resolution {res})",
+                            q[j]
+                        );
                     }
                 }
                 let t = t_test.as_ref().unwrap();
-                close(t.statistic, gv["student_t"]["statistic"].as_f64().unwrap(), 1e-10, "t");
-                close(t.p_value, gv["student_t"]["p_value"].as_f64().unwrap(), 1e-8, "t p");
+                close(
+                    t.statistic,
+                    gv["student_t"]["statistic"].as_f64().unwrap(),
+                    1e-10,
+                    "t",
+                );
+                close(
+                    t.p_value,
+                    gv["student_t"]["p_value"].as_f64().unwrap(),
+                    1e-8,
+                    "t p",
+                );
                 let mw = mann_whitney.as_ref().unwrap();
-                close(mw.statistic, gv["mann_whitney"]["u"].as_f64().unwrap(), 1e-12, &format!("{variable} W"));
-                close(mw.p_value, gv["mann_whitney"]["p_value"].as_f64().unwrap(), 1e-8, &format!("{variable} MW p"));
+                close(
+                    mw.statistic,
+                    gv["mann_whitney"]["u"].as_f64().unwrap(),
+                    1e-12,
+                    &format!("{variable} W"),
+                );
+                close(
+                    mw.p_value,
+                    gv["mann_whitney"]["p_value"].as_f64().unwrap(),
+                    1e-8,
+                    &format!("{variable} MW p"),
+                );
             }
-            VariableResult::Categorical { variable, levels, chi_square, .. } => {
+            VariableResult::Categorical {
+                variable,
+                levels,
+                chi_square,
+                ..
+            } => {
                 let gv = &g["categorical"][variable];
-                let names: Vec<&str> = gv["levels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-                assert_eq!(levels.iter().map(|l| l.level.as_str()).collect::<Vec<_>>(), names);
+                let names: Vec<&str> = gv["levels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    levels.iter().map(|l| l.level.as_str()).collect::<Vec<_>>(),
+                    names
+                );
                 for (i, l) in levels.iter().enumerate() {
                     assert_eq!(l.counts[1], gv["counts_a"][i].as_u64());
                     assert_eq!(l.counts[2], gv["counts_b"][i].as_u64());
                 }
                 let c = chi_square.as_ref().unwrap();
-                close(c.statistic, gv["chi_square"]["statistic"].as_f64().unwrap(), 1e-10, "chi2");
-                close(c.p_value, gv["chi_square"]["p_value"].as_f64().unwrap(), 1e-8, "chi2 p");
+                close(
+                    c.statistic,
+                    gv["chi_square"]["statistic"].as_f64().unwrap(),
+                    1e-10,
+                    "chi2",
+                );
+                close(
+                    c.p_value,
+                    gv["chi_square"]["p_value"].as_f64().unwrap(),
+                    1e-8,
+                    "chi2 p",
+                );
             }
         }
     }
@@ -143,7 +221,10 @@ fn federated_table1_equals_pooled_scipy_values() {
 #[test]
 fn min_count_suppresses_instead_of_lying() {
     let tables = site_tables();
-    let policy = SitePolicy { min_count: 5, ..SitePolicy::default() };
+    let policy = SitePolicy {
+        min_count: 5,
+        ..SitePolicy::default()
+    };
     let state = run(spec(), &tables, &policy);
     let out = output(&state);
     // Every site has ≥ 5 patients per group here, so sizes and moments are released...
@@ -151,14 +232,39 @@ fn min_count_suppresses_instead_of_lying() {
     let g = golden();
     for v in &out.variables {
         match v {
-            VariableResult::Continuous { variable, stats, t_test, .. } => {
+            VariableResult::Continuous {
+                variable,
+                stats,
+                t_test,
+                ..
+            } => {
                 let s = stats[0].as_ref().unwrap();
-                close(s.mean, g["continuous"][variable]["overall"]["mean"].as_f64().unwrap(), 1e-10, "mean");
-                close(t_test.as_ref().unwrap().p_value, g["continuous"][variable]["student_t"]["p_value"].as_f64().unwrap(), 1e-8, "t p");
+                close(
+                    s.mean,
+                    g["continuous"][variable]["overall"]["mean"]
+                        .as_f64()
+                        .unwrap(),
+                    1e-10,
+                    "mean",
+                );
+                close(
+                    t_test.as_ref().unwrap().p_value,
+                    g["continuous"][variable]["student_t"]["p_value"]
+                        .as_f64()
+                        .unwrap(),
+                    1e-8,
+                    "t p",
+                );
             }
             // ...but small level counts are not: such cells show as suppressed, never as a
             // smaller pooled number.
-            VariableResult::Categorical { variable, levels, chi_square, suppressed_by, .. } => {
+            VariableResult::Categorical {
+                variable,
+                levels,
+                chi_square,
+                suppressed_by,
+                ..
+            } => {
                 let gv = &g["categorical"][variable];
                 for (i, l) in levels.iter().enumerate() {
                     if let Some(c) = l.counts[1] {

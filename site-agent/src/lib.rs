@@ -1,1 +1,10 @@
-//! site-agent crate (work in progress).
+//! The site agent: runs inside a hospital, keeps every row local, answers the aggregator's tasks
+//! with aggregates that pass the site's policy, and logs everything it sends.
+
+pub mod agent;
+pub mod audit;
+pub mod config;
+pub mod data;
+
+pub use agent::{Agent, AgentError, AgentOptions};
+pub use config::SiteConfig;

@@ -1,1 +1,102 @@
-fn main() {}
+//! `site-agent`: the hospital-side command. Thin: parse, build, run, exit code.
+
+use clap::{Parser, Subcommand};
+use site_agent::{Agent, AgentOptions, SiteConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "site-agent",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v1)"),
+    about = "fedrad site agent: keeps patient data inside the hospital and answers the consortium's federated studies with policy-checked aggregates",
+    after_help = "Exit codes: 0 success, 1 error (the message says what to fix), 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the aggregator (outbound only) and answer tasks until stopped.
+    #[command(after_help = "Example:\n  site-agent run --config kits/S01/site.toml")]
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check site.toml, the policy and the data table without sending anything.
+    #[command(after_help = "Example:\n  site-agent validate --config kits/S01/site.toml")]
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the audit log of everything this site sent.
+    #[command(after_help = "Example:\n  site-agent audit --log kits/S01/audit.jsonl --verify")]
+    Audit {
+        #[arg(long)]
+        log: PathBuf,
+        /// Only check the hash chain and report.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = SiteConfig::load(&config)?;
+            let agent = Agent::new(cfg, AgentOptions::default())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(agent.run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+            Ok(())
+        }
+        Command::Validate { config } => {
+            let cfg = SiteConfig::load(&config)?;
+            let table = site_agent::data::load_table(&cfg.data_table, &cfg.id_column)?;
+            if !table.has_column(&cfg.label_column) {
+                anyhow::bail!(
+                    "{}: label column {:?} is missing; the table has: {}",
+                    cfg.data_table.display(),
+                    cfg.label_column,
+                    table.header().join(", ")
+                );
+            }
+            println!(
+                "ok: {} patients, {} columns; min_count {}; nothing was sent",
+                table.n_rows(),
+                table.header().len(),
+                cfg.policy.min_count
+            );
+            Ok(())
+        }
+        Command::Audit { log, verify } => {
+            let entries = site_agent::audit::verify(&log)?;
+            if verify {
+                println!("ok: {} entries, hash chain intact", entries.len());
+            } else {
+                print!("{}", site_agent::audit::render(&entries));
+            }
+            Ok(())
+        }
+    }
+}

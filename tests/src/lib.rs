@@ -1,1 +1,165 @@
-//! tests crate (work in progress).
+//! Helpers for fedrad's end-to-end tests: a throwaway consortium on disk (CA, aggregator kit,
+//! site kits) and raw gRPC clients with whatever certificate a test wants to present.
+
+use aggregator::AggregatorConfig;
+use certs::{Ca, Validity};
+use federation::SiteId;
+use protocol::pb::federation_client::FederationClient;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The cohort example every end-to-end test uses.
+pub fn cohort_example() -> PathBuf {
+    repo_root().join("../shared/examples/cohort_example.csv")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A CA, an aggregator kit and an aggregator config in a temporary directory.
+pub struct Consortium {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub config: AggregatorConfig,
+}
+
+impl Consortium {
+    /// A consortium whose aggregator enrols `enrolled`.
+    pub fn new(enrolled: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = Ca::init(&dir.path().join("ca"), "test CA", 30).unwrap();
+        let agg = dir.path().join("aggregator");
+        ca.write_aggregator_kit(
+            &agg,
+            &["localhost".into()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            Validity::days(5),
+        )
+        .unwrap();
+        let config = AggregatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: agg.join("state"),
+            enrolled_sites: enrolled.iter().map(|s| SiteId::new(*s).unwrap()).collect(),
+            round_deadline_ms: 60_000,
+            tls: protocol::tls::ServerTlsFiles {
+                ca_cert: agg.join("ca.pem"),
+                cert: agg.join("aggregator.pem"),
+                key: agg.join("aggregator.key"),
+                crl: Some(ca.crl_path()),
+            },
+        };
+        Self { dir, ca, config }
+    }
+
+    /// Issues a site kit (cert, key, CA) and returns its folder.
+    pub fn kit(&mut self, site: &str, validity: Validity) -> PathBuf {
+        self.ca
+            .write_site_kit(
+                site,
+                &self.dir.path().join("kits"),
+                "https://localhost:1",
+                validity,
+            )
+            .unwrap()
+    }
+}
+
+/// How a raw test client presents itself.
+pub enum ClientCert<'a> {
+    /// The kit's `site.pem` / `site.key`.
+    Kit(&'a Path),
+    /// No client certificate at all.
+    None,
+}
+
+/// A gRPC client to `addr` trusting `ca_pem`, presenting `cert`.
+pub async fn client(
+    addr: SocketAddr,
+    ca_pem: &Path,
+    cert: ClientCert<'_>,
+) -> FederationClient<Channel> {
+    protocol::tls::install_crypto_provider();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca_pem).unwrap()))
+        .domain_name("localhost");
+    if let ClientCert::Kit(kit) = cert {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(kit.join("site.pem")).unwrap(),
+            std::fs::read(kit.join("site.key")).unwrap(),
+        ));
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    FederationClient::new(channel)
+}
+
+/// A handshake with this build's protocol version.
+pub fn handshake() -> protocol::pb::HandshakeRequest {
+    protocol::pb::HandshakeRequest {
+        protocol_version: federation::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+    }
+}
+
+/// The Table 1 study the end-to-end tests run on the cohort example.
+pub fn table1_spec() -> federation::study::StudySpec {
+    use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
+    StudySpec {
+        id: federation::StudyId::new("table1").unwrap(),
+        title: "baseline characteristics".into(),
+        analysis: AnalysisSpec::Table1(Table1Spec {
+            label_column: "response".into(),
+            positive_label: "1".into(),
+            negative_label: "0".into(),
+            variables: [
+                "age",
+                "sex",
+                "ecog",
+                "grade",
+                "ki67",
+                "months_dx_to_tx",
+                "met_pattern",
+                "prior_surgery",
+                "max_diameter_mm",
+            ]
+            .map(String::from)
+            .to_vec(),
+            categorical: ["sex", "ecog", "grade", "met_pattern", "prior_surgery"]
+                .map(String::from)
+                .to_vec(),
+            resolution: 1e-9,
+            depth_per_round: 4,
+        }),
+    }
+}
+
+/// The pooled table's sites as in-memory site tables with one policy, for `run_local`.
+pub fn local_sites(
+    table: &aggregator::simulate::PooledTable,
+    policy: &federation::policy::SitePolicy,
+) -> std::collections::BTreeMap<
+    SiteId,
+    (federation::table::SiteTable, federation::policy::SitePolicy),
+> {
+    table
+        .by_site
+        .iter()
+        .map(|(s, rows)| {
+            let t = federation::table::SiteTable::new(table.header.clone(), rows.clone())
+                .unwrap()
+                .with_id_column("patient_id")
+                .unwrap();
+            (s.clone(), (t, policy.clone()))
+        })
+        .collect()
+}

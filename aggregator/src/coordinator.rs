@@ -1,0 +1,333 @@
+//! The aggregator's core: studies, sites and the rules for who gets which task, with every
+//! transition persisted before anyone is told about it. IO-free apart from the `Store`.
+
+use crate::store::{SiteRecord, Store, StoreError};
+use federation::engine::{Accepted, EngineError, StudyState, StudyStatus};
+use federation::study::StudySpec;
+use federation::task::{Task, TaskResult};
+use federation::{PROTOCOL_VERSION, SiteId, StudyHash, StudyId};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    #[error(
+        "protocol version mismatch: the agent speaks v{agent}, this aggregator speaks v{ours}; install matching fedrad releases"
+    )]
+    Version { agent: u32, ours: u32 },
+    #[error("site {0} is not enrolled with this aggregator (add it to enrolled_sites)")]
+    NotEnrolled(SiteId),
+    #[error("study {0} already exists; choose another id")]
+    Duplicate(StudyId),
+    #[error("no study {0}")]
+    UnknownStudy(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Inner {
+    studies: BTreeMap<StudyId, StudyState>,
+    sites: BTreeMap<String, SiteRecord>,
+}
+
+/// Shared aggregator state.
+pub struct Coordinator {
+    store: Box<dyn Store>,
+    enrolled: BTreeSet<SiteId>,
+    deadline_ms: u64,
+    inner: Mutex<Inner>,
+    /// Woken on every state change (long-polls and status writers wait on it).
+    pub changed: Notify,
+}
+
+/// A site as shown by `aggregator status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub enrolled: bool,
+    pub connected: bool,
+    pub last_seen_ms: Option<u64>,
+    pub agent_version: Option<String>,
+}
+
+/// A study as shown by `aggregator status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudySummary {
+    pub id: String,
+    pub hash: String,
+    pub kind: String,
+    pub round: u32,
+    pub answered: usize,
+    pub sites: usize,
+    pub status: String,
+    pub finished: bool,
+    pub failed: bool,
+}
+
+/// The whole status report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub updated_ms: u64,
+    pub sites: Vec<SiteStatus>,
+    pub studies: Vec<StudySummary>,
+}
+
+/// A site counts as connected if seen within this window.
+const CONNECTED_WINDOW_MS: u64 = 30_000;
+
+impl Coordinator {
+    /// Loads persisted studies and sites.
+    pub fn new(
+        store: Box<dyn Store>,
+        enrolled: Vec<SiteId>,
+        deadline_ms: u64,
+    ) -> Result<Self, CoordError> {
+        let studies = store
+            .studies()?
+            .into_iter()
+            .map(|s| (s.spec.id.clone(), s))
+            .collect();
+        let sites = store
+            .sites()?
+            .into_iter()
+            .map(|s| (s.site.clone(), s))
+            .collect();
+        Ok(Self {
+            store,
+            enrolled: enrolled.into_iter().collect(),
+            deadline_ms,
+            inner: Mutex::new(Inner { studies, sites }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("coordinator lock poisoned")
+    }
+
+    pub fn is_enrolled(&self, site: &SiteId) -> bool {
+        self.enrolled.contains(site)
+    }
+
+    fn check_enrolled(&self, site: &SiteId) -> Result<(), CoordError> {
+        if self.is_enrolled(site) {
+            Ok(())
+        } else {
+            Err(CoordError::NotEnrolled(site.clone()))
+        }
+    }
+
+    fn touch(
+        &self,
+        inner: &mut Inner,
+        site: &SiteId,
+        version: Option<(&str, u32)>,
+    ) -> Result<(), CoordError> {
+        let rec = inner
+            .sites
+            .entry(site.to_string())
+            .or_insert_with(|| SiteRecord {
+                site: site.to_string(),
+                agent_version: String::new(),
+                protocol_version: 0,
+                last_seen_ms: 0,
+            });
+        rec.last_seen_ms = now_ms();
+        if let Some((v, p)) = version {
+            rec.agent_version = v.to_string();
+            rec.protocol_version = p;
+            // Version changes are persisted; plain liveness is kept in memory only.
+            self.store.put_site(rec)?;
+        }
+        Ok(())
+    }
+
+    /// First call of a connection.
+    pub fn handshake(
+        &self,
+        site: &SiteId,
+        protocol_version: u32,
+        agent_version: &str,
+    ) -> Result<(), CoordError> {
+        self.check_enrolled(site)?;
+        if protocol_version != PROTOCOL_VERSION {
+            return Err(CoordError::Version {
+                agent: protocol_version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        let mut inner = self.lock();
+        self.touch(&mut inner, site, Some((agent_version, protocol_version)))?;
+        tracing::info!("site {site} connected (agent {agent_version})");
+        Ok(())
+    }
+
+    pub fn heartbeat(&self, site: &SiteId) -> Result<(), CoordError> {
+        self.check_enrolled(site)?;
+        let mut inner = self.lock();
+        self.touch(&mut inner, site, None)
+    }
+
+    /// The next task for this site, if any (studies in id order).
+    pub fn pull(&self, site: &SiteId) -> Result<Option<Task>, CoordError> {
+        self.check_enrolled(site)?;
+        let mut inner = self.lock();
+        self.touch(&mut inner, site, None)?;
+        Ok(inner.studies.values().find_map(|s| s.task_for(site)))
+    }
+
+    /// Takes a site's result; persisted before returning.
+    pub fn push(&self, site: &SiteId, result: TaskResult) -> Result<Accepted, CoordError> {
+        self.check_enrolled(site)?;
+        let mut inner = self.lock();
+        self.touch(&mut inner, site, None)?;
+        let study_id = result.study_id.clone();
+        let current = inner
+            .studies
+            .get(&study_id)
+            .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
+        let mut next = current.clone();
+        let round_before = next.round;
+        let accepted = next.accept(site, result, now_ms())?;
+        if accepted != Accepted::Duplicate {
+            if accepted == Accepted::RoundComplete
+                && let Some(prev) = next.previous.as_ref().filter(|p| p.round == round_before)
+            {
+                self.store.put_round(study_id.as_str(), prev)?;
+            }
+            self.store.put_study(&next)?;
+            if next.round != round_before || next.status.is_finished() {
+                tracing::info!(
+                    "study {study_id}: round {round_before} complete -> {}",
+                    if next.status.is_finished() {
+                        next.status.describe()
+                    } else {
+                        format!("round {}", next.round)
+                    }
+                );
+            }
+            inner.studies.insert(study_id, next);
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+        Ok(accepted)
+    }
+
+    /// Registers a study for every enrolled site; persisted before returning.
+    pub fn submit(&self, spec: StudySpec) -> Result<StudyHash, CoordError> {
+        let mut inner = self.lock();
+        if inner.studies.contains_key(&spec.id) {
+            return Err(CoordError::Duplicate(spec.id));
+        }
+        let state = StudyState::new(
+            spec,
+            self.enrolled.iter().cloned().collect(),
+            now_ms(),
+            self.deadline_ms,
+        );
+        self.store.put_study(&state)?;
+        let hash = state.hash.clone();
+        tracing::info!("study {} submitted (hash {hash})", state.spec.id);
+        inner.studies.insert(state.spec.id.clone(), state);
+        drop(inner);
+        self.changed.notify_waiters();
+        Ok(hash)
+    }
+
+    /// Applies round deadlines; returns whether anything changed.
+    pub fn tick(&self) -> Result<bool, CoordError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let mut changed = false;
+        let ids: Vec<StudyId> = inner.studies.keys().cloned().collect();
+        for id in ids {
+            let mut next = inner.studies[&id].clone();
+            if next.tick(now) {
+                self.store.put_study(&next)?;
+                if let StudyStatus::Paused { .. } = &next.status {
+                    tracing::warn!("study {id} {}", next.status.describe());
+                }
+                inner.studies.insert(id, next);
+                changed = true;
+            }
+        }
+        drop(inner);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        Ok(changed)
+    }
+
+    pub fn study(&self, id: &str) -> Option<StudyState> {
+        self.lock()
+            .studies
+            .values()
+            .find(|s| s.spec.id.as_str() == id)
+            .cloned()
+    }
+
+    /// Every completed round of a study (inputs and outputs), from the store.
+    pub fn rounds(&self, study: &str) -> Result<Vec<federation::engine::RoundRecord>, CoordError> {
+        Ok(self.store.rounds(study)?)
+    }
+
+    pub fn studies(&self) -> Vec<StudyState> {
+        self.lock().studies.values().cloned().collect()
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let inner = self.lock();
+        let now = now_ms();
+        let mut names: BTreeSet<String> = self.enrolled.iter().map(|s| s.to_string()).collect();
+        names.extend(inner.sites.keys().cloned());
+        let sites = names
+            .into_iter()
+            .map(|name| {
+                let rec = inner.sites.get(&name);
+                SiteStatus {
+                    enrolled: self.enrolled.iter().any(|e| e.as_str() == name),
+                    connected: rec
+                        .is_some_and(|r| now.saturating_sub(r.last_seen_ms) < CONNECTED_WINDOW_MS),
+                    last_seen_ms: rec.map(|r| r.last_seen_ms),
+                    agent_version: rec.map(|r| r.agent_version.clone()),
+                    site: name,
+                }
+            })
+            .collect();
+        let studies = inner
+            .studies
+            .values()
+            .map(|s| {
+                let (answered, total) = s.progress();
+                StudySummary {
+                    id: s.spec.id.to_string(),
+                    hash: s.hash.to_string(),
+                    kind: s.spec.analysis.kind().to_string(),
+                    round: s.round,
+                    answered,
+                    sites: total,
+                    status: s.status.describe(),
+                    finished: s.status.is_finished(),
+                    failed: matches!(s.status, StudyStatus::Failed { .. }),
+                }
+            })
+            .collect();
+        StatusReport {
+            updated_ms: now,
+            sites,
+            studies,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Writes a finished study's results into `<state_dir>/results/<study>/`.
+
+use federation::engine::{StudyOutput, StudyState};
+use std::path::{Path, PathBuf};
+
+/// The folder holding a study's results.
+pub fn results_dir(state_dir: &Path, study: &str) -> PathBuf {
+    state_dir.join("results").join(study)
+}
+
+/// Writes a file via a temporary name and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes the results once (idempotent: a restart does not rewrite them).
+pub fn write_if_new(state_dir: &Path, study: &StudyState) -> anyhow::Result<()> {
+    let dir = results_dir(state_dir, study.spec.id.as_str());
+    let marker = dir.join("study.json");
+    if marker.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    if let Some(StudyOutput::Table1(t)) = &study.output {
+        write_atomic(&dir.join("table1.csv"), t.to_csv().as_bytes())?;
+        write_atomic(
+            &dir.join("table1.json"),
+            serde_json::to_string_pretty(t)?.as_bytes(),
+        )?;
+    }
+    let summary = serde_json::json!({
+        "id": study.spec.id,
+        "hash": study.hash,
+        "status": study.status.describe(),
+        "rounds": study.round,
+        "sites": study.sites,
+        "spec": study.spec,
+    });
+    write_atomic(&marker, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Persistent aggregator state behind a small trait, stored in sled.
+//!
+//! sled's last release is from 2021 (0.34.7); the trait keeps a swap (e.g. to redb) a one-file
+//! change. Every write is flushed before the caller acts on it.
+
+use federation::engine::{RoundRecord, StudyState};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {message}")]
+    Backend { path: PathBuf, message: String },
+    #[error("state store {path}: record {key} is corrupt: {message}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// What the aggregator remembers about a site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    pub site: String,
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub last_seen_ms: u64,
+}
+
+/// The aggregator's durable state.
+pub trait Store: Send + Sync {
+    /// Saves a study's state durably (flushed before returning).
+    fn put_study(&self, state: &StudyState) -> Result<(), StoreError>;
+    fn studies(&self) -> Result<Vec<StudyState>, StoreError>;
+    /// Saves a completed round's inputs and outputs.
+    fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
+    fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError>;
+    fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError>;
+    fn sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
+}
+
+/// sled-backed store under `<state_dir>/db`.
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+}
+
+impl SledStore {
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join("db");
+        let db = sled::open(&path).map_err(|e| StoreError::Backend {
+            path: path.clone(),
+            message: format!("{e} (is another aggregator using this state directory?)"),
+        })?;
+        Ok(Self { path, db })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn put<T: Serialize>(&self, key: String, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
+        self.db
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: String::from_utf8_lossy(&k).into_owned(),
+                message: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn put_study(&self, state: &StudyState) -> Result<(), StoreError> {
+        self.put(format!("study/{}", state.spec.id), state)
+    }
+    fn studies(&self) -> Result<Vec<StudyState>, StoreError> {
+        self.scan("study/")
+    }
+    fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
+        self.put(format!("round/{study}/{:010}", record.round), record)
+    }
+    fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
+        self.scan(&format!("round/{study}/"))
+    }
+    fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError> {
+        self.put(format!("site/{}", record.site), record)
+    }
+    fn sites(&self) -> Result<Vec<SiteRecord>, StoreError> {
+        self.scan("site/")
+    }
+}

@@ -1,0 +1,494 @@
+//! Conversions between protobuf messages and `federation` domain types.
+//!
+//! Decoding is strict: a missing field, a wrong-length group array or an invalid id is a typed
+//! error naming the field, never a default value silently standing in for data.
+
+use crate::pb;
+use federation::ids::{IdError, StudyHash, StudyId};
+use federation::task::{
+    CategoricalSummary, ContinuousSummary, GROUPS, GroupMoments, HistogramAnswer, HistogramRequest,
+    HistogramResult, HistogramTask, LevelCounts, Node, NodeRequest, Released, ResultBody,
+    SiteFailure, Table1SummaryResult, Table1SummaryTask, Task, TaskBody, TaskResult,
+};
+
+/// A protobuf message that cannot become a domain value.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConvertError {
+    #[error("message field {0} is missing")]
+    Missing(&'static str),
+    #[error("message field {field} has {got} entries, expected {expected}")]
+    Length {
+        field: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("message field {field}: {value} is out of range")]
+    Range { field: &'static str, value: u64 },
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+fn groups<T, U>(
+    field: &'static str,
+    v: Vec<T>,
+    f: impl Fn(T) -> Result<U, ConvertError>,
+) -> Result<[U; GROUPS], ConvertError> {
+    let got = v.len();
+    let items: Vec<U> = v.into_iter().map(f).collect::<Result<_, _>>()?;
+    items.try_into().map_err(|_| ConvertError::Length {
+        field,
+        got,
+        expected: GROUPS,
+    })
+}
+
+fn count_from(field: &'static str, c: pb::Count) -> Result<Released<u64>, ConvertError> {
+    match c.value {
+        Some(pb::count::Value::Count(v)) => Ok(Released::Value(v)),
+        Some(pb::count::Value::Suppressed(_)) => Ok(Released::Suppressed),
+        None => Err(ConvertError::Missing(field)),
+    }
+}
+
+fn count_to(c: &Released<u64>) -> pb::Count {
+    pb::Count {
+        value: Some(match c {
+            Released::Value(v) => pb::count::Value::Count(*v),
+            Released::Suppressed => pb::count::Value::Suppressed(true),
+        }),
+    }
+}
+
+fn small(field: &'static str, v: u32) -> Result<u8, ConvertError> {
+    u8::try_from(v).map_err(|_| ConvertError::Range {
+        field,
+        value: v as u64,
+    })
+}
+
+fn node_from(n: Option<pb::TreeNode>, field: &'static str) -> Result<Node, ConvertError> {
+    let n = n.ok_or(ConvertError::Missing(field))?;
+    let depth = u8::try_from(n.depth).map_err(|_| ConvertError::Range {
+        field,
+        value: n.depth as u64,
+    })?;
+    Ok(Node {
+        depth,
+        index: n.index,
+    })
+}
+
+fn node_to(n: &Node) -> pb::TreeNode {
+    pb::TreeNode {
+        depth: n.depth as u32,
+        index: n.index,
+    }
+}
+
+// ---- tasks ---------------------------------------------------------------------------------
+
+impl TryFrom<pb::Task> for Task {
+    type Error = ConvertError;
+    fn try_from(t: pb::Task) -> Result<Self, ConvertError> {
+        let body = match t.body.ok_or(ConvertError::Missing("Task.body"))? {
+            pb::task::Body::Table1Summary(s) => TaskBody::Table1Summary(Table1SummaryTask {
+                continuous: s.continuous,
+                categorical: s.categorical,
+            }),
+            pb::task::Body::Histogram(h) => TaskBody::Histogram(HistogramTask {
+                variables: h
+                    .variables
+                    .into_iter()
+                    .map(|r| {
+                        Ok(HistogramRequest {
+                            variable: r.variable,
+                            root_lo: r.root_lo,
+                            root_hi: r.root_hi,
+                            requests: r
+                                .requests
+                                .into_iter()
+                                .map(|q| {
+                                    Ok(NodeRequest {
+                                        group: small("NodeRequest.group", q.group)?,
+                                        node: node_from(q.node, "NodeRequest.node")?,
+                                        extra_depth: small(
+                                            "NodeRequest.extra_depth",
+                                            q.extra_depth,
+                                        )?,
+                                    })
+                                })
+                                .collect::<Result<_, ConvertError>>()?,
+                        })
+                    })
+                    .collect::<Result<_, ConvertError>>()?,
+            }),
+        };
+        Ok(Task {
+            study_id: StudyId::new(t.study_id)?,
+            study_hash: StudyHash(t.study_hash),
+            study_spec_json: t.study_spec_json,
+            round: t.round,
+            body,
+        })
+    }
+}
+
+impl From<&Task> for pb::Task {
+    fn from(t: &Task) -> Self {
+        let body = match &t.body {
+            TaskBody::Table1Summary(s) => pb::task::Body::Table1Summary(pb::Table1SummaryTask {
+                continuous: s.continuous.clone(),
+                categorical: s.categorical.clone(),
+            }),
+            TaskBody::Histogram(h) => pb::task::Body::Histogram(pb::HistogramTask {
+                variables: h
+                    .variables
+                    .iter()
+                    .map(|r| pb::HistogramRequest {
+                        variable: r.variable.clone(),
+                        root_lo: r.root_lo,
+                        root_hi: r.root_hi,
+                        requests: r
+                            .requests
+                            .iter()
+                            .map(|q| pb::NodeRequest {
+                                group: q.group as u32,
+                                node: Some(node_to(&q.node)),
+                                extra_depth: q.extra_depth as u32,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+        };
+        pb::Task {
+            study_id: t.study_id.to_string(),
+            study_hash: t.study_hash.0.clone(),
+            study_spec_json: t.study_spec_json.clone(),
+            round: t.round,
+            body: Some(body),
+        }
+    }
+}
+
+// ---- results -------------------------------------------------------------------------------
+
+impl TryFrom<pb::TaskResult> for TaskResult {
+    type Error = ConvertError;
+    fn try_from(r: pb::TaskResult) -> Result<Self, ConvertError> {
+        let body = match r.body.ok_or(ConvertError::Missing("TaskResult.body"))? {
+            pb::task_result::Body::Table1Summary(s) => ResultBody::Table1Summary(summary_from(s)?),
+            pb::task_result::Body::Histogram(h) => ResultBody::Histogram(HistogramResult {
+                variables: h
+                    .variables
+                    .into_iter()
+                    .map(|a| {
+                        Ok(HistogramAnswer {
+                            variable: a.variable,
+                            groups: groups("HistogramAnswer.groups", a.groups, |g| {
+                                g.nodes
+                                    .into_iter()
+                                    .map(|nc| Ok((node_from(nc.node, "NodeCount.node")?, nc.count)))
+                                    .collect()
+                            })?,
+                        })
+                    })
+                    .collect::<Result<_, ConvertError>>()?,
+            }),
+            pb::task_result::Body::Failure(f) => {
+                ResultBody::Failure(SiteFailure { message: f.message })
+            }
+        };
+        Ok(TaskResult {
+            study_id: StudyId::new(r.study_id)?,
+            round: r.round,
+            body,
+        })
+    }
+}
+
+fn summary_from(s: pb::Table1SummaryResult) -> Result<Table1SummaryResult, ConvertError> {
+    Ok(Table1SummaryResult {
+        group_n: groups("Table1SummaryResult.group_n", s.group_n, |c| {
+            count_from("Table1SummaryResult.group_n", c)
+        })?,
+        label_missing: count_from(
+            "Table1SummaryResult.label_missing",
+            s.label_missing
+                .ok_or(ConvertError::Missing("Table1SummaryResult.label_missing"))?,
+        )?,
+        continuous: s
+            .continuous
+            .into_iter()
+            .map(|c| {
+                Ok(ContinuousSummary {
+                    variable: c.variable,
+                    groups: groups("ContinuousSummary.groups", c.groups, |g| match g.value {
+                        Some(pb::released_moments::Value::Moments(m)) => {
+                            Ok(Released::Value(GroupMoments {
+                                n: m.n,
+                                mean: m.mean,
+                                m2: m.m2,
+                            }))
+                        }
+                        Some(pb::released_moments::Value::Suppressed(_)) => {
+                            Ok(Released::Suppressed)
+                        }
+                        None => Err(ConvertError::Missing("ContinuousSummary.groups.value")),
+                    })?,
+                    missing: groups("ContinuousSummary.missing", c.missing, |m| {
+                        count_from("ContinuousSummary.missing", m)
+                    })?,
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?,
+        categorical: s
+            .categorical
+            .into_iter()
+            .map(|c| {
+                Ok(CategoricalSummary {
+                    variable: c.variable,
+                    levels: c
+                        .levels
+                        .into_iter()
+                        .map(|l| {
+                            Ok(LevelCounts {
+                                level: l.level,
+                                counts: groups("LevelCounts.counts", l.counts, |x| {
+                                    count_from("LevelCounts.counts", x)
+                                })?,
+                            })
+                        })
+                        .collect::<Result<_, ConvertError>>()?,
+                    missing: groups("CategoricalSummary.missing", c.missing, |m| {
+                        count_from("CategoricalSummary.missing", m)
+                    })?,
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?,
+    })
+}
+
+impl From<&TaskResult> for pb::TaskResult {
+    fn from(r: &TaskResult) -> Self {
+        let body = match &r.body {
+            ResultBody::Table1Summary(s) => {
+                pb::task_result::Body::Table1Summary(pb::Table1SummaryResult {
+                    group_n: s.group_n.iter().map(count_to).collect(),
+                    label_missing: Some(count_to(&s.label_missing)),
+                    continuous: s
+                        .continuous
+                        .iter()
+                        .map(|c| pb::ContinuousSummary {
+                            variable: c.variable.clone(),
+                            groups: c
+                                .groups
+                                .iter()
+                                .map(|g| pb::ReleasedMoments {
+                                    value: Some(match g {
+                                        Released::Value(m) => {
+                                            pb::released_moments::Value::Moments(pb::Moments {
+                                                n: m.n,
+                                                mean: m.mean,
+                                                m2: m.m2,
+                                            })
+                                        }
+                                        Released::Suppressed => {
+                                            pb::released_moments::Value::Suppressed(true)
+                                        }
+                                    }),
+                                })
+                                .collect(),
+                            missing: c.missing.iter().map(count_to).collect(),
+                        })
+                        .collect(),
+                    categorical: s
+                        .categorical
+                        .iter()
+                        .map(|c| pb::CategoricalSummary {
+                            variable: c.variable.clone(),
+                            levels: c
+                                .levels
+                                .iter()
+                                .map(|l| pb::LevelCounts {
+                                    level: l.level.clone(),
+                                    counts: l.counts.iter().map(count_to).collect(),
+                                })
+                                .collect(),
+                            missing: c.missing.iter().map(count_to).collect(),
+                        })
+                        .collect(),
+                })
+            }
+            ResultBody::Histogram(h) => pb::task_result::Body::Histogram(pb::HistogramResult {
+                variables: h
+                    .variables
+                    .iter()
+                    .map(|a| pb::HistogramAnswer {
+                        variable: a.variable.clone(),
+                        groups: a
+                            .groups
+                            .iter()
+                            .map(|g| pb::GroupNodes {
+                                nodes: g
+                                    .iter()
+                                    .map(|(n, c)| pb::NodeCount {
+                                        node: Some(node_to(n)),
+                                        count: *c,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+            ResultBody::Failure(f) => pb::task_result::Body::Failure(pb::SiteFailure {
+                message: f.message.clone(),
+            }),
+        };
+        pb::TaskResult {
+            study_id: r.study_id.to_string(),
+            round: r.round,
+            body: Some(body),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn sample_task() -> Task {
+        Task {
+            study_id: StudyId::new("t1").unwrap(),
+            study_hash: StudyHash("ab".into()),
+            study_spec_json: "{}".into(),
+            round: 3,
+            body: TaskBody::Histogram(HistogramTask {
+                variables: vec![HistogramRequest {
+                    variable: "age".into(),
+                    root_lo: -1.5,
+                    root_hi: 99.25,
+                    requests: vec![
+                        NodeRequest {
+                            group: 0,
+                            node: Node { depth: 0, index: 0 },
+                            extra_depth: 4,
+                        },
+                        NodeRequest {
+                            group: 1,
+                            node: Node {
+                                depth: 7,
+                                index: 101,
+                            },
+                            extra_depth: 2,
+                        },
+                    ],
+                }],
+            }),
+        }
+    }
+
+    fn sample_results() -> Vec<TaskResult> {
+        let id = StudyId::new("t1").unwrap();
+        vec![
+            TaskResult {
+                study_id: id.clone(),
+                round: 1,
+                body: ResultBody::Table1Summary(Table1SummaryResult {
+                    group_n: [Released::Value(7), Released::Suppressed],
+                    label_missing: Released::Value(0),
+                    continuous: vec![ContinuousSummary {
+                        variable: "age".into(),
+                        groups: [
+                            Released::Value(GroupMoments {
+                                n: 7,
+                                mean: 51.5,
+                                m2: 12.25,
+                            }),
+                            Released::Suppressed,
+                        ],
+                        missing: [Released::Value(0), Released::Suppressed],
+                    }],
+                    categorical: vec![CategoricalSummary {
+                        variable: "sex".into(),
+                        levels: vec![LevelCounts {
+                            level: "F".into(),
+                            counts: [Released::Value(5), Released::Value(0)],
+                        }],
+                        missing: [Released::Value(0), Released::Value(0)],
+                    }],
+                }),
+            },
+            TaskResult {
+                study_id: id.clone(),
+                round: 2,
+                body: ResultBody::Histogram(HistogramResult {
+                    variables: vec![HistogramAnswer {
+                        variable: "age".into(),
+                        groups: [vec![(Node { depth: 4, index: 3 }, 6)], vec![]],
+                    }],
+                }),
+            },
+            TaskResult {
+                study_id: id,
+                round: 2,
+                body: ResultBody::Failure(SiteFailure {
+                    message: "column age is missing".into(),
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn tasks_round_trip_through_bytes() {
+        let t = sample_task();
+        let bytes = pb::Task::from(&t).encode_to_vec();
+        let back = Task::try_from(pb::Task::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn results_round_trip_through_bytes() {
+        for r in sample_results() {
+            let bytes = pb::TaskResult::from(&r).encode_to_vec();
+            let back =
+                TaskResult::try_from(pb::TaskResult::decode(bytes.as_slice()).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn missing_and_malformed_fields_are_named() {
+        let mut t = pb::Task::from(&sample_task());
+        t.body = None;
+        assert_eq!(
+            Task::try_from(t).unwrap_err(),
+            ConvertError::Missing("Task.body")
+        );
+
+        let mut r = pb::TaskResult::from(&sample_results()[0]);
+        if let Some(pb::task_result::Body::Table1Summary(s)) = &mut r.body {
+            s.group_n.pop();
+        }
+        assert_eq!(
+            TaskResult::try_from(r).unwrap_err(),
+            ConvertError::Length {
+                field: "Table1SummaryResult.group_n",
+                got: 1,
+                expected: 2
+            }
+        );
+
+        let mut r = pb::TaskResult::from(&sample_results()[0]);
+        r.study_id = "../etc".into();
+        assert!(matches!(TaskResult::try_from(r), Err(ConvertError::Id(_))));
+
+        let mut t = pb::Task::from(&sample_task());
+        if let Some(pb::task::Body::Histogram(h)) = &mut t.body {
+            h.variables[0].requests[0].extra_depth = 300;
+        }
+        assert!(matches!(Task::try_from(t), Err(ConvertError::Range { .. })));
+    }
+}

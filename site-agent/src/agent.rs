@@ -1,0 +1,250 @@
+//! The agent's network loop: dial out to the aggregator over mutual TLS, pull tasks, answer them
+//! through the policy gate, log, push; reconnect with backoff when the network drops.
+
+use crate::audit::{AuditError, AuditLog};
+use crate::config::SiteConfig;
+use crate::data::{DataError, load_table};
+use federation::PROTOCOL_VERSION;
+use federation::site as answer;
+use federation::table::SiteTable;
+use federation::task::Task;
+use prost::Message;
+use protocol::pb;
+use protocol::pb::federation_client::FederationClient;
+use protocol::tls::error_chain;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Timing knobs. Defaults suit a real deployment; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// How long one `PullWork` may wait at the aggregator for a task.
+    pub poll_wait: Duration,
+    pub heartbeat: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Artificial delay before answering each task (simulates a slow site in tests and demos).
+    pub task_delay: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            poll_wait: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            task_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("the aggregator refused this site: {0}")]
+    Refused(String),
+}
+
+enum SessionError {
+    /// Retrying cannot help (version skew, not enrolled, revoked or rejected certificate).
+    Fatal(String),
+    /// The network or the aggregator went away; retry with backoff.
+    Transient(String),
+}
+
+/// TLS alerts a rejected client receives; under TLS 1.3 they surface on the first RPC.
+const FATAL_ALERTS: [(&str, &str); 5] = [
+    (
+        "CertificateRevoked",
+        "this site's certificate is revoked; ask the consortium for a new kit",
+    ),
+    (
+        "CertificateExpired",
+        "this site's certificate has expired; renew it with `certs renew`",
+    ),
+    (
+        "UnknownCA",
+        "this site's certificate is not from the consortium CA the aggregator trusts",
+    ),
+    (
+        "CertificateRequired",
+        "the aggregator requires a client certificate; check cert/key in site.toml",
+    ),
+    (
+        "BadCertificate",
+        "the aggregator rejected this site's certificate",
+    ),
+];
+
+fn classify(status: &tonic::Status) -> SessionError {
+    use tonic::Code;
+    let chain = error_chain(status);
+    for (alert, meaning) in FATAL_ALERTS {
+        if chain.contains(alert) {
+            return SessionError::Fatal(format!("{meaning} ({chain})"));
+        }
+    }
+    match status.code() {
+        Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
+            SessionError::Fatal(status.message().to_string())
+        }
+        _ => SessionError::Transient(chain),
+    }
+}
+
+/// A running site agent.
+pub struct Agent {
+    config: SiteConfig,
+    table: SiteTable,
+    audit: AuditLog,
+    options: AgentOptions,
+}
+
+impl Agent {
+    /// Loads the data table and opens the audit log; nothing is sent yet.
+    pub fn new(config: SiteConfig, options: AgentOptions) -> Result<Self, AgentError> {
+        let table = load_table(&config.data_table, &config.id_column)?;
+        let audit = AuditLog::open(&config.audit_log)?;
+        Ok(Self {
+            config,
+            table,
+            audit,
+            options,
+        })
+    }
+
+    /// Runs until `shutdown` resolves (Ok) or the aggregator refuses this site (Err).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            let outcome = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = self.session(&mut backoff) => r,
+            };
+            match outcome {
+                Ok(never) => match never {},
+                Err(SessionError::Fatal(m)) => {
+                    tracing::error!("{m}");
+                    return Err(AgentError::Refused(m));
+                }
+                Err(SessionError::Transient(m)) => {
+                    tracing::warn!(
+                        "lost the aggregator at {} ({m}); retrying in {:?}",
+                        self.config.aggregator_url,
+                        backoff
+                    );
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.options.backoff_max);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        backoff: &mut Duration,
+    ) -> Result<std::convert::Infallible, SessionError> {
+        let channel: Channel =
+            protocol::tls::connect(&self.config.aggregator_url, &self.config.tls_files())
+                .await
+                .map_err(|e| match e {
+                    protocol::tls::TlsError::Connect { .. } => {
+                        SessionError::Transient(e.to_string())
+                    }
+                    other => SessionError::Fatal(other.to_string()),
+                })?;
+        let mut client = FederationClient::new(channel);
+        let hs = client
+            .handshake(pb::HandshakeRequest {
+                protocol_version: PROTOCOL_VERSION,
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await
+            .map_err(|s| classify(&s))?
+            .into_inner();
+        if hs.protocol_version != PROTOCOL_VERSION {
+            return Err(SessionError::Fatal(format!(
+                "protocol version mismatch: this agent speaks v{PROTOCOL_VERSION}, the aggregator speaks v{}; install matching releases",
+                hs.protocol_version
+            )));
+        }
+        tracing::info!(
+            "connected to the aggregator (v{}) as site {}",
+            hs.aggregator_version,
+            hs.site_id
+        );
+        *backoff = self.options.backoff_initial;
+        let mut last_beat = Instant::now() - self.options.heartbeat;
+        loop {
+            if last_beat.elapsed() >= self.options.heartbeat {
+                client
+                    .heartbeat(pb::HeartbeatRequest {})
+                    .await
+                    .map_err(|s| classify(&s))?;
+                last_beat = Instant::now();
+            }
+            let pulled = client
+                .pull_work(pb::PullWorkRequest {
+                    wait_ms: self.options.poll_wait.as_millis() as u32,
+                })
+                .await
+                .map_err(|s| classify(&s))?
+                .into_inner();
+            let Some(task) = pulled.task else { continue };
+            let task = match Task::try_from(task) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!("ignoring a malformed task from the aggregator: {e}");
+                    continue;
+                }
+            };
+            if !self.options.task_delay.is_zero() {
+                tokio::time::sleep(self.options.task_delay).await;
+            }
+            let answer::Answer { result, local_note } =
+                answer::answer(&task, &self.table, &self.config.policy);
+            if let Some(note) = local_note {
+                tracing::error!(
+                    "study {} round {}: cannot answer: {note}",
+                    task.study_id,
+                    task.round
+                );
+            }
+            let msg = pb::TaskResult::from(&result);
+            let bytes = msg.encode_to_vec();
+            let entry = self
+                .audit
+                .append(
+                    task.study_id.as_str(),
+                    task.round,
+                    task.body.kind(),
+                    result.body.kind(),
+                    answer::describe(&result),
+                    &bytes,
+                )
+                .map_err(|e| SessionError::Fatal(e.to_string()))?;
+            tracing::info!(
+                "study {} round {}: sent {} ({} bytes, audit #{})",
+                task.study_id,
+                task.round,
+                result.body.kind(),
+                entry.bytes,
+                entry.seq
+            );
+            client
+                .push_result(pb::PushResultRequest { result: Some(msg) })
+                .await
+                .map_err(|s| classify(&s))?;
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Who may talk to the aggregator: a valid enrolled site joins; a foreign CA, no client
+//! certificate, an expired or revoked certificate, a non-enrolled site and an agent speaking
+//! another protocol version are each refused, with a reason in the aggregator's log.
+
+use aggregator::Server;
+use certs::{Ca, RevocationReason, Selector, Validity};
+use fedrad_tests::{ClientCert, Consortium, client, handshake};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+async fn refused_with(server: &Server, needle: &str) {
+    // The refusal is logged by the accept loop; give it a moment.
+    for _ in 0..50 {
+        if server
+            .refusals
+            .all()
+            .iter()
+            .any(|r| r.reason.contains(needle))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no refusal mentioning {needle:?}; log: {:?}",
+        server
+            .refusals
+            .all()
+            .iter()
+            .map(|r| &r.reason)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn valid_site_joins_and_bad_clients_are_refused() {
+    let mut c = Consortium::new(&["S01", "S03", "S04"]);
+    let good = c.kit("S01", Validity::days(30));
+    let now = OffsetDateTime::now_utc();
+    let expired = c.kit(
+        "S03",
+        Validity::between(
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        ),
+    );
+    let not_enrolled = c.kit("S02", Validity::days(30));
+    let server = Server::start(&c.config).await.unwrap();
+    let ca = c.config.tls.ca_cert.clone();
+
+    // A valid, enrolled site joins and the aggregator reads its id from the certificate.
+    let mut ok = client(server.addr, &ca, ClientCert::Kit(&good)).await;
+    let hs = ok.handshake(handshake()).await.unwrap().into_inner();
+    assert_eq!(hs.site_id, "S01");
+
+    // Under TLS 1.3 a rejected client learns it on the first RPC, not at connect.
+    let mut none = client(server.addr, &ca, ClientCert::None).await;
+    assert!(none.handshake(handshake()).await.is_err());
+    refused_with(&server, "no certificate").await;
+
+    let mut exp = client(server.addr, &ca, ClientCert::Kit(&expired)).await;
+    assert!(exp.handshake(handshake()).await.is_err());
+    refused_with(&server, "expired").await;
+
+    // A certificate from another CA.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = Ca::init(&other_dir.path().join("ca"), "rogue CA", 30).unwrap();
+    let rogue = other
+        .write_site_kit(
+            "S01",
+            other_dir.path(),
+            "https://localhost:1",
+            Validity::days(30),
+        )
+        .unwrap();
+    let mut bad = client(server.addr, &ca, ClientCert::Kit(&rogue)).await;
+    assert!(bad.handshake(handshake()).await.is_err());
+    refused_with(&server, "not signed by the consortium CA").await;
+
+    // A genuine certificate for a site the aggregator has not enrolled.
+    let mut ne = client(server.addr, &ca, ClientCert::Kit(&not_enrolled)).await;
+    let e = ne.handshake(handshake()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().contains("S02 is not enrolled"),
+        "{}",
+        e.message()
+    );
+
+    // Version skew names both versions.
+    let mut skew = handshake();
+    skew.protocol_version = 99;
+    let e = ok.handshake(skew).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("v99") && e.message().contains("v1"),
+        "{}",
+        e.message()
+    );
+
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_without_restart() {
+    let mut c = Consortium::new(&["S01"]);
+    let kit = c.kit("S01", Validity::days(30));
+    let server = Server::start(&c.config).await.unwrap();
+    let ca = c.config.tls.ca_cert.clone();
+    let mut open = client(server.addr, &ca, ClientCert::Kit(&kit)).await;
+    open.handshake(handshake()).await.unwrap();
+
+    // The CRL's mtime is how the server notices; make sure it visibly changes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let revoked =
+        c.ca.revoke(
+            &Selector::SiteId("S01".into()),
+            RevocationReason::KeyCompromise,
+        )
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+
+    // The already-open connection is refused on its next call...
+    let e = open
+        .heartbeat(protocol::pb::HeartbeatRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("revoked"), "{}", e.message());
+    // ...and a new connection fails the TLS handshake.
+    let mut fresh = client(server.addr, &ca, ClientCert::Kit(&kit)).await;
+    assert!(fresh.handshake(handshake()).await.is_err());
+    refused_with(&server, "revoked").await;
+    server.shutdown().await;
+}
