@@ -15,7 +15,8 @@
 use thiserror::Error;
 
 /// How to map ROI intensities to grey levels 1..N_g.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
 pub enum Discretisation {
     /// Intensities are used as grey levels unchanged; they must be integers ≥ 1.
     None,

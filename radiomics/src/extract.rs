@@ -19,7 +19,7 @@ use crate::texture::{self, FamilyValues, Spatial, TextureError, TextureGrid};
 use crate::volume::{Mask, Volume};
 
 /// One computed feature.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct FeatureValue {
     /// Registry tag, e.g. `cm_joint_max_3D_avg` (see [`crate::registry`]).
     pub tag: &'static str,
@@ -28,10 +28,17 @@ pub struct FeatureValue {
     pub value: f64,
 }
 
+impl FeatureValue {
+    /// The registry row of this feature (family, aggregation, IBSI name, LIFEx columns).
+    pub fn definition(&self) -> Option<&'static registry::FeatureDef> {
+        registry::by_tag(self.tag)
+    }
+}
+
 /// Which feature families to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Families {
-    /// Morphology (computed by the `morphology` module; see [`compute_features`]).
+    /// Morphology (computed by [`crate::morphology`]).
     pub morphology: bool,
     pub local_intensity: bool,
     pub statistics: bool,
@@ -60,13 +67,28 @@ impl Families {
         ngldm: true,
     };
 
+    /// No family; switch on the ones wanted.
+    pub const NONE: Families = Families {
+        morphology: false,
+        local_intensity: false,
+        statistics: false,
+        histogram: false,
+        volume_histogram: false,
+        glcm: false,
+        glrlm: false,
+        glszm: false,
+        gldzm: false,
+        ngtdm: false,
+        ngldm: false,
+    };
+
     fn any_texture(&self) -> bool {
         self.glcm || self.glrlm || self.glszm || self.gldzm || self.ngtdm || self.ngldm
     }
 }
 
 /// Extraction settings: discretisation and aggregation choices (preprocessing happens before).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSettings {
     /// Discretisation for the intensity histogram and all texture families. A fixed bin size
     /// without an explicit origin takes the lower re-segmentation bound, else the ROI minimum.
@@ -123,6 +145,13 @@ impl FeatureSettings {
     }
 }
 
+/// The project's setting ([`FeatureSettings::lifex_study`]).
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        Self::lifex_study()
+    }
+}
+
 /// Why features cannot be extracted.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ExtractError {
@@ -153,6 +182,8 @@ pub enum ExtractError {
     Discretise(#[from] DiscretiseError),
     #[error("texture features failed: {0}")]
     Texture(#[from] TextureError),
+    #[error("morphology failed: {0}")]
+    Morphology(String),
     #[error("internal error: computed feature {0} is missing from the registry")]
     UnregisteredTag(String),
 }
@@ -164,11 +195,9 @@ fn shape(a: &[usize]) -> [usize; 3] {
     [a[0], a[1], a[2]]
 }
 
-/// Compute all requested families for one ROI.
-///
-/// Morphology is computed by the `morphology` module (another engineer's work); its call site is
-/// marked below. Until it is wired in, no `morph_*` values are returned even when
-/// `settings.families.morphology` is set.
+/// Compute all requested families for one ROI, in the order morphology, local intensity,
+/// statistics, IVH, intensity histogram, GLCM, GLRLM, GLSZM, GLDZM, NGTDM, NGLDM (each texture
+/// family in the aggregation order 2D, 2.5D, 3D).
 pub fn compute_features(
     image: &Volume,
     morph_mask: &Mask,
@@ -210,8 +239,11 @@ pub fn compute_features(
     let fam = settings.families;
     let mut out = Vec::new();
     if fam.morphology {
-        // Call site for morphology: `crate::morphology::compute(...)` (marching-cubes mesh, PCA,
-        // Moran's I, ...) belongs here once that module exists; push its values with `push_volume`.
+        // Morphology (mesh, PCA, densities, Moran's I, ...) lives in `crate::morphology`.
+        let m = crate::morphology::morphology(image, morph_mask, int_mask)
+            .map_err(|e| ExtractError::Morphology(e.to_string()))?;
+        let (names, vals): (Vec<&str>, Vec<f64>) = m.tagged().into_iter().unzip();
+        push_volume(&mut out, &names, &vals)?;
     }
     if fam.local_intensity {
         let v = intensity::local_intensity(image.data.view(), int_mask.data.view(), spacing);
@@ -326,4 +358,117 @@ fn push(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+    use ndarray::Array3;
+
+    fn volume(data: Array3<f64>) -> Volume {
+        Volume {
+            data,
+            geometry: Geometry::with_spacing([2.0, 1.0, 1.0]),
+        }
+    }
+
+    fn mask(data: Array3<bool>) -> Mask {
+        Mask {
+            data,
+            geometry: Geometry::with_spacing([2.0, 1.0, 1.0]),
+        }
+    }
+
+    fn intensity_and_texture() -> FeatureSettings {
+        let mut s = FeatureSettings::ibsi_config_c();
+        s.spatial = Spatial::ALL;
+        s.families = Families {
+            morphology: false,
+            ..Families::ALL
+        };
+        s
+    }
+
+    #[test]
+    fn single_voxel_roi_gives_values_not_panics() {
+        let img = volume(Array3::from_elem((3, 3, 3), 10.0));
+        let mut m = Array3::from_elem((3, 3, 3), false);
+        m[[1, 1, 1]] = true;
+        let m = mask(m);
+        let f = compute_features(&img, &m, &m, &intensity_and_texture()).unwrap();
+        let get = |t: &str| f.iter().find(|v| v.tag == t).unwrap().value;
+        assert_eq!(get("stat_mean"), 10.0);
+        assert_eq!(get("stat_var"), 0.0);
+        assert_eq!(get("loc_peak_glob"), 10.0);
+        // No neighbour pair: GLCM undefined; a single run / zone / dependence is defined.
+        assert!(get("cm_joint_max_3D_avg").is_nan());
+        assert_eq!(get("rlm_sre_3D_avg"), 1.0);
+        assert_eq!(get("szm_z_perc_3D"), 1.0);
+        // A voxel without any neighbour has no NGTDM neighbourhood: the matrix is empty.
+        assert!(get("ngt_coarseness_3D").is_nan());
+        assert_eq!(get("ngl_dc_perc_3D"), 1.0);
+    }
+
+    #[test]
+    fn constant_roi() {
+        let img = volume(Array3::from_elem((4, 5, 6), 100.0));
+        let m = mask(Array3::from_elem((4, 5, 6), true));
+        let f = compute_features(&img, &m, &m, &intensity_and_texture()).unwrap();
+        let get = |t: &str| f.iter().find(|v| v.tag == t).unwrap().value;
+        assert_eq!(get("cm_joint_max_3D_comb"), 1.0);
+        assert!(get("cm_corr_3D_comb").is_nan());
+        assert_eq!(get("ngt_contrast_3D"), 0.0);
+        // Σ p_i s_i = 0: IBSI caps coarseness at 10^6.
+        assert_eq!(
+            get("ngt_coarseness_3D"),
+            crate::texture::ngtdm::COARSENESS_MAX
+        );
+        assert_eq!(get("ih_uniformity"), 1.0);
+        // Whole image in the ROI: every border voxel has distance 1, the centre ones more.
+        assert!(get("dzm_lde_3D") >= 1.0);
+        assert!(f.iter().all(|v| registry::by_tag(v.tag).is_some()));
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let img = volume(Array3::from_elem((2, 2, 2), 0.0));
+        let empty = mask(Array3::from_elem((2, 2, 2), false));
+        let s = intensity_and_texture();
+        assert_eq!(
+            compute_features(&img, &empty, &empty, &s),
+            Err(ExtractError::EmptyRoi)
+        );
+        let small = mask(Array3::from_elem((1, 2, 2), true));
+        assert!(matches!(
+            compute_features(&img, &small, &small, &s),
+            Err(ExtractError::ShapeMismatch { .. })
+        ));
+        let full = mask(Array3::from_elem((2, 2, 2), true));
+        // Intensities below the FBS origin (-1000 + the range) need re-segmentation first.
+        let low = volume(Array3::from_elem((2, 2, 2), -2000.0));
+        assert!(matches!(
+            compute_features(&low, &full, &full, &s),
+            Err(ExtractError::Discretise(
+                DiscretiseError::BelowOrigin { .. }
+            ))
+        ));
+        let mut nan = Array3::from_elem((2, 2, 2), 0.0);
+        nan[[1, 1, 1]] = f64::NAN;
+        assert!(matches!(
+            compute_features(&volume(nan), &full, &full, &s),
+            Err(ExtractError::NonFiniteIntensity {
+                z: 1,
+                y: 1,
+                x: 1,
+                ..
+            })
+        ));
+        let mut digital = FeatureSettings::ibsi_digital_phantom();
+        digital.families.morphology = false;
+        assert!(matches!(
+            compute_features(&img, &full, &full, &digital),
+            Err(ExtractError::Discretise(DiscretiseError::NotGreyLevels(_)))
+        ));
+    }
 }

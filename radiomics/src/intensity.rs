@@ -294,7 +294,8 @@ pub fn intensity_histogram(levels: &[u32], n_levels: u32) -> Vec<f64> {
 }
 
 /// How intensities are discretised for the intensity-volume histogram (IBSI section P88C).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
 pub enum IvhDiscretisation {
     /// Discrete calibrated intensities (e.g. integer CT HU) used as is; discretisation interval 1.
     None,

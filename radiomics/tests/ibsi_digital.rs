@@ -6,7 +6,8 @@
 //! computed here with the IBSI/MIRP matching rule: round the computed value to 3 significant
 //! digits, then `|rounded − reference| ≤ tolerance` (empty tolerance = 0; a relative 1e-9 slack
 //! absorbs the binary representation of decimal values). Prints matched/total per family and fails
-//! listing every mismatch.
+//! listing every mismatch. Morphology rows (computed by `radiomics::morphology`, validated in
+//! `ibsi_ct.rs`) must be present with their codes; their match count is printed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -79,11 +80,8 @@ fn ibsi_digital_phantom_reference_values() {
     );
     assert_eq!(mask.count(), 74);
 
-    let mut settings = FeatureSettings::ibsi_digital_phantom();
-    settings.families = Families {
-        morphology: false,
-        ..Families::ALL
-    };
+    let settings = FeatureSettings::ibsi_digital_phantom();
+    assert_eq!(settings.families, Families::ALL);
     let features = compute_features(&image, &mask, &mask, &settings).expect("feature extraction");
     let computed: HashMap<&str, (f64, &str)> = features
         .iter()
@@ -94,10 +92,28 @@ fn ibsi_digital_phantom_reference_values() {
         .expect("reference table");
     let mut per_family: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut morphology = (0, 0);
     for line in csv.lines().skip(1) {
         let c: Vec<&str> = line.split(',').collect();
         let (phantom, family, tag, code, value, tol) = (c[0], c[2], c[3], c[4], c[5], c[6]);
-        if phantom != "digital" || !FAMILIES.contains(&family) {
+        if phantom != "digital" {
+            continue;
+        }
+        if family == "morphology" {
+            // Values come from the morphology module (validated in ibsi_ct.rs); here extraction
+            // must deliver every tag with its code, and the match count is reported.
+            let &(v, got_code) = computed
+                .get(tag)
+                .unwrap_or_else(|| panic!("{tag} not computed"));
+            assert_eq!(got_code, code, "{tag}");
+            morphology.1 += 1;
+            let tolerance: f64 = tol.parse().expect("morphology tolerance");
+            if matches(v, value.parse().expect("value"), tolerance) {
+                morphology.0 += 1;
+            }
+            continue;
+        }
+        if !FAMILIES.contains(&family) {
             continue;
         }
         let reference: f64 = value.parse().expect("reference value");
@@ -131,7 +147,12 @@ fn ibsi_digital_phantom_reference_values() {
         ok += m;
         total += t;
     }
-    println!("  {:28} {ok:3} / {total:3}", "all");
+    println!("  {:28} {ok:3} / {total:3}", "all intensity + texture");
+    println!(
+        "  {:28} {:3} / {:3} (informational)",
+        "morphology", morphology.0, morphology.1
+    );
+    assert_eq!(morphology.1, 25);
     assert_eq!(
         total,
         482 - 25,

@@ -55,7 +55,7 @@ pub enum TextureError {
 }
 
 /// Which spatial aggregation methods to compute (IBSI "2D", "2.5D", "3D").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spatial {
     /// Per-slice methods: `_2D_avg`, `_2D_comb` (GLCM/GLRLM) and `_2D` (others).
     pub d2: bool,
