@@ -91,7 +91,7 @@ impl AggregatorConfig {
                 "enrolled_sites is empty; list the site ids of the kits you issued".into(),
             ));
         }
-        if !(raw.round_deadline_secs > 0.0) {
+        if !raw.round_deadline_secs.is_finite() || raw.round_deadline_secs <= 0.0 {
             return Err(invalid("round_deadline_secs must be positive".into()));
         }
         Ok(Self {

@@ -88,14 +88,19 @@ enum Simulate {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server logs its life; one-shot commands only say what went wrong (RUST_LOG overrides).
+    let default = match cli.command {
+        Command::Serve { .. } => "info,sled=warn,h2=warn,tower=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sled=warn,h2=warn,tower=warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -71,8 +71,10 @@ impl PooledTable {
         )
     }
 
-    /// Columns whose non-missing values are not all numbers, or that take at most `max_levels`
-    /// distinct values (flags, grades): these are summarised as categorical.
+    /// Columns to summarise as categorical: those with no numeric value at all (text levels) and
+    /// numeric ones with at most `max_levels` distinct values (flags, grades). A column mixing
+    /// numbers and text is left continuous, so the sites report the stray text as an error
+    /// instead of the column silently turning into categories.
     pub fn guess_categorical(&self, names: &[String], max_levels: usize) -> Vec<String> {
         names
             .iter()
@@ -84,9 +86,9 @@ impl PooledTable {
                     .into_iter()
                     .filter(|v| !federation::table::is_missing(v))
                     .collect();
-                let numeric = present.iter().all(|v| v.parse::<f64>().is_ok());
+                let numeric = present.iter().filter(|v| v.parse::<f64>().is_ok()).count();
                 let distinct: std::collections::BTreeSet<&str> = present.iter().copied().collect();
-                !numeric || distinct.len() <= max_levels
+                numeric == 0 || (numeric == present.len() && distinct.len() <= max_levels)
             })
             .cloned()
             .collect()

@@ -192,6 +192,35 @@ fn sigkill_mid_study_then_restart_gives_the_undisturbed_result() {
     );
     let (final_round, _) = study_round(&state).unwrap();
     assert!(final_round > killed_at);
+
+    // What the statistician sees.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_aggregator"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let state_arg = state.to_str().unwrap();
+    let status = cli(&["status", "--state", state_arg]);
+    assert!(
+        status.contains("table1") && status.contains("completed"),
+        "{status}"
+    );
+    assert!(
+        status.contains("S01") && status.contains("connected"),
+        "{status}"
+    );
+    let results = cli(&["results", "--state", state_arg, "table1"]);
+    assert!(
+        results.starts_with("variable,level,overall,group_1,group_0"),
+        "{results}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     for s in stops {

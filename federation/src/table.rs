@@ -33,15 +33,15 @@ pub enum TableError {
         value: String,
     },
     #[error(
-        "label column {column:?} row {row} (patient {patient}): {value:?} is neither the positive label {positive:?} nor the negative label {negative:?}"
+        "label column {column:?} row {row} (patient {patient}): {value:?} is neither of the labels {expected}"
     )]
     BadLabel {
         column: String,
         row: usize,
         patient: String,
         value: String,
-        positive: String,
-        negative: String,
+        /// The two accepted labels, e.g. `"1" (positive) / "0" (negative)`.
+        expected: String,
     },
 }
 
@@ -181,8 +181,7 @@ impl SiteTable {
                         row: i + 1,
                         patient: self.patient(i),
                         value: v.to_string(),
-                        positive: positive.to_string(),
-                        negative: negative.to_string(),
+                        expected: format!("{positive:?} (positive) / {negative:?} (negative)"),
                     })
                 }
             })

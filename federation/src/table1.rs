@@ -59,12 +59,9 @@ impl SiteError {
                     "column {column:?} holds a value that is not a number at this site (the site admin sees which in the agent's log)"
                 ),
                 TableError::BadLabel {
-                    column,
-                    positive,
-                    negative,
-                    ..
+                    column, expected, ..
                 } => format!(
-                    "label column {column:?} holds a value other than {positive:?} / {negative:?} at this site (details in the agent's log)"
+                    "label column {column:?} holds a value other than {expected} at this site (details in the agent's log)"
                 ),
                 TableError::MissingColumn { column, .. } => {
                     format!("column {column:?} is missing from this site's table")
@@ -684,6 +681,8 @@ pub struct LevelResult {
 }
 
 /// One variable's Table 1 result. Index order of the `[_; 3]` arrays: overall, group 1, group 0.
+// A handful of these exist per study; boxing the larger variant would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VariableResult {
     Continuous {

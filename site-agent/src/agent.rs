@@ -49,11 +49,15 @@ pub enum AgentError {
     Audit(#[from] AuditError),
     #[error("the aggregator refused this site: {0}")]
     Refused(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 enum SessionError {
     /// Retrying cannot help (version skew, not enrolled, revoked or rejected certificate).
     Fatal(String),
+    /// This site's own files are wrong (unreadable key or certificate): fix them and restart.
+    Setup(String),
     /// The network or the aggregator went away; retry with backoff.
     Transient(String),
 }
@@ -130,10 +134,8 @@ impl Agent {
             };
             match outcome {
                 Ok(never) => match never {},
-                Err(SessionError::Fatal(m)) => {
-                    tracing::error!("{m}");
-                    return Err(AgentError::Refused(m));
-                }
+                Err(SessionError::Fatal(m)) => return Err(AgentError::Refused(m)),
+                Err(SessionError::Setup(m)) => return Err(AgentError::Setup(m)),
                 Err(SessionError::Transient(m)) => {
                     tracing::warn!(
                         "lost the aggregator at {} ({m}); retrying in {:?}",
@@ -232,7 +234,7 @@ impl Agent {
                     answer::describe(&result),
                     &bytes,
                 )
-                .map_err(|e| SessionError::Fatal(e.to_string()))?;
+                .map_err(|e| SessionError::Setup(e.to_string()))?;
             tracing::info!(
                 "study {} round {}: sent {} ({} bytes, audit #{})",
                 task.study_id,

@@ -18,7 +18,10 @@ pub enum DataError {
         message: String,
     },
     #[error("{path}: {source}")]
-    Table { path: PathBuf, source: TableError },
+    Table {
+        path: PathBuf,
+        source: Box<TableError>,
+    },
 }
 
 /// Loads a CSV with a header row. `id_column` must exist (it makes error messages findable).
@@ -50,7 +53,7 @@ pub fn load_table(path: &Path, id_column: &str) -> Result<SiteTable, DataError> 
     }
     let table_err = |source| DataError::Table {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     SiteTable::new(header, rows)
         .map_err(table_err)?
