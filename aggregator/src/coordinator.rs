@@ -188,8 +188,13 @@ impl Coordinator {
         Ok(inner.studies.values().find_map(|s| s.task_for(site)))
     }
 
-    /// Takes a site's result; persisted before returning.
-    pub fn push(&self, site: &SiteId, result: TaskResult) -> Result<Accepted, CoordError> {
+    /// Takes a site's result (`bytes`: its encoded size); persisted before returning.
+    pub fn push(
+        &self,
+        site: &SiteId,
+        result: TaskResult,
+        bytes: u64,
+    ) -> Result<Accepted, CoordError> {
         self.check_enrolled(site)?;
         let mut inner = self.lock();
         self.touch(&mut inner, site, None)?;
@@ -200,7 +205,7 @@ impl Coordinator {
             .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
         let mut next = current.clone();
         let round_before = next.round;
-        let accepted = next.accept(site, result, now_ms())?;
+        let accepted = next.accept(site, result, bytes, now_ms())?;
         if accepted != Accepted::Duplicate {
             if accepted == Accepted::RoundComplete
                 && let Some(prev) = next.previous.as_ref().filter(|p| p.round == round_before)

@@ -1,6 +1,6 @@
 //! Writes a finished study's results into `<state_dir>/results/<study>/`.
 
-use federation::engine::{StudyOutput, StudyState};
+use federation::engine::{RoundRecord, StudyOutput, StudyState};
 use std::path::{Path, PathBuf};
 
 /// The folder holding a study's results.
@@ -15,8 +15,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// `round,site,kind,bytes`: what each site sent in each round (the aggregator's view of the
+/// traffic; each site's own audit log records the same from its side).
+pub fn traffic_csv(rounds: &[RoundRecord]) -> String {
+    let mut out = String::from("round,site,kind,bytes\n");
+    for r in rounds {
+        for (site, body) in &r.results {
+            let bytes = r.bytes.get(site).copied().unwrap_or(0);
+            out.push_str(&format!("{},{site},{},{bytes}\n", r.round, body.kind()));
+        }
+    }
+    out
+}
+
 /// Writes the results once (idempotent: a restart does not rewrite them).
-pub fn write_if_new(state_dir: &Path, study: &StudyState) -> anyhow::Result<()> {
+pub fn write_if_new(
+    state_dir: &Path,
+    study: &StudyState,
+    rounds: &[RoundRecord],
+) -> anyhow::Result<()> {
     let dir = results_dir(state_dir, study.spec.id.as_str());
     let marker = dir.join("study.json");
     if marker.exists() {
@@ -30,6 +47,7 @@ pub fn write_if_new(state_dir: &Path, study: &StudyState) -> anyhow::Result<()> 
             serde_json::to_string_pretty(t)?.as_bytes(),
         )?;
     }
+    write_atomic(&dir.join("traffic.csv"), traffic_csv(rounds).as_bytes())?;
     let summary = serde_json::json!({
         "id": study.spec.id,
         "hash": study.hash,

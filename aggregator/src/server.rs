@@ -117,10 +117,19 @@ async fn housekeeping(
         }
         process_inbox(&coordinator, &state_dir);
         for study in coordinator.studies() {
+            let id = study.spec.id.as_str();
             if study.status.is_finished()
-                && let Err(e) = results::write_if_new(&state_dir, &study)
+                && !results::results_dir(&state_dir, id)
+                    .join("study.json")
+                    .exists()
             {
-                tracing::error!("cannot write results of {}: {e:#}", study.spec.id);
+                let written = coordinator
+                    .rounds(id)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rounds| results::write_if_new(&state_dir, &study, &rounds));
+                if let Err(e) = written {
+                    tracing::error!("cannot write results of {id}: {e:#}");
+                }
             }
         }
         let report = coordinator.status();

@@ -100,9 +100,13 @@ impl Federation for FederationService {
             .into_inner()
             .result
             .ok_or_else(|| Status::invalid_argument("PushResultRequest.result is missing"))?;
+        let bytes = prost::Message::encoded_len(&msg) as u64;
         let result =
             TaskResult::try_from(msg).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let accepted = self.coordinator.push(&site, result).map_err(status)?;
+        let accepted = self
+            .coordinator
+            .push(&site, result, bytes)
+            .map_err(status)?;
         use federation::engine::Accepted;
         let outcome = match accepted {
             Accepted::Stored => pb::push_result_response::Outcome::Stored,

@@ -160,6 +160,9 @@ pub struct StudyState {
     /// This round's task for each site.
     pub tasks: BTreeMap<SiteId, TaskBody>,
     pub received: BTreeMap<SiteId, ResultBody>,
+    /// Encoded size of each received result (bytes on the wire), for the traffic report.
+    #[serde(default)]
+    pub received_bytes: BTreeMap<SiteId, u64>,
     /// The round completed last (its full record is also stored by the aggregator), kept so a
     /// retried push whose reply was lost can be recognised as a duplicate.
     pub previous: Option<RoundRecord>,
@@ -176,6 +179,9 @@ pub struct RoundRecord {
     pub round: u32,
     pub tasks: BTreeMap<SiteId, TaskBody>,
     pub results: BTreeMap<SiteId, ResultBody>,
+    /// Bytes each site sent for this round.
+    #[serde(default)]
+    pub bytes: BTreeMap<SiteId, u64>,
 }
 
 impl StudyState {
@@ -192,6 +198,7 @@ impl StudyState {
             round: 1,
             tasks,
             received: BTreeMap::new(),
+            received_bytes: BTreeMap::new(),
             previous: None,
             status: StudyStatus::Running,
             round_started_ms: now_ms,
@@ -224,11 +231,13 @@ impl StudyState {
             .collect()
     }
 
-    /// Takes a site's result. On `Ok`, the caller persists the new state before replying.
+    /// Takes a site's result (`bytes`: its encoded size, for the traffic report). On `Ok`, the
+    /// caller persists the new state before replying.
     pub fn accept(
         &mut self,
         site: &SiteId,
         result: TaskResult,
+        bytes: u64,
         now_ms: u64,
     ) -> Result<Accepted, EngineError> {
         let study = self.spec.id.to_string();
@@ -293,9 +302,11 @@ impl StudyState {
                 ),
             };
             self.received.insert(site.clone(), result.body);
+            self.received_bytes.insert(site.clone(), bytes);
             return Ok(Accepted::RoundComplete);
         }
         self.received.insert(site.clone(), result.body);
+        self.received_bytes.insert(site.clone(), bytes);
         if let StudyStatus::Paused { since_ms, .. } = self.status {
             let missing = self.missing();
             self.status = if missing.is_empty() {
@@ -313,11 +324,13 @@ impl StudyState {
 
     fn complete_round(&mut self, now_ms: u64) {
         let results = std::mem::take(&mut self.received);
+        let bytes = std::mem::take(&mut self.received_bytes);
         let step = self.analysis.on_round(&results);
         self.previous = Some(RoundRecord {
             round: self.round,
             tasks: self.tasks.clone(),
             results,
+            bytes,
         });
         match step {
             Step::Next(tasks) if !tasks.keys().eq(self.sites.iter()) => {

@@ -39,9 +39,9 @@ pub fn run_local(
             };
             let result = site::answer(&task, table, policy).result;
             let retry = result.clone();
-            state.accept(site, result, 0)?;
+            state.accept(site, result, 0, 0)?;
             // A retried push of the same payload (a lost reply) must change nothing.
-            if state.accept(site, retry, 0)? != Accepted::Duplicate {
+            if state.accept(site, retry, 0, 0)? != Accepted::Duplicate {
                 return Err(LocalError::NotIdempotent(site.clone()));
             }
         }
