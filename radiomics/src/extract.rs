@@ -10,6 +10,7 @@
 //! 2D texture feature when no slice yields a matrix. Errors are reserved for inputs that cannot be
 //! processed (empty ROI, mismatched shapes, non-finite intensities, invalid discretisation).
 
+use ndarray::Zip;
 use thiserror::Error;
 
 use crate::discretise::{Discretisation, DiscretiseError, Discretiser};
@@ -223,14 +224,20 @@ pub fn compute_features(
         return Err(ExtractError::InvalidSpacing(spacing));
     }
     let mut values = Vec::new();
-    for ((z, y, x), &m) in int_mask.data.indexed_iter() {
-        if m {
-            let v = image.data[[z, y, x]];
-            if !v.is_finite() {
-                return Err(ExtractError::NonFiniteIntensity { value: v, z, y, x });
+    let mut bad = None;
+    Zip::indexed(&int_mask.data)
+        .and(&image.data)
+        .for_each(|(z, y, x), &m, &v| {
+            if m {
+                if v.is_finite() {
+                    values.push(v);
+                } else if bad.is_none() {
+                    bad = Some(ExtractError::NonFiniteIntensity { value: v, z, y, x });
+                }
             }
-            values.push(v);
-        }
+        });
+    if let Some(e) = bad {
+        return Err(e);
     }
     if values.is_empty() {
         return Err(ExtractError::EmptyRoi);

@@ -15,7 +15,7 @@
 //!   whose centres lie within `r = (3 / (4π))^{1/3}` cm = 6.2035 mm of the centre voxel, using the
 //!   physical voxel spacing.
 
-use ndarray::ArrayView3;
+use ndarray::{ArrayView3, Zip};
 
 use crate::discretise::{Discretisation, DiscretiseError, Discretiser};
 
@@ -433,7 +433,7 @@ pub fn local_intensity(
     // ROI bounding box and the box it needs (clipped to the image).
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     let mut roi_vox = Vec::new();
-    for ((z, y, x), &m) in roi.indexed_iter() {
+    Zip::indexed(&roi).for_each(|(z, y, x), &m| {
         if m {
             roi_vox.push([z, y, x]);
             for (a, c) in [z, y, x].into_iter().enumerate() {
@@ -441,7 +441,7 @@ pub fn local_intensity(
                 hi[a] = hi[a].max(c);
             }
         }
-    }
+    });
     if roi_vox.is_empty() {
         return vec![f64::NAN; LOCAL_FEATURES.len()];
     }

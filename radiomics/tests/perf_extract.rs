@@ -60,6 +60,17 @@ fn large_ct_lesion_3d_extraction() {
     );
     assert!(f.iter().all(|v| v.value.is_finite()), "all features finite");
 
+    // Every aggregation method (2D, 2.5D, 3D) of every texture family.
+    let mut all_spatial = settings;
+    all_spatial.spatial = radiomics::texture::Spatial::ALL;
+    let t = Instant::now();
+    let f = compute_features(&image, &mask, &mask, &all_spatial).expect("extraction");
+    println!(
+        "all families, 2D + 2.5D + 3D: {} features in {:.2?}",
+        f.len(),
+        t.elapsed()
+    );
+
     // Per-family timings.
     type Pick = fn(&mut radiomics::extract::Families);
     let picks: [(&str, Pick); 8] = [

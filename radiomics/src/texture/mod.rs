@@ -27,7 +27,7 @@ mod zone;
 
 pub use zone::ZoneFeatures;
 
-use ndarray::ArrayView3;
+use ndarray::{ArrayView3, Zip};
 use thiserror::Error;
 
 use crate::registry::Aggregation;
@@ -137,28 +137,36 @@ impl TextureGrid {
         let mut any_int = false;
         // seen[l]: grey level l occurs in the intensity mask (levels are bounded by N_g).
         let mut seen = vec![false; n_levels as usize + 1];
-        for ((z, y, x), &m) in morph_mask.indexed_iter() {
-            let i = int_mask[[z, y, x]];
-            if i {
-                if !m {
-                    return Err(TextureError::MaskNotSubset(z, y, x));
+        let mut error = None;
+        Zip::indexed(&morph_mask)
+            .and(&int_mask)
+            .and(&image)
+            .for_each(|(z, y, x), &m, &i, &v| {
+                if i {
+                    if !m {
+                        error.get_or_insert(TextureError::MaskNotSubset(z, y, x));
+                        return;
+                    }
+                    any_int = true;
+                    let l = level_of(v);
+                    if l == 0 {
+                        error.get_or_insert(TextureError::ZeroLevel(z, y, x));
+                        return;
+                    }
+                    if l as usize >= seen.len() {
+                        seen.resize(l as usize + 1, false);
+                    }
+                    seen[l as usize] = true;
                 }
-                any_int = true;
-                let l = level_of(image[[z, y, x]]);
-                if l == 0 {
-                    return Err(TextureError::ZeroLevel(z, y, x));
+                if m || i {
+                    for (a, c) in [z, y, x].into_iter().enumerate() {
+                        lo[a] = lo[a].min(c);
+                        hi[a] = hi[a].max(c);
+                    }
                 }
-                if l as usize >= seen.len() {
-                    seen.resize(l as usize + 1, false);
-                }
-                seen[l as usize] = true;
-            }
-            if m || i {
-                for (a, c) in [z, y, x].into_iter().enumerate() {
-                    lo[a] = lo[a].min(c);
-                    hi[a] = hi[a].max(c);
-                }
-            }
+            });
+        if let Some(e) = error {
+            return Err(e);
         }
         if !any_int {
             return Err(TextureError::EmptyRoi);
