@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array3, Axis};
+use ndarray::Array3;
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
@@ -1009,18 +1009,6 @@ pub fn morphology(
         moran_i,
         geary_c,
     })
-}
-
-/// Voxel count of each axis-aligned slab (helper for callers that need a quick ROI extent).
-pub fn mask_extent(mask: &Array3<bool>) -> [usize; 3] {
-    let mut ext = [0usize; 3];
-    for (a, e) in ext.iter_mut().enumerate() {
-        *e = mask
-            .axis_iter(Axis(a))
-            .filter(|s| s.iter().any(|&v| v))
-            .count();
-    }
-    ext
 }
 
 #[cfg(test)]

@@ -220,10 +220,26 @@ fn run_ct_config(config: &str, settings: Preprocessing) {
     let t1 = std::time::Instant::now();
     let morph = morphology(&pre.image, &pre.morph_mask, &pre.int_mask).expect("morphology");
     let t_morph = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let (mi, gc) = radiomics::morphology::moran_geary(
+        &pre.image.data,
+        &pre.int_mask.data,
+        pre.image.geometry.spacing,
+    );
+    let t_moran = t2.elapsed();
+    assert_eq!((mi, gc), (morph.moran_i, morph.geary_c));
+    // Only a box around the ROI is resampled, never the whole image.
+    let box_voxels = pre.image.data.len();
+    let grid_voxels: usize = pre.grid.dims.iter().product();
+    assert!(
+        box_voxels < grid_voxels / 2,
+        "box {box_voxels} vs grid {grid_voxels}"
+    );
     println!(
-        "[{config}] box {:?} of grid {:?}; preprocess {t_pre:?}, morphology {t_morph:?}",
+        "[{config}] box {:?} of grid {:?}; preprocess {t_pre:?}, morphology {t_morph:?} (Moran/Geary on {} voxels: {t_moran:?})",
         pre.image.data.dim(),
-        pre.grid.dims
+        pre.grid.dims,
+        pre.int_mask.count()
     );
 
     let rows = reference_rows("ct", config);
@@ -557,4 +573,72 @@ fn nrrd_reader_round_trips_the_digital_phantom() {
             "{msg}"
         );
     }
+}
+
+/// Shift every slice of the phantom series in-plane by `shift_per_slice` mm (a sheared stack, as a
+/// gantry-tilted acquisition gives) or drop one slice, write the copies, and check the errors.
+#[test]
+fn tilted_or_gappy_dicom_series_is_rejected() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let src = ibsi_dir().join("ct_phantom/dicom/image");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let files = &files[..6];
+    let tilt = tempfile::tempdir().unwrap();
+    let gap = tempfile::tempdir().unwrap();
+    let mut slices: Vec<(f64, PathBuf)> = Vec::new();
+    for f in files {
+        let obj = dicom_object::open_file(f).unwrap();
+        let z = obj
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap()[2];
+        slices.push((z, f.clone()));
+    }
+    slices.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (k, (_, f)) in slices.iter().enumerate() {
+        let mut obj = dicom_object::open_file(f).unwrap();
+        let mut ipp = obj
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap();
+        let name = f.file_name().unwrap();
+        if k != 3 {
+            obj.write_to_file(gap.path().join(name)).unwrap();
+        }
+        ipp[1] += 0.5 * k as f64; // 0.5 mm posterior drift per slice
+        let s = format!("{:.4}\\{:.4}\\{:.4}", ipp[0], ipp[1], ipp[2]);
+        obj.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from(s),
+        ));
+        obj.write_to_file(tilt.path().join(name)).unwrap();
+    }
+    let err = io::read_image(tilt.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, IoError::Unsupported { .. }) && msg.contains("gantry tilt"),
+        "{msg}"
+    );
+    let err = io::read_image(gap.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, IoError::Unsupported { .. }) && msg.contains("non-uniform slice spacing"),
+        "{msg}"
+    );
+    // The untouched subset reads fine.
+    let ok = tempfile::tempdir().unwrap();
+    for (_, f) in &slices {
+        std::fs::copy(f, ok.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let v = io::read_image(ok.path()).unwrap();
+    assert_eq!(v.data.dim(), (6, 201, 204));
+    assert!((v.geometry.spacing[0] - 3.0).abs() < 1e-6);
 }
