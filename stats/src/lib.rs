@@ -16,14 +16,23 @@
 //! - [`tree`]: the disclosure-safe laminar binary-tree histogram that lets the aggregator compute
 //!   medians, quartiles and Mann-Whitney without any site releasing a count below its
 //!   `min_count`.
+//! - [`metrics`]: federated classification metrics (ROC/AUC/DeLong, Youden, confusion metrics,
+//!   Brier, calibration, decision curves, bootstrap CIs, paired DeLong) from site count tables,
+//!   with an exact per-patient reference.
+//! - [`survival`]: federated Kaplan-Meier, log-rank and Cox (pooled from count tables and
+//!   site-stratified by distributed Newton), with per-patient references.
+//! - [`report`]: the serialisable report data model for the statistician.
 //!
 //! Floating point: the caller should sum or merge site contributions in `SiteId` order so that
 //! results repeat bit for bit; integer counts are summed exactly in `u64`/`u128`.
 
 pub mod error;
 pub mod hypothesis;
+pub mod metrics;
 pub mod moments;
 pub mod quantile;
+pub mod report;
+pub mod survival;
 pub mod tree;
 
 pub use error::StatsError;
