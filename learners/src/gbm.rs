@@ -33,8 +33,11 @@
 //!   `colsample_bytree`: each tree uses `max(1, round(colsample·p))` features drawn without
 //!   replacement (as XGBoost's column sampler). Round t draws from `derive_seed(seed, [FIT, t])`.
 //!
-//! Arithmetic is f64 throughout (XGBoost keeps per-row gradients, leaf values and predictions in
-//! f32), which is where the ~1e-7 differences in the golden comparison come from.
+//! Arithmetic is f64 except one place where XGBoost's f32 matters for *decisions*: a split's
+//! `loss_chg` is rounded to f32 before candidates are compared and before pruning compares it
+//! with γ (also rounded to f32), because XGBoost stores it as `bst_float`, and ties created by
+//! that rounding pick different splits. XGBoost also keeps per-row gradients, leaf values and
+//! predictions in f32; that is where the ~1e-7 differences in the golden comparison come from.
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
@@ -182,8 +185,12 @@ impl Grower<'_, '_> {
                 if k > 0 && v != last && eh >= mcw {
                     let (cg, ch) = (gs - eg, hs - eh);
                     if ch >= mcw {
-                        let loss_chg =
-                            node_gain(cg, ch, lambda) + node_gain(eg, eh, lambda) - root_gain;
+                        // XGBoost stores loss_chg as f32 (`bst_float`): rounding here makes
+                        // near-equal candidates tie exactly as they do in XGBoost, and ties keep
+                        // the earlier candidate (in round 1 all rows of a class share one
+                        // gradient, so different features often isolate the same rows).
+                        let loss_chg = ((node_gain(cg, ch, lambda) + node_gain(eg, eh, lambda)
+                            - root_gain) as f32) as f64;
                         if best.is_none_or(|(b, _, _)| loss_chg > b) {
                             best = Some((loss_chg, f, (v + last) * 0.5));
                         }
@@ -229,7 +236,8 @@ impl Grower<'_, '_> {
         }
         let l = self.prune(n.left);
         let r = self.prune(n.right);
-        if l && r && n.loss_chg < self.p.gamma {
+        // XGBoost compares its f32 loss_chg with its f32 `min_split_loss`.
+        if l && r && n.loss_chg < f64::from(self.p.gamma as f32) {
             let m = &mut self.nodes[i as usize];
             m.feature = LEAF;
             m.left = LEAF;
