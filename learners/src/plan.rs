@@ -7,8 +7,6 @@
 //! the clinical logistic comparator of the `models` crate) can be scored on a fit's test rows and
 //! fed to [`OuterAverager`].
 
-use std::collections::BTreeMap;
-
 use ndarray::{ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -99,13 +97,14 @@ pub struct SitePlan {
     pub site: String,
     pub scheme: CvScheme,
     pub n_rows: usize,
-    pub fits: BTreeMap<FitId, SiteFit>,
+    /// Every outer fit, in [`CvScheme::fit_ids`] order (a list, so that it serialises to JSON).
+    pub fits: Vec<SiteFit>,
 }
 
 impl SitePlan {
     pub fn new(scheme: CvScheme, site: &str, labels: &[bool]) -> Result<Self> {
         scheme.validate()?;
-        let mut fits = BTreeMap::new();
+        let mut fits = Vec::new();
         for repeat in 0..scheme.repeats {
             let outer = folds::outer_folds(
                 scheme.seed,
@@ -127,15 +126,12 @@ impl SitePlan {
                     scheme.inner_folds as usize,
                 )?;
                 let id = FitId { repeat, fold };
-                fits.insert(
+                fits.push(SiteFit {
                     id,
-                    SiteFit {
-                        id,
-                        train,
-                        test,
-                        inner_fold,
-                    },
-                );
+                    train,
+                    test,
+                    inner_fold,
+                });
             }
         }
         Ok(Self {
@@ -147,13 +143,17 @@ impl SitePlan {
     }
 
     pub fn fit(&self, id: FitId) -> Result<&SiteFit> {
-        self.fits.get(&id).ok_or_else(|| LearnerError::Protocol {
-            what: "site plan",
-            detail: format!(
-                "fit (repeat {}, fold {}) is not in this plan ({} repeats × {} folds)",
-                id.repeat, id.fold, self.scheme.repeats, self.scheme.outer_folds
-            ),
-        })
+        self.fits
+            .binary_search_by(|f| f.id.cmp(&id))
+            .ok()
+            .map(|i| &self.fits[i])
+            .ok_or_else(|| LearnerError::Protocol {
+                what: "site plan",
+                detail: format!(
+                    "fit (repeat {}, fold {}) is not in this plan ({} repeats × {} folds)",
+                    id.repeat, id.fold, self.scheme.repeats, self.scheme.outer_folds
+                ),
+            })
     }
 }
 
@@ -257,10 +257,12 @@ mod tests {
         assert_eq!(plan.fits.len(), 15);
         assert_eq!(
             scheme.fit_ids(),
-            plan.fits.keys().copied().collect::<Vec<_>>()
+            plan.fits.iter().map(|f| f.id).collect::<Vec<_>>()
         );
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<SitePlan>(&json).unwrap(), plan);
         let mut avg = OuterAverager::new(labels.len(), 3);
-        for fit in plan.fits.values() {
+        for fit in &plan.fits {
             assert_eq!(fit.train.len() + fit.test.len(), 23);
             assert!(fit.train.iter().all(|i| !fit.test.contains(i)));
             assert_eq!(fit.inner_fold.len(), fit.train.len());
