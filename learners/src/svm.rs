@@ -261,7 +261,7 @@ mod tests {
             back.predict_proba(x.view()).unwrap(),
             cv.predict_proba(x.view()).unwrap()
         );
-        assert!(fit_svm(x.view(), &vec![true; 40], &p, PlattMode::InSample, 0).is_err());
+        assert!(fit_svm(x.view(), &[true; 40], &p, PlattMode::InSample, 0).is_err());
         assert!(cv.predict_proba(Array2::zeros((2, 3)).view()).is_err());
     }
 }

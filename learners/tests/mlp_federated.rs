@@ -58,7 +58,7 @@ fn sites() -> (Vec<BTreeMap<FitId, FitRows>>, Vec<FitId>) {
         let mut m = BTreeMap::new();
         for f in &fits {
             let keep: Vec<usize> = (0..y.len())
-                .filter(|i| (i + f.fold as usize + f.repeat as usize) % 3 != 0)
+                .filter(|i| !(i + f.fold as usize + f.repeat as usize).is_multiple_of(3))
                 .collect();
             m.insert(
                 *f,
