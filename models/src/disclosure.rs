@@ -13,12 +13,13 @@
 
 /// True when a site may release a cross-product for `p_params` parameters (features plus
 /// intercept) over `n_rows` rows with non-zero weight: `p_params ≤ max_params_per_row · n_rows`.
-/// A non-finite or non-positive ratio refuses everything except `p_params == 0`.
+/// `f64::INFINITY` disables the guard; NaN or a non-positive ratio refuses everything except
+/// `p_params == 0`.
 pub fn cross_product_allowed(p_params: usize, n_rows: usize, max_params_per_row: f64) -> bool {
-    if p_params == 0 {
+    if p_params == 0 || max_params_per_row == f64::INFINITY {
         return true;
     }
-    if !(max_params_per_row.is_finite() && max_params_per_row > 0.0) {
+    if max_params_per_row.is_nan() || max_params_per_row <= 0.0 {
         return false;
     }
     (p_params as f64) <= max_params_per_row * n_rows as f64
@@ -36,5 +37,6 @@ mod tests {
         assert!(!cross_product_allowed(1, 100, 0.0));
         assert!(!cross_product_allowed(1, 100, f64::NAN));
         assert!(cross_product_allowed(0, 0, 0.33));
+        assert!(cross_product_allowed(57, 10, f64::INFINITY));
     }
 }

@@ -17,3 +17,4 @@ pub use error::{ModelsError, Result};
 pub use standardize::{Standardizer, VarianceConvention, WeightedMoments, site_moments};
 pub mod logistic;
 pub mod sampling;
+pub mod lasso;
