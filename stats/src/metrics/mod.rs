@@ -39,15 +39,17 @@ pub use calibration::{Calibration, CalibrationBin, HosmerLemeshow, brier, calibr
 pub use dca::{DcaPoint, decision_curve, default_thresholds};
 pub use error::MetricsError;
 pub use paired::{
-    JointCell, JointSums, PairedCell, PairedDelong, SiteJointTable, paired_cells_from_patients,
-    paired_delong, pool_joint,
+    CrossPlacementSums, JointCell, PairedCell, PairedDelong, SiteJointTable,
+    paired_cells_from_patients, paired_delong, paired_delong_from_tables, pool_joint,
+    site_cross_placements,
 };
 pub use roc::{
     AucEstimate, Confusion, RocPoint, YoudenCutoff, auc, auc_delong, confusion_at,
     normal_quantile_two_sided, roc_curve, youden,
 };
 pub use table::{
-    LabelSums, PooledScoreTable, RankedCells, ScoreCell, ScoreGrid, ScoreTableCell, SiteScoreTable,
+    LabelSums, MergeRule, PooledScoreTable, RankedCells, ScoreCell, ScoreGrid, ScoreTableCell,
+    SiteScoreTable,
 };
 
 /// Settings of the point metrics.

@@ -5,19 +5,29 @@
 //! # What a site releases
 //!
 //! The grid splits [0, 1] into `n_bins` equal bins; bin `k` holds `p` with
-//! `floor(p·n_bins) == k` (the last bin also holds `p == 1`). Per occupied bin the site counts,
-//! for each label separately, the number of patients `n`, the sum of their probabilities `Σp`
-//! and the sum of squared errors `Σ(p − y)²` ([`LabelSums`]). Per-label sums (rather than the
-//! per-bin totals of DESIGN §4.8) cost two more numbers per cell and let the bootstrap resample
-//! cases and controls with their own Brier contributions.
+//! `floor(p·n_bins) == k` (the last bin also holds `p == 1`). Per released cell the site sends
+//! the positives and negatives counts, and the cell's `Σp` and `Σ(p − y)²` over all its patients
+//! ([`ScoreTableCell`], DESIGN §4.8). Sums are per cell, not per label, so every released number
+//! describes the whole cell (≥ `min_count` patients) even when one label is rare in it.
 //!
 //! # Small cells are merged at the site, never dropped
 //!
-//! Walking the occupied bins in ascending order, the site accumulates bins into a run until
-//! **each** label count of the run is 0 or `>= min_count` (so no released number is in
-//! `1..min_count`); a short tail is folded back into the previous runs until it is valid. If even
-//! one cell with every patient is invalid (a label total below `min_count`), the site cannot
-//! take part ([`MetricsError::SiteTooSmall`]).
+//! The site partitions its occupied bins, in ascending order, into contiguous runs such that
+//! every run is releasable under its [`MergeRule`]: by default ([`MergeRule::CellTotal`]) each
+//! released cell holds 0 or ≥ `min_count` patients (the rule); the stricter
+//! [`MergeRule::EachCount`] also requires each label count to be 0 or ≥ `min_count` (no
+//! "2 responders in this cell"). Among all such partitions it picks the one with the
+//! fewest (positive, negative) pairs sharing a run (those are the pairs the aggregator cannot
+//! order), then the one with the most runs (dynamic programming, O(K²) in the occupied bins). A
+//! greedy left-to-right merge was tried first and lost far more AUC resolution on 15-patient
+//! sites. If even one cell with every patient is invalid (a label total below `min_count`), the
+//! site cannot take part ([`MetricsError::SiteTooSmall`]).
+//!
+//! Measured on the study's shape (7 sites, ~15 patients each, 2-decimal probabilities; see
+//! `tests/metrics_golden.rs`), `EachCount` with `min_count = 5` leaves about one cell per site
+//! and the count-table AUC collapses towards 0.5; `CellTotal` keeps 3 cells per site. Sites that
+//! need `EachCount` should use `release_predictions` or accept that the count path is
+//! uninformative at that size.
 //!
 //! A run that is a single bin is released as that bin. A run that spans several bins is released
 //! with an extent reaching halfway into the empty gaps on either side (the first run reaches
@@ -121,7 +131,7 @@ impl LabelSums {
     }
 }
 
-/// One released cell: the bin range it covers and its per-label sums.
+/// One released cell: the bin range it covers, its label counts and its sums.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScoreTableCell {
     /// First bin covered.
@@ -129,21 +139,110 @@ pub struct ScoreTableCell {
     /// Last bin covered (`>= lo_bin`).
     pub hi_bin: u32,
     /// Responders (label 1).
-    pub pos: LabelSums,
+    pub n_pos: u64,
     /// Non-responders (label 0).
-    pub neg: LabelSums,
+    pub n_neg: u64,
+    /// Σ p over the cell's patients.
+    pub sum_p: f64,
+    /// Σ (p − y)² over the cell's patients (its Brier contribution).
+    pub sum_sq_err: f64,
 }
 
 impl ScoreTableCell {
+    fn empty(k: u32) -> ScoreTableCell {
+        ScoreTableCell {
+            lo_bin: k,
+            hi_bin: k,
+            n_pos: 0,
+            n_neg: 0,
+            sum_p: 0.0,
+            sum_sq_err: 0.0,
+        }
+    }
+
+    fn push(&mut self, p: f64, y: bool) {
+        let e = p - if y { 1.0 } else { 0.0 };
+        if y {
+            self.n_pos += 1;
+        } else {
+            self.n_neg += 1;
+        }
+        self.sum_p += p;
+        self.sum_sq_err += e * e;
+    }
+
+    fn add_sums(&mut self, o: &ScoreTableCell) {
+        self.n_pos += o.n_pos;
+        self.n_neg += o.n_neg;
+        self.sum_p += o.sum_p;
+        self.sum_sq_err += o.sum_sq_err;
+    }
+
     /// Patients in the cell.
     pub fn n(&self) -> u64 {
-        self.pos.n + self.neg.n
+        self.n_pos + self.n_neg
     }
 
     /// Mean probability of the cell's patients, the score it is ranked at.
     pub fn mean_p(&self) -> f64 {
-        (self.pos.sum_p + self.neg.sum_p) / self.n() as f64
+        self.sum_p / self.n() as f64
     }
+
+    /// Per-label sums for the metrics. Counts, Σp and Σ(p − y)² of the whole cell are kept
+    /// exactly; the split of Σp between labels is taken as n₊·m and n₋·m (m = cell mean), and
+    /// the within-cell spread v = Σp²/n − m² implied by that split is shared by both labels, so
+    /// a positive carries v + (1 − m)² and a negative v + m² (these add back to the cell's exact
+    /// Σ(p − y)²; if one comes out negative it is set to 0 and the other takes the whole sum). The split is exact for single-label cells and for cells of one distinct
+    /// probability; it only affects the bootstrap's Brier replicates.
+    pub fn label_sums(&self) -> (LabelSums, LabelSums) {
+        let n = self.n() as f64;
+        let m = self.mean_p();
+        let (np, nn) = (self.n_pos as f64, self.n_neg as f64);
+        if self.n_neg == 0 || self.n_pos == 0 {
+            let s = LabelSums {
+                n: self.n(),
+                sum_p: self.sum_p,
+                sum_sq_err: self.sum_sq_err,
+            };
+            let z = LabelSums::default();
+            return if self.n_neg == 0 { (s, z) } else { (z, s) };
+        }
+        // Σp² = Σ(p−y)² + 2Σ₊p − n₊ with Σ₊p ≈ n₊m; v may come out negative when the labels are
+        // well separated inside the cell. Each label's mean squared error is kept ≥ 0 while the
+        // cell total stays exact.
+        let sum_p2 = self.sum_sq_err + 2.0 * np * m - np;
+        let v = sum_p2 / n - m * m;
+        let (mut e_pos, mut e_neg) = (v + (1.0 - m) * (1.0 - m), v + m * m);
+        if e_pos < 0.0 {
+            e_pos = 0.0;
+            e_neg = self.sum_sq_err / nn;
+        } else if e_neg < 0.0 {
+            e_neg = 0.0;
+            e_pos = self.sum_sq_err / np;
+        }
+        (
+            LabelSums {
+                n: self.n_pos,
+                sum_p: np * m,
+                sum_sq_err: np * e_pos,
+            },
+            LabelSums {
+                n: self.n_neg,
+                sum_p: nn * m,
+                sum_sq_err: nn * e_neg,
+            },
+        )
+    }
+}
+
+/// Which released counts must be 0 or ≥ `min_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MergeRule {
+    /// Each released cell holds 0 or ≥ min_count patients (label counts may be smaller).
+    #[default]
+    CellTotal,
+    /// Additionally each label count (or events / censored count) is 0 or ≥ min_count.
+    EachCount,
 }
 
 /// Anything with a positive and a negative count that can absorb a neighbour: the unit the
@@ -155,20 +254,23 @@ pub(crate) trait Counted: Clone {
 
 impl Counted for ScoreTableCell {
     fn counts(&self) -> (u64, u64) {
-        (self.pos.n, self.neg.n)
+        (self.n_pos, self.n_neg)
     }
     fn absorb(&mut self, o: &Self) {
-        self.pos.absorb(&o.pos);
-        self.neg.absorb(&o.neg);
+        self.add_sums(o);
         self.lo_bin = self.lo_bin.min(o.lo_bin);
         self.hi_bin = self.hi_bin.max(o.hi_bin);
     }
 }
 
-/// True when both label counts are 0 or at least `min_count` (and the cell is not empty).
-pub(crate) fn releasable(pos: u64, neg: u64, min_count: u64) -> bool {
+/// True when a cell with these two counts may be released under `rule` (and is not empty).
+pub(crate) fn releasable(pos: u64, neg: u64, min_count: u64, rule: MergeRule) -> bool {
     let ok = |c: u64| c == 0 || c >= min_count;
-    pos + neg > 0 && ok(pos) && ok(neg)
+    pos + neg > 0
+        && match rule {
+            MergeRule::CellTotal => pos + neg >= min_count,
+            MergeRule::EachCount => ok(pos) && ok(neg),
+        }
 }
 
 /// Merges consecutive occupied cells (given in the merge order, each tagged with its position)
@@ -177,6 +279,7 @@ pub(crate) fn releasable(pos: u64, neg: u64, min_count: u64) -> bool {
 pub(crate) fn merge_runs<T: Counted>(
     cells: &[(u32, T)],
     min_count: u64,
+    rule: MergeRule,
 ) -> Result<Vec<(u32, u32, T)>, MetricsError> {
     let mut runs: Vec<(u32, u32, T)> = Vec::new();
     let mut cur: Option<(u32, u32, T)> = None;
@@ -189,7 +292,7 @@ pub(crate) fn merge_runs<T: Counted>(
             }
         }
         let (p, n) = cur.as_ref().map(|r| r.2.counts()).unwrap_or((0, 0));
-        if releasable(p, n, min_count) {
+        if releasable(p, n, min_count, rule) {
             runs.extend(cur.take());
         }
     }
@@ -197,7 +300,7 @@ pub(crate) fn merge_runs<T: Counted>(
         // Fold the short tail back into earlier runs until it is releasable.
         loop {
             let (p, n) = tail.2.counts();
-            if releasable(p, n, min_count) {
+            if releasable(p, n, min_count, rule) {
                 runs.push(tail);
                 break;
             }
@@ -218,6 +321,73 @@ pub(crate) fn merge_runs<T: Counted>(
         }
     }
     Ok(runs)
+}
+
+/// Like [`merge_runs`] (same validity rule, same contiguity) but chooses the partition of the
+/// occupied cells that **minimises the number of mixed (positive, negative) pairs inside a
+/// released cell** — the pairs whose order the aggregator loses, i.e. the same-cell term of
+/// [`PooledScoreTable::auc_resolution_bound`] — and, among those, releases the most cells.
+/// Dynamic programming over prefix counts, O(K²) for K occupied cells (K ≤ n_bins).
+pub(crate) fn merge_runs_optimal<T: Counted>(
+    cells: &[(u32, T)],
+    min_count: u64,
+    rule: MergeRule,
+) -> Result<Vec<(u32, u32, T)>, MetricsError> {
+    let k = cells.len();
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut pp = vec![0u64; k + 1];
+    let mut pn = vec![0u64; k + 1];
+    for (i, (_, c)) in cells.iter().enumerate() {
+        let (p, n) = c.counts();
+        pp[i + 1] = pp[i] + p;
+        pn[i + 1] = pn[i] + n;
+    }
+    // best[j] = (mixed pairs, −cells) of the best valid partition of the first j cells.
+    let mut best: Vec<Option<(u128, i64)>> = vec![None; k + 1];
+    let mut from = vec![0usize; k + 1];
+    best[0] = Some((0, 0));
+    for j in 1..=k {
+        for i in 0..j {
+            let Some((cost, neg_cells)) = best[i] else {
+                continue;
+            };
+            let (p, n) = (pp[j] - pp[i], pn[j] - pn[i]);
+            if !releasable(p, n, min_count, rule) {
+                continue;
+            }
+            let cand = (cost + p as u128 * n as u128, neg_cells - 1);
+            if best[j].is_none_or(|b| cand < b) {
+                best[j] = Some(cand);
+                from[j] = i;
+            }
+        }
+    }
+    if best[k].is_none() {
+        return Err(MetricsError::SiteTooSmall {
+            positives: pp[k],
+            negatives: pn[k],
+            min_count,
+        });
+    }
+    let mut bounds = Vec::new();
+    let mut j = k;
+    while j > 0 {
+        bounds.push((from[j], j));
+        j = from[j];
+    }
+    bounds.reverse();
+    Ok(bounds
+        .into_iter()
+        .map(|(i, j)| {
+            let mut c = cells[i].1.clone();
+            for (_, o) in &cells[i + 1..j] {
+                c.absorb(o);
+            }
+            (cells[i].0, cells[j - 1].0, c)
+        })
+        .collect())
 }
 
 pub(crate) fn check_probability(index: usize, p: f64) -> Result<(), MetricsError> {
@@ -253,6 +423,8 @@ pub struct SiteScoreTable {
     pub grid: ScoreGrid,
     /// The site's min_count when the table was built.
     pub min_count: u64,
+    /// The merge rule used.
+    pub rule: MergeRule,
     /// Released cells, ascending and disjoint.
     pub cells: Vec<ScoreTableCell>,
 }
@@ -266,6 +438,7 @@ impl SiteScoreTable {
         probs: &[f64],
         labels: &[bool],
         min_count: u64,
+        rule: MergeRule,
     ) -> Result<SiteScoreTable, MetricsError> {
         check_lengths(
             "SiteScoreTable::build",
@@ -278,20 +451,12 @@ impl SiteScoreTable {
         for (i, (&p, &y)) in probs.iter().zip(labels).enumerate() {
             check_probability(i, p)?;
             let k = grid.bin_of(p);
-            let c = bins.entry(k).or_insert(ScoreTableCell {
-                lo_bin: k,
-                hi_bin: k,
-                pos: LabelSums::default(),
-                neg: LabelSums::default(),
-            });
-            if y {
-                c.pos.push(p, true);
-            } else {
-                c.neg.push(p, false);
-            }
+            bins.entry(k)
+                .or_insert_with(|| ScoreTableCell::empty(k))
+                .push(p, y);
         }
         let occupied: Vec<(u32, ScoreTableCell)> = bins.into_iter().collect();
-        let runs = merge_runs(&occupied, min_count)?;
+        let runs = merge_runs_optimal(&occupied, min_count, rule)?;
         // Extents: single-bin runs stay tight; merged runs reach halfway into the gaps.
         let mut cells: Vec<ScoreTableCell> = runs.iter().map(|r| r.2).collect();
         let last = grid.n_bins() - 1;
@@ -319,6 +484,7 @@ impl SiteScoreTable {
         Ok(SiteScoreTable {
             grid,
             min_count,
+            rule,
             cells,
         })
     }
@@ -333,9 +499,9 @@ impl SiteScoreTable {
     }
 
     /// Aggregator-side validation of a received table: well-formed, ascending, disjoint, finite,
-    /// and no label count in `1..min_count` (with the `min_count` the aggregator expects for the
-    /// site, not the one in the message).
-    pub fn validate(&self, min_count: u64) -> Result<(), MetricsError> {
+    /// and releasable under `rule` with `min_count` (the values the aggregator expects for the
+    /// site, not the ones in the message).
+    pub fn validate(&self, min_count: u64, rule: MergeRule) -> Result<(), MetricsError> {
         for (i, c) in self.cells.iter().enumerate() {
             if c.lo_bin > c.hi_bin || c.hi_bin >= self.grid.n_bins() {
                 return Err(MetricsError::BadCell {
@@ -354,25 +520,27 @@ impl SiteScoreTable {
                     reason: "cells overlap or are not ascending".into(),
                 });
             }
-            for s in [c.pos, c.neg] {
-                if !(s.sum_p.is_finite() && s.sum_sq_err.is_finite()) {
-                    return Err(MetricsError::BadCell {
-                        index: i,
-                        reason: "non-finite sum".into(),
-                    });
-                }
-                if s.n > 0 && s.n < min_count {
-                    return Err(MetricsError::DisclosureViolation {
-                        index: i,
-                        count: s.n,
-                        max_bad: min_count - 1,
-                    });
-                }
+            if !(c.sum_p.is_finite() && c.sum_sq_err.is_finite()) {
+                return Err(MetricsError::BadCell {
+                    index: i,
+                    reason: "non-finite sum".into(),
+                });
             }
             if c.n() == 0 {
                 return Err(MetricsError::BadCell {
                     index: i,
                     reason: "empty cell (empty bins are not released)".into(),
+                });
+            }
+            if !releasable(c.n_pos, c.n_neg, min_count, rule) {
+                let bad = [c.n(), c.n_pos, c.n_neg]
+                    .into_iter()
+                    .find(|&x| x > 0 && x < min_count)
+                    .unwrap_or(0);
+                return Err(MetricsError::DisclosureViolation {
+                    index: i,
+                    count: bad,
+                    max_bad: min_count.saturating_sub(1),
                 });
             }
         }
@@ -404,10 +572,7 @@ impl PooledScoreTable {
             }
             for c in &s.cells {
                 map.entry((c.lo_bin, c.hi_bin))
-                    .and_modify(|e| {
-                        e.pos.absorb(&c.pos);
-                        e.neg.absorb(&c.neg);
-                    })
+                    .and_modify(|e| e.add_sums(c))
                     .or_insert(*c);
             }
         }
@@ -421,7 +586,7 @@ impl PooledScoreTable {
     pub fn totals(&self) -> (u64, u64) {
         self.cells
             .iter()
-            .fold((0, 0), |(p, n), c| (p + c.pos.n, n + c.neg.n))
+            .fold((0, 0), |(p, n), c| (p + c.n_pos, n + c.n_neg))
     }
 
     /// Upper bound on |AUC(table) − AUC(per-patient)|, from the table alone.
@@ -443,14 +608,14 @@ impl PooledScoreTable {
         // Cells are sorted by lo_bin: for cell a, later cells overlapping a start at <= hi_a.
         for (i, a) in self.cells.iter().enumerate() {
             // A single-bin cell whose patients share one probability cannot misorder.
-            same += 0.5 * a.pos.n as f64 * a.neg.n as f64;
+            same += 0.5 * a.n_pos as f64 * a.n_neg as f64;
             for b in &self.cells[i + 1..] {
                 if b.lo_bin > a.hi_bin {
                     // Cells sorted by (lo, hi): a later cell can still overlap if a is wide,
                     // but once lo_b > hi_a no later b (lo ascending) overlaps a.
                     break;
                 }
-                cross += a.pos.n as f64 * b.neg.n as f64 + b.pos.n as f64 * a.neg.n as f64;
+                cross += a.n_pos as f64 * b.n_neg as f64 + b.n_pos as f64 * a.n_neg as f64;
             }
         }
         (same + cross) / (np as f64 * nn as f64)
@@ -458,11 +623,38 @@ impl PooledScoreTable {
 
     /// The ranked tie groups the metrics are computed on.
     pub fn ranked(&self) -> RankedCells {
-        RankedCells::from_cells(self.cells.iter().map(|c| ScoreCell {
-            score: c.mean_p(),
-            pos: c.pos,
-            neg: c.neg,
+        RankedCells::from_cells(self.cells.iter().map(|c| {
+            let (pos, neg) = c.label_sums();
+            ScoreCell {
+                score: c.mean_p(),
+                pos,
+                neg,
+            }
         }))
+    }
+
+    /// DeLong placement values (V₁₀ for a positive, V₀₁ for a negative) of the pooled cell behind
+    /// each released cell of `site`. Round 1 of the paired comparison: the aggregator sends these
+    /// for model B's table to the site (see [`super::paired::site_cross_placements`]).
+    pub fn site_placements(&self, site: &SiteScoreTable) -> Vec<(f64, f64)> {
+        let rc = self.ranked();
+        let pl = super::roc::placements(&rc);
+        site.cells
+            .iter()
+            .map(|c| {
+                let score = self
+                    .cells
+                    .iter()
+                    .find(|p| p.lo_bin == c.lo_bin && p.hi_bin == c.hi_bin)
+                    .map(|p| p.mean_p())
+                    .unwrap_or(c.mean_p());
+                let i = rc
+                    .cells
+                    .binary_search_by(|x| x.score.total_cmp(&score))
+                    .unwrap_or_else(|i| i.min(rc.cells.len().saturating_sub(1)));
+                pl.get(i).copied().unwrap_or((f64::NAN, f64::NAN))
+            })
+            .collect()
     }
 
     /// For each released cell of `site` (a table that went into this pool), whether its pooled
