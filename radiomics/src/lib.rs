@@ -2,6 +2,7 @@
 //!
 //! Pure computation on in-memory volumes; the `io` module is the only place that touches files.
 
+pub mod cohort;
 pub mod discretise;
 pub mod extract;
 pub mod intensity;
@@ -11,6 +12,7 @@ pub mod volume;
 
 pub mod io;
 pub mod morphology;
+pub mod pipeline;
 pub mod preprocess;
 
 pub use volume::{Geometry, Mask, Volume};

@@ -3,205 +3,30 @@
 //! checked with the IBSI/MIRP matching rule (round to 3 significant digits, then
 //! `|rounded − reference| ≤ tolerance`). Also DICOM vs NIfTI agreement and bad-input errors.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
+use common::{RefRow, ct_nifti as ct, diagnostics_values, ibsi_dir, reference_rows, score};
+
+use radiomics::Mask;
 use radiomics::io::{self, IoError, MaskSelection};
 use radiomics::morphology::morphology;
-use radiomics::preprocess::{
-    Diagnostics, PreprocessError, Preprocessing, preprocess, resample_whole_image,
-};
-use radiomics::{Mask, Volume};
+use radiomics::preprocess::{PreprocessError, Preprocessing, preprocess};
 
-fn ibsi_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/ibsi")
-}
-
-struct RefRow {
-    family: String,
-    feature: String,
-    value: f64,
-    digits: i32,
-    tol: f64,
-}
-
-fn reference_rows(phantom: &str, config: &str) -> Vec<RefRow> {
-    let text = std::fs::read_to_string(ibsi_dir().join("reference_values.csv"))
-        .expect("reference_values.csv");
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), 7, "unexpected row {line}");
-        if f[0] == phantom && f[1] == config && (f[2] == "diagnostics" || f[2] == "morphology") {
-            out.push(RefRow {
-                family: f[2].to_string(),
-                feature: f[3].to_string(),
-                value: f[5].parse().expect("value"),
-                digits: sig_digits(f[5]),
-                tol: if f[6].is_empty() {
-                    0.0
-                } else {
-                    f[6].parse().expect("tolerance")
-                },
-            });
-        }
-    }
-    out
-}
-
-/// Round to `digits` significant digits.
-fn round_sig(x: f64, digits: i32) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let d = x.abs().log10().floor() as i32;
-    let f = 10f64.powi(digits - 1 - d);
-    (x * f).round() / f
-}
-
-/// Significant digits written in a published reference value ("125256" → 6, "0.0326" → 3).
-fn sig_digits(value: &str) -> i32 {
-    let mantissa = value
-        .trim_start_matches('-')
-        .split(['e', 'E'])
-        .next()
-        .unwrap_or("");
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let trimmed = digits.trim_start_matches('0');
-    let trimmed = if mantissa.contains('.') {
-        trimmed
-    } else {
-        trimmed.trim_end_matches('0')
-    };
-    trimmed.len().max(1) as i32
-}
-
-/// IBSI/MIRP matching rule: round the computed value to the precision of the reference value
-/// (3 significant digits for features; the exact integers/values published for diagnostics such as
-/// the voxel count 125256 or the maximum 3065 carry more digits and are compared at that
-/// precision), then `|rounded − reference| ≤ tolerance`.
-fn matches(computed: f64, value: f64, digits: i32, tol: f64) -> bool {
-    (round_sig(computed, digits.max(3)) - value).abs() <= tol + 1e-9 * value.abs().max(1.0)
-}
-
-fn ct() -> &'static (Volume, Mask) {
-    static CT: OnceLock<(Volume, Mask)> = OnceLock::new();
-    CT.get_or_init(|| {
-        let d = ibsi_dir().join("ct_phantom/nifti");
-        let img = io::read_image(&d.join("image/phantom.nii.gz")).expect("CT image");
-        let dims: [usize; 3] = img.data.dim().into();
-        let mask = io::read_mask(
-            &d.join("mask/mask.nii.gz"),
-            &img.geometry,
-            dims,
-            &MaskSelection::default(),
-        )
-        .expect("CT mask");
-        (img, mask)
-    })
-}
-
-/// Value of a `diagnostics` row from our diagnostics (+ whole-image interpolation stats).
-fn diagnostic(name: &str, d: &Diagnostics, whole: (f64, f64, f64)) -> Option<f64> {
-    let axis = |s: &str| -> Option<usize> {
-        if s.contains("_x_") {
-            Some(2)
-        } else if s.contains("_y_") {
-            Some(1)
-        } else if s.contains("_z_") {
-            Some(0)
-        } else {
-            None
-        }
-    };
-    let stage_roi = |stage: &str, morph: bool| match (stage, morph) {
-        ("init", _) => &d.init_roi,
-        ("interp", _) => &d.interp_roi,
-        ("reseg", false) => &d.reseg_int_roi,
-        ("reseg", true) => &d.reseg_morph_roi,
-        _ => unreachable!(),
-    };
-    let stage = ["init", "interp", "reseg"]
-        .into_iter()
-        .find(|s| name.contains(&format!("_{s}_")))?;
-    if name.ends_with("_img") {
-        let (mean, min, max) = if stage == "init" {
-            (d.init_mean, d.init_min, d.init_max)
-        } else {
-            whole
-        };
-        return Some(match name.split('_').next()? {
-            "img" => {
-                (if stage == "init" {
-                    d.init_dims
-                } else {
-                    d.interp_dims
-                })[axis(name)?] as f64
-            }
-            "vox" => {
-                (if stage == "init" {
-                    d.init_spacing
-                } else {
-                    d.interp_spacing
-                })[axis(name)?]
-            }
-            "mean" => mean,
-            "min" => min,
-            "max" => max,
-            _ => return None,
-        });
-    }
-    let morph = name.starts_with("morph_mask");
-    let r = stage_roi(stage, morph);
-    if name.contains("_bb_dim_") {
-        Some(r.bbox_dims[axis(name)?] as f64)
-    } else if name.contains("_dim_") {
-        Some(r.grid_dims[axis(name)?] as f64)
-    } else if name.contains("vox_count") {
-        Some(r.count as f64)
-    } else if name.contains("mean_int") {
-        Some(r.mean)
-    } else if name.contains("min_int") {
-        Some(r.min)
-    } else if name.contains("max_int") {
-        Some(r.max)
-    } else {
-        None
-    }
-}
-
-/// Compare computed values with the reference rows; print a table; return (matched, total, misses).
-fn score(
-    label: &str,
-    rows: &[RefRow],
-    computed: &HashMap<String, f64>,
-) -> (usize, usize, Vec<String>) {
-    let mut misses = Vec::new();
-    let mut ok = 0;
-    for r in rows {
-        match computed.get(&r.feature) {
-            Some(&v) if matches(v, r.value, r.digits, r.tol) => ok += 1,
-            Some(&v) => misses.push(format!(
-                "{label} {} {}: computed {v:.6} (rounded {}) vs {} ± {}",
-                r.family,
-                r.feature,
-                round_sig(v, r.digits.max(3)),
-                r.value,
-                r.tol
-            )),
-            None => misses.push(format!("{label} {} {}: not computed", r.family, r.feature)),
-        }
-    }
-    println!(
-        "[{label}] matched {ok}/{} (diagnostics + morphology)",
-        rows.len()
+/// Score computed values against the rows, print the table, fail listing every miss.
+fn check(label: &str, rows: &[RefRow], computed: &HashMap<String, f64>) {
+    let s = score(label, rows, |t| computed.get(t).map(|&v| (v, None)));
+    s.print(label);
+    assert_eq!(
+        s.matched(),
+        s.total(),
+        "{label}: {} rows do not match:\n{}",
+        s.misses.len(),
+        s.misses.join("\n")
     );
-    for m in &misses {
-        println!("  MISS {m}");
-    }
-    (ok, rows.len(), misses)
 }
 
 fn run_ct_config(config: &str, settings: Preprocessing) {
@@ -209,14 +34,6 @@ fn run_ct_config(config: &str, settings: Preprocessing) {
     let t0 = std::time::Instant::now();
     let pre = preprocess(img, mask, &settings).expect("preprocess");
     let t_pre = t0.elapsed();
-    let whole = resample_whole_image(img, &settings).expect("whole-image resample");
-    let (mut s, mut mn, mut mx) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
-    for &v in whole.data.iter() {
-        s += v;
-        mn = mn.min(v);
-        mx = mx.max(v);
-    }
-    let whole_stats = (s / whole.data.len() as f64, mn, mx);
     let t1 = std::time::Instant::now();
     let morph = morphology(&pre.image, &pre.morph_mask, &pre.int_mask).expect("morphology");
     let t_morph = t1.elapsed();
@@ -242,29 +59,17 @@ fn run_ct_config(config: &str, settings: Preprocessing) {
         pre.int_mask.count()
     );
 
-    let rows = reference_rows("ct", config);
+    let rows = reference_rows("ct", config, |f| f == "diagnostics" || f == "morphology");
     assert_eq!(
         rows.len(),
         60 + 25,
         "config {config}: expected 60 diagnostics + 25 morphology rows"
     );
-    let mut computed: HashMap<String, f64> = HashMap::new();
-    for r in rows.iter().filter(|r| r.family == "diagnostics") {
-        if let Some(v) = diagnostic(&r.feature, &pre.diagnostics, whole_stats) {
-            computed.insert(r.feature.clone(), v);
-        }
-    }
+    let mut computed = diagnostics_values(img, &settings, &pre.diagnostics, &rows);
     for (k, v) in morph.tagged() {
         computed.insert(k.to_string(), v);
     }
-    let (ok, total, misses) = score(config, &rows, &computed);
-    assert_eq!(
-        ok,
-        total,
-        "config {config}: {} rows do not match:\n{}",
-        misses.len(),
-        misses.join("\n")
-    );
+    check(config, &rows, &computed);
 }
 
 #[test]
@@ -316,10 +121,9 @@ fn ibsi_digital_phantom_morphology() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    let rows = reference_rows("digital", "digital");
+    let rows = reference_rows("digital", "digital", |f| f == "morphology");
     assert_eq!(rows.len(), 25);
-    let (ok, total, misses) = score("digital", &rows, &computed);
-    assert_eq!(ok, total, "{}", misses.join("\n"));
+    check("digital", &rows, &computed);
 }
 
 #[test]
