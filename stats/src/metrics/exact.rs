@@ -3,7 +3,7 @@
 //! loops, explicit sorting) so it can serve as the oracle for the count-table path in tests,
 //! and as the aggregator's path when a site's policy sets `release_predictions = true`.
 //!
-//! Conventions are those of the count path (see [`super::roc`], [`super::calibration`],
+//! Conventions are those of the count path (see [`super::roc`], [`super::calibration`](mod@super::calibration),
 //! [`super::dca`], [`super::bootstrap`]); the brute-force AUC/DeLong loops cost O(n₊·n₋), fine
 //! for cohorts of thousands.
 
