@@ -1,12 +1,9 @@
 //! `aggregator`: the consortium-side command. Thin: parse, build, run, exit code.
 
-use aggregator::simulate::{PooledTable, SimOptions, Simulation};
-use aggregator::{AggregatorConfig, Server};
+use aggregator::{AggregatorConfig, Server, commands};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use federation::StudyId;
-use federation::engine::{StudyOutput, StudyStatus};
-use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
+use federation::study::{HarmonizeMode, StudySpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -85,6 +82,58 @@ enum Simulate {
         #[arg(long, default_value = "table1.csv")]
         out: PathBuf,
     },
+    /// Distributed ComBat: the same table with its feature columns harmonised.
+    #[command(
+        after_help = "Example:\n  aggregator simulate harmonize --table ../shared/examples/cohort_example.csv \\\n    --site-column site --covariates age,grade --out harmonized.csv\n\nWithout --features, every numeric column other than the id, site, batch, covariates and the\nstudy's clinical/outcome columns is a feature. The fitted model is written next to --out."
+    )]
+    Harmonize {
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long, default_value = "site")]
+        site_column: String,
+        #[arg(long, default_value = "patient_id")]
+        id_column: String,
+        /// Batch column nested within sites (e.g. scanner); default: each site is a batch.
+        #[arg(long)]
+        batch_column: Option<String>,
+        /// Covariates whose effects ComBat preserves.
+        #[arg(long, value_delimiter = ',')]
+        covariates: Option<Vec<String>>,
+        /// Which covariates are categorical (default: non-numeric or at most 5 levels).
+        #[arg(long, value_delimiter = ',')]
+        categorical: Option<Vec<String>>,
+        /// Feature columns to harmonise.
+        #[arg(long, value_delimiter = ',', conflicts_with = "features_after")]
+        features: Option<Vec<String>>,
+        /// Every column after this one is a feature.
+        #[arg(long)]
+        features_after: Option<String>,
+        #[arg(long, value_enum, default_value_t = Mode::Parametric)]
+        mode: Mode,
+        /// Every simulated site's policy min_count.
+        #[arg(long, default_value_t = 5)]
+        min_count: u64,
+        #[arg(long, default_value = "harmonized.csv")]
+        out: PathBuf,
+    },
+}
+
+/// ComBat's empirical-Bayes variant.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Parametric,
+    Nonparametric,
+    MeanOnly,
+}
+
+impl From<Mode> for HarmonizeMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Parametric => HarmonizeMode::Parametric,
+            Mode::Nonparametric => HarmonizeMode::Nonparametric,
+            Mode::MeanOnly => HarmonizeMode::MeanOnly,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -138,75 +187,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             categorical,
             min_count,
             out,
-        }) => {
-            let pooled = PooledTable::read(&table, &site_column)?;
-            for v in variables.iter().chain([&label_column, &id_column]) {
-                if pooled.column(v).is_none() {
-                    bail!(
-                        "{}: column {v:?} is missing; the table has: {}",
-                        table.display(),
-                        pooled.header.join(", ")
-                    );
-                }
-            }
-            let categorical =
-                categorical.unwrap_or_else(|| pooled.guess_categorical(&variables, 5));
-            let spec = StudySpec {
-                id: StudyId::new("table1")?,
-                title: format!("Table 1 of {}", table.display()),
-                analysis: AnalysisSpec::Table1(Table1Spec {
-                    label_column: label_column.clone(),
-                    positive_label: "1".into(),
-                    negative_label: "0".into(),
-                    variables,
-                    categorical,
-                    resolution: 1e-9,
-                    depth_per_round: 4,
-                }),
-            };
-            spec.validate()?;
-            let opts = SimOptions {
-                min_count,
-                id_column,
-                label_column,
-                ..SimOptions::default()
-            };
-            runtime()?.block_on(async {
-                let sim = Simulation::start(&pooled, &spec, &opts).await?;
-                eprintln!(
-                    "simulating {} sites over loopback mTLS (aggregator on {})",
-                    sim.sites.len(),
-                    sim.server.addr
-                );
-                let state = sim.run_study(spec, opts.timeout).await;
-                sim.shutdown().await;
-                let state = state?;
-                match (&state.status, &state.output) {
-                    (StudyStatus::Completed, Some(StudyOutput::Table1(t))) => {
-                        let csv = t.to_csv();
-                        write_output(&out, csv.as_bytes())?;
-                        write_output(
-                            &out.with_extension("json"),
-                            serde_json::to_string_pretty(t)?.as_bytes(),
-                        )?;
-                        print!("{csv}");
-                        eprintln!(
-                            "wrote {} and {} ({} rounds)",
-                            out.display(),
-                            out.with_extension("json").display(),
-                            state.round
-                        );
-                        Ok(())
-                    }
-                    (s, _) => bail!("the study did not complete: {}", s.describe()),
-                }
-            })
-        }
+        }) => runtime()?.block_on(commands::simulate_table1(commands::Table1Args {
+            table: &table,
+            site_column: &site_column,
+            label_column: &label_column,
+            id_column: &id_column,
+            variables,
+            categorical,
+            min_count,
+            out: &out,
+        })),
+        Command::Simulate(Simulate::Harmonize {
+            table,
+            site_column,
+            id_column,
+            batch_column,
+            covariates,
+            categorical,
+            features,
+            features_after,
+            mode,
+            min_count,
+            out,
+        }) => runtime()?.block_on(commands::simulate_harmonize(commands::HarmonizeArgs {
+            table: &table,
+            site_column: &site_column,
+            id_column: &id_column,
+            batch_column,
+            covariates: covariates.unwrap_or_default(),
+            categorical,
+            features,
+            features_after,
+            mode: mode.into(),
+            min_count,
+            out: &out,
+        })),
     }
-}
-
-fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn submit(state: &Path, study: &Path) -> anyhow::Result<()> {

@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 pub struct PooledTable {
     pub header: Vec<String>,
     pub by_site: BTreeMap<SiteId, Vec<Vec<String>>>,
+    /// For each row of the file, in file order: its site and its index within that site.
+    pub order: Vec<(SiteId, usize)>,
 }
 
 impl PooledTable {
@@ -47,17 +49,24 @@ impl PooledTable {
             );
         };
         let mut by_site: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
+        let mut order = Vec::new();
         for (i, rec) in reader.records().enumerate() {
             let rec = rec.with_context(|| format!("{}: bad CSV record", path.display()))?;
             let row: Vec<String> = rec.iter().map(str::to_string).collect();
             let site = SiteId::new(row[site_idx].clone())
                 .with_context(|| format!("{} data row {}: site column", path.display(), i + 1))?;
-            by_site.entry(site).or_default().push(row);
+            let rows = by_site.entry(site.clone()).or_default();
+            order.push((site, rows.len()));
+            rows.push(row);
         }
         if by_site.is_empty() {
             bail!("{}: the table has no rows", path.display());
         }
-        Ok(Self { header, by_site })
+        Ok(Self {
+            header,
+            by_site,
+            order,
+        })
     }
 
     /// A column's values over every site (in site order), as text.

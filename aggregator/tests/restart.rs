@@ -259,7 +259,9 @@ fn sigkill_mid_study_then_restart_gives_the_undisturbed_result() {
 }
 
 fn toml_of(spec: &StudySpec) -> String {
-    let AnalysisSpec::Table1(t) = &spec.analysis;
+    let AnalysisSpec::Table1(t) = &spec.analysis else {
+        panic!("a table1 spec")
+    };
     let list = |v: &[String]| {
         v.iter()
             .map(|s| format!("\"{s}\""))

@@ -37,7 +37,7 @@ allow_all_studies = false     # if false, only the study hashes below are answer
 allowed_studies = []          # e.g. ["3f2a..."] (the study hash printed by `aggregator submit`)
 release_predictions = false   # per-patient predictions never leave unless true
 share_models = false          # fitted base models stay home unless true
-max_params_per_row = 0.2      # disclosure guard for cross-product matrices (p <= ratio * n)
+max_params_per_row = 0.33     # disclosure guard for cross-product matrices (p <= ratio * n; DataSHIELD default)
 "#;
 
 /// The example `site.toml` for an aggregator URL. `aggregator_name` is the URL's host, i.e. the
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(v["state_dir"].as_str(), Some("state"));
         let p: toml::Table = POLICY_TOML.parse().unwrap();
         assert_eq!(p["min_count"].as_integer(), Some(5));
-        assert_eq!(p["max_params_per_row"].as_float(), Some(0.2));
+        assert_eq!(p["max_params_per_row"].as_float(), Some(0.33));
         assert_eq!(p["allowed_studies"].as_array().map(Vec::len), Some(0));
     }
 }

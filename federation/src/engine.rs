@@ -13,6 +13,7 @@
 //!   sites; it resumes by itself when they answer. It never hangs silently;
 //! - a site's `Failure` fails the study with that site's message.
 
+use crate::harmonize::{HarmonizeDriver, HarmonizeOutput};
 use crate::ids::{SiteId, StudyHash};
 use crate::study::{AnalysisSpec, StudySpec};
 use crate::table1::{Table1Driver, Table1Output};
@@ -62,12 +63,14 @@ impl StudyStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Analysis {
     Table1(Table1Driver),
+    Harmonize(HarmonizeDriver),
 }
 
 /// A finished study's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StudyOutput {
     Table1(Table1Output),
+    Harmonize(HarmonizeOutput),
 }
 
 /// What an analysis does after a complete round.
@@ -91,12 +94,17 @@ impl Analysis {
                 let (driver, task) = Table1Driver::start(t.clone(), sites.to_vec());
                 (Analysis::Table1(driver), same_for_all(sites, task))
             }
+            AnalysisSpec::Harmonize(h) => {
+                let (driver, tasks) = HarmonizeDriver::start(h.clone(), sites.to_vec());
+                (Analysis::Harmonize(driver), tasks)
+            }
         }
     }
 
     fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
         match self {
             Analysis::Table1(d) => d.on_round(results),
+            Analysis::Harmonize(d) => d.on_round(results),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! every step can be tested against a pooled reference without starting a server.
 
 pub mod engine;
+pub mod harmonize;
 pub mod ids;
 pub mod local;
 pub mod policy;

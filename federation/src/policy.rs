@@ -33,7 +33,7 @@ fn default_min_count() -> u64 {
     5
 }
 fn default_params_ratio() -> f64 {
-    0.2
+    0.33
 }
 
 impl Default for SitePolicy {

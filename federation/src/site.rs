@@ -4,8 +4,8 @@
 use crate::policy::SitePolicy;
 use crate::study::{AnalysisSpec, StudySpec, hash_canonical};
 use crate::table::SiteTable;
-use crate::table1;
 use crate::task::{Released, ResultBody, SiteFailure, Task, TaskBody, TaskResult};
+use crate::{harmonize, table1};
 
 fn failure(task: &Task, message: String) -> TaskResult {
     TaskResult {
@@ -67,22 +67,42 @@ fn compute(
     }
     let body = match (&spec.analysis, &task.body) {
         (AnalysisSpec::Table1(t), TaskBody::Table1Summary(s)) => {
-            table1::site_summary(table, t, s, policy).map(ResultBody::Table1Summary)
+            table1::site_summary(table, t, s, policy)
+                .map(ResultBody::Table1Summary)
+                .map_err(|e| (e.to_string(), e.public_message()))
         }
         (AnalysisSpec::Table1(t), TaskBody::Histogram(h)) => {
-            table1::site_histogram(table, t, h, policy).map(ResultBody::Histogram)
+            table1::site_histogram(table, t, h, policy)
+                .map(ResultBody::Histogram)
+                .map_err(|e| (e.to_string(), e.public_message()))
         }
+        (
+            AnalysisSpec::Harmonize(h),
+            body @ (TaskBody::ComBatLevels(_)
+            | TaskBody::ComBatCrossProducts(_)
+            | TaskBody::ComBatResiduals(_)
+            | TaskBody::ComBatEstimate(_)),
+        ) => harmonize::site_answer(table, h, body, policy)
+            .map_err(|e| (e.to_string(), e.public_message())),
+        (analysis, body) => Err((
+            String::new(),
+            format!(
+                "a {} task does not belong to a {} study; refusing",
+                body.kind(),
+                analysis.kind()
+            ),
+        )),
     };
     let result = TaskResult {
         study_id: task.study_id.clone(),
         round: task.round,
         body: match body {
             Ok(b) => b,
-            Err(e) => {
-                *note = Some(e.to_string());
-                ResultBody::Failure(SiteFailure {
-                    message: e.public_message(),
-                })
+            Err((local, public)) => {
+                if !local.is_empty() {
+                    *note = Some(local);
+                }
+                ResultBody::Failure(SiteFailure { message: public })
             }
         },
     };
@@ -148,6 +168,25 @@ pub fn describe(result: &TaskResult) -> String {
                 h.variables.len()
             )
         }
+        ResultBody::ComBatLevels(l) => format!(
+            "batch labels ({}) and categorical levels present; no counts",
+            l.batches.len()
+        ),
+        ResultBody::ComBatCrossProducts(c) => format!(
+            "W'W ({} values) and W'Y ({} values) over {} rows",
+            c.wtw.len(),
+            c.wty.len(),
+            c.n
+        ),
+        ResultBody::ComBatResiduals(r) => format!(
+            "residual sums of squares for {} features over {} rows",
+            r.rss.len(),
+            r.n
+        ),
+        ResultBody::ComBatEstimates(b) => format!(
+            "ComBat location/scale estimates for {} batches (smallest batch {smallest})",
+            b.len()
+        ),
         ResultBody::Failure(f) => format!("failure message: {}", f.message),
     }
 }

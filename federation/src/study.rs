@@ -20,14 +20,50 @@ pub struct StudySpec {
 pub enum AnalysisSpec {
     /// Baseline characteristics by outcome group (the study's Table 1).
     Table1(Table1Spec),
+    /// Distributed ComBat harmonisation of feature columns (batch = site or a nested column).
+    Harmonize(HarmonizeSpec),
 }
 
 impl AnalysisSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             AnalysisSpec::Table1(_) => "table1",
+            AnalysisSpec::Harmonize(_) => "harmonize",
         }
     }
+}
+
+/// Distributed ComBat (Chen et al. 2022) as in neuroCombat / `sva::ComBat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarmonizeSpec {
+    /// Feature columns to harmonise, in output order.
+    pub features: Vec<String>,
+    /// Column holding the batch (e.g. scanner), nested within sites; absent = each site is one
+    /// batch, labelled with its site id.
+    #[serde(default)]
+    pub batch_column: Option<String>,
+    /// Covariates whose effects ComBat preserves, in design order.
+    #[serde(default)]
+    pub covariates: Vec<String>,
+    /// Those of `covariates` that are categorical (one-hot, first sorted level as reference).
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    #[serde(default)]
+    pub mode: HarmonizeMode,
+}
+
+/// The empirical-Bayes variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HarmonizeMode {
+    /// Parametric priors (sva default).
+    #[default]
+    Parametric,
+    /// Non-parametric priors (`par.prior = FALSE`).
+    Nonparametric,
+    /// Adjust means only (`mean.only = TRUE`).
+    MeanOnly,
 }
 
 /// Table 1: every variable summarised overall and by outcome group, with a test per variable.
@@ -105,6 +141,33 @@ impl StudySpec {
     /// Checks what the type system cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         match &self.analysis {
+            AnalysisSpec::Harmonize(h) => {
+                if h.features.is_empty() {
+                    return Err(SpecError::Invalid(
+                        "analysis.features is empty; list the feature columns to harmonise".into(),
+                    ));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for f in h.features.iter().chain(&h.covariates) {
+                    if !seen.insert(f) {
+                        return Err(SpecError::Invalid(format!(
+                            "column {f:?} is listed twice (features and covariates must be distinct)"
+                        )));
+                    }
+                }
+                if let Some(c) = h.categorical.iter().find(|c| !h.covariates.contains(c)) {
+                    return Err(SpecError::Invalid(format!(
+                        "categorical covariate {c:?} is not in analysis.covariates"
+                    )));
+                }
+                if let Some(b) = &h.batch_column
+                    && seen.contains(b)
+                {
+                    return Err(SpecError::Invalid(format!(
+                        "batch column {b:?} is also a feature or covariate"
+                    )));
+                }
+            }
             AnalysisSpec::Table1(t) => {
                 if t.variables.is_empty() {
                     return Err(SpecError::Invalid(
@@ -186,7 +249,9 @@ categorical = ["sex"]
     fn parses_and_hashes_stably() {
         let s = StudySpec::from_toml(EXAMPLE).unwrap();
         assert_eq!(s.hash(), StudySpec::from_toml(EXAMPLE).unwrap().hash());
-        let AnalysisSpec::Table1(t) = &s.analysis;
+        let AnalysisSpec::Table1(t) = &s.analysis else {
+            panic!("a table1 spec")
+        };
         assert_eq!(t.kind_of("sex"), VariableKind::Categorical);
         assert_eq!(t.kind_of("age"), VariableKind::Continuous);
         let back: StudySpec = serde_json::from_str(&s.canonical_json()).unwrap();

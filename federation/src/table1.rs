@@ -681,8 +681,6 @@ pub struct LevelResult {
 }
 
 /// One variable's Table 1 result. Index order of the `[_; 3]` arrays: overall, group 1, group 0.
-// A handful of these exist per study; boxing the larger variant would only add noise.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VariableResult {
     Continuous {

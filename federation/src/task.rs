@@ -26,6 +26,14 @@ pub enum TaskBody {
     Table1Summary(Table1SummaryTask),
     /// Table 1, later rounds: refine the laminar histogram trees of continuous variables.
     Histogram(HistogramTask),
+    /// ComBat round 0: which batches and covariate levels occur.
+    ComBatLevels(ComBatTask),
+    /// ComBat round 1: W'W and W'Y for the design.
+    ComBatCrossProducts(ComBatTask),
+    /// ComBat round 2: residual sums of squares for the fitted B.
+    ComBatResiduals(ComBatTask),
+    /// ComBat round 3: the empirical-Bayes step for each batch this site holds.
+    ComBatEstimate(ComBatTask),
 }
 
 impl TaskBody {
@@ -33,8 +41,35 @@ impl TaskBody {
         match self {
             TaskBody::Table1Summary(_) => "table1_summary",
             TaskBody::Histogram(_) => "histogram",
+            TaskBody::ComBatLevels(_) => "combat_levels",
+            TaskBody::ComBatCrossProducts(_) => "combat_cross_products",
+            TaskBody::ComBatResiduals(_) => "combat_residuals",
+            TaskBody::ComBatEstimate(_) => "combat_estimate",
         }
     }
+}
+
+/// Where a site's batch labels come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BatchSource {
+    /// Every row's batch is this label (batch = site; the aggregator sends the site's id).
+    Label(String),
+    /// The batch is this column of the site's table.
+    Column(String),
+}
+
+/// A ComBat round's input: the batch source plus what earlier rounds established (the site keeps
+/// no state between rounds, so every task carries it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComBatTask {
+    pub batch: BatchSource,
+    /// Round 1 onwards: the global design.
+    pub design: Option<models::combat::DesignSpec>,
+    /// Round 2: the regression fit.
+    pub fit: Option<models::combat::ComBatFit>,
+    /// Round 3: the global fit with pooled variances, and the EB options.
+    pub global: Option<models::combat::ComBatGlobal>,
+    pub options: Option<models::combat::ComBatOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +120,11 @@ pub struct TaskResult {
 pub enum ResultBody {
     Table1Summary(Table1SummaryResult),
     Histogram(HistogramResult),
+    ComBatLevels(models::combat::SiteLevels),
+    ComBatCrossProducts(models::combat::ComBatCrossProducts),
+    ComBatResiduals(models::combat::ComBatResiduals),
+    /// Per batch held by the site: its location/scale estimates (aggregates over the batch).
+    ComBatEstimates(Vec<models::combat::BatchAdjustment>),
     /// The site could not compute the answer (bad data, missing column): the message says what to
     /// fix at the site. The study fails with it; nothing else is sent.
     Failure(SiteFailure),
@@ -95,6 +135,10 @@ impl ResultBody {
         match self {
             ResultBody::Table1Summary(_) => "table1_summary",
             ResultBody::Histogram(_) => "histogram",
+            ResultBody::ComBatLevels(_) => "combat_levels",
+            ResultBody::ComBatCrossProducts(_) => "combat_cross_products",
+            ResultBody::ComBatResiduals(_) => "combat_residuals",
+            ResultBody::ComBatEstimates(_) => "combat_estimate",
             ResultBody::Failure(_) => "failure",
         }
     }
@@ -201,7 +245,10 @@ impl TaskResult {
                     }
                 }
             }
-            ResultBody::Failure(_) => {}
+            ResultBody::ComBatCrossProducts(c) => counts.push(c.n),
+            ResultBody::ComBatResiduals(r) => counts.push(r.n),
+            ResultBody::ComBatEstimates(b) => counts.extend(b.iter().map(|b| b.n)),
+            ResultBody::ComBatLevels(_) | ResultBody::Failure(_) => {}
         }
         counts.into_iter().filter(|&c| c > 0).min()
     }

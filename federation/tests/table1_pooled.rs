@@ -87,6 +87,7 @@ fn output(state: &StudyState) -> &Table1Output {
     assert_eq!(state.status, StudyStatus::Completed, "{:?}", state.status);
     match state.output.as_ref().unwrap() {
         StudyOutput::Table1(t) => t,
+        other => panic!("not a Table 1: {other:?}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Decoding is strict: a missing field, a wrong-length group array or an invalid id is a typed
 //! error naming the field, never a default value silently standing in for data.
 
+use crate::convert_combat as cc;
 use crate::pb;
 use federation::ids::{IdError, StudyHash, StudyId};
 use federation::task::{
@@ -95,6 +96,12 @@ impl TryFrom<pb::Task> for Task {
                 continuous: s.continuous,
                 categorical: s.categorical,
             }),
+            pb::task::Body::CombatLevels(t) => TaskBody::ComBatLevels(cc::task_from(t)?),
+            pb::task::Body::CombatCrossProducts(t) => {
+                TaskBody::ComBatCrossProducts(cc::task_from(t)?)
+            }
+            pb::task::Body::CombatResiduals(t) => TaskBody::ComBatResiduals(cc::task_from(t)?),
+            pb::task::Body::CombatEstimate(t) => TaskBody::ComBatEstimate(cc::task_from(t)?),
             pb::task::Body::Histogram(h) => TaskBody::Histogram(HistogramTask {
                 variables: h
                     .variables
@@ -140,6 +147,10 @@ impl From<&Task> for pb::Task {
                 continuous: s.continuous.clone(),
                 categorical: s.categorical.clone(),
             }),
+            TaskBody::ComBatLevels(t) => pb::task::Body::CombatLevels(cc::task_to(t)),
+            TaskBody::ComBatCrossProducts(t) => pb::task::Body::CombatCrossProducts(cc::task_to(t)),
+            TaskBody::ComBatResiduals(t) => pb::task::Body::CombatResiduals(cc::task_to(t)),
+            TaskBody::ComBatEstimate(t) => pb::task::Body::CombatEstimate(cc::task_to(t)),
             TaskBody::Histogram(h) => pb::task::Body::Histogram(pb::HistogramTask {
                 variables: h
                     .variables
@@ -197,6 +208,16 @@ impl TryFrom<pb::TaskResult> for TaskResult {
             }),
             pb::task_result::Body::Failure(f) => {
                 ResultBody::Failure(SiteFailure { message: f.message })
+            }
+            pb::task_result::Body::CombatLevels(l) => ResultBody::ComBatLevels(cc::levels_from(l)),
+            pb::task_result::Body::CombatCrossProducts(c) => {
+                ResultBody::ComBatCrossProducts(cc::cross_from(c))
+            }
+            pb::task_result::Body::CombatResiduals(r) => {
+                ResultBody::ComBatResiduals(cc::residuals_from(r))
+            }
+            pb::task_result::Body::CombatEstimates(e) => {
+                ResultBody::ComBatEstimates(cc::estimates_from(e))
             }
         };
         Ok(TaskResult {
@@ -345,6 +366,16 @@ impl From<&TaskResult> for pb::TaskResult {
             ResultBody::Failure(f) => pb::task_result::Body::Failure(pb::SiteFailure {
                 message: f.message.clone(),
             }),
+            ResultBody::ComBatLevels(l) => pb::task_result::Body::CombatLevels(cc::levels_to(l)),
+            ResultBody::ComBatCrossProducts(c) => {
+                pb::task_result::Body::CombatCrossProducts(cc::cross_to(c))
+            }
+            ResultBody::ComBatResiduals(r) => {
+                pb::task_result::Body::CombatResiduals(cc::residuals_to(r))
+            }
+            ResultBody::ComBatEstimates(e) => {
+                pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
+            }
         };
         pb::TaskResult {
             study_id: r.study_id.to_string(),
@@ -439,6 +470,117 @@ mod tests {
                 }),
             },
         ]
+    }
+
+    fn combat_fit() -> models::combat::ComBatFit {
+        use models::combat::{CovariateKind, CovariateSpec, DesignSpec};
+        models::combat::ComBatFit {
+            spec: DesignSpec {
+                batches: vec!["S01".into(), "S02".into()],
+                covariates: vec![
+                    CovariateSpec {
+                        name: "age".into(),
+                        kind: CovariateKind::Continuous,
+                    },
+                    CovariateSpec {
+                        name: "grade".into(),
+                        kind: CovariateKind::Categorical {
+                            levels: vec!["G1".into(), "G2".into()],
+                        },
+                    },
+                ],
+            },
+            beta: ndarray::Array2::from_shape_vec(
+                (4, 2),
+                vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.1],
+            )
+            .unwrap(),
+            grand_mean: vec![0.5, -1.25],
+            batch_n: vec![7, 9],
+            n: 16,
+            unadjusted: vec![false, true],
+        }
+    }
+
+    #[test]
+    fn combat_messages_round_trip_through_bytes() {
+        use federation::task::{BatchSource, ComBatTask};
+        let global = models::combat::ComBatGlobal {
+            fit: combat_fit(),
+            var_pooled: vec![2.0, 3.5],
+        };
+        let task = Task {
+            body: TaskBody::ComBatEstimate(ComBatTask {
+                batch: BatchSource::Column("scanner".into()),
+                design: Some(combat_fit().spec),
+                fit: Some(combat_fit()),
+                global: Some(global),
+                options: Some(models::combat::ComBatOptions::default()),
+            }),
+            ..sample_task()
+        };
+        let bytes = pb::Task::from(&task).encode_to_vec();
+        assert_eq!(
+            Task::try_from(pb::Task::decode(bytes.as_slice()).unwrap()).unwrap(),
+            task
+        );
+
+        let id = StudyId::new("h").unwrap();
+        let bodies = vec![
+            ResultBody::ComBatLevels(models::combat::SiteLevels {
+                batches: vec!["S01".into()],
+                levels: vec![vec![], vec!["G1".into()]],
+            }),
+            ResultBody::ComBatCrossProducts(models::combat::ComBatCrossProducts {
+                n: 12,
+                wtw: vec![12.0, 0.0, 600.5],
+                wty: vec![1.0, 2.0],
+                constant_in_batch: vec![false],
+            }),
+            ResultBody::ComBatResiduals(models::combat::ComBatResiduals {
+                n: 12,
+                rss: vec![3.25],
+            }),
+            ResultBody::ComBatEstimates(vec![models::combat::BatchAdjustment {
+                batch: "S01".into(),
+                n: 12,
+                gamma_hat: vec![0.1],
+                delta_hat: vec![1.1],
+                gamma_bar: 0.1,
+                tau2: 0.01,
+                a_prior: Some(3.0),
+                b_prior: None,
+                gamma_star: vec![0.09],
+                delta_star: vec![1.05],
+                iterations: 4,
+            }]),
+        ];
+        for body in bodies {
+            let r = TaskResult {
+                study_id: id.clone(),
+                round: 2,
+                body,
+            };
+            let bytes = pb::TaskResult::from(&r).encode_to_vec();
+            assert_eq!(
+                TaskResult::try_from(pb::TaskResult::decode(bytes.as_slice()).unwrap()).unwrap(),
+                r
+            );
+        }
+
+        // A matrix whose data disagrees with its shape is refused, naming the field.
+        let mut t = pb::Task::from(&task);
+        if let Some(pb::task::Body::CombatEstimate(c)) = &mut t.body {
+            c.fit.as_mut().unwrap().beta.as_mut().unwrap().data.pop();
+        }
+        assert_eq!(
+            Task::try_from(t).unwrap_err(),
+            ConvertError::Length {
+                field: "ComBatFit.beta",
+                got: 7,
+                expected: 8
+            }
+        );
     }
 
     #[test]

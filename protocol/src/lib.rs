@@ -5,6 +5,7 @@
 //! fresh machine needs no system protobuf compiler.
 
 pub mod convert;
+mod convert_combat;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.

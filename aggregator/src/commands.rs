@@ -1,0 +1,265 @@
+//! The one-shot commands behind `aggregator simulate …`: build the study from the flags, run it
+//! over loopback mTLS, write the outputs. `main.rs` only parses and reports.
+
+use crate::simulate::{PooledTable, SimOptions, Simulation};
+use anyhow::{Context, bail};
+use federation::StudyId;
+use federation::engine::{StudyOutput, StudyState, StudyStatus};
+use federation::harmonize::site_rows;
+use federation::study::{AnalysisSpec, HarmonizeMode, HarmonizeSpec, StudySpec, Table1Spec};
+use federation::table::SiteTable;
+use federation::task::BatchSource;
+use std::path::Path;
+
+/// The study's clinical and outcome columns: never treated as radiomics features by default.
+pub const CLINICAL_COLUMNS: [&str; 11] = [
+    "age",
+    "sex",
+    "ecog",
+    "grade",
+    "ki67",
+    "months_dx_to_tx",
+    "met_pattern",
+    "prior_surgery",
+    "response",
+    "pfs_months",
+    "pfs_event",
+];
+
+fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn require_columns(table: &PooledTable, path: &Path, columns: &[&String]) -> anyhow::Result<()> {
+    for c in columns {
+        if table.column(c).is_none() {
+            bail!(
+                "{}: column {c:?} is missing; the table has: {}",
+                path.display(),
+                table.header.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `spec` over one simulated agent per site and returns the finished state.
+async fn run(
+    table: &PooledTable,
+    spec: StudySpec,
+    opts: &SimOptions,
+) -> anyhow::Result<StudyState> {
+    spec.validate()?;
+    let sim = Simulation::start(table, &spec, opts).await?;
+    eprintln!(
+        "simulating {} sites over loopback mTLS (aggregator on {})",
+        sim.sites.len(),
+        sim.server.addr
+    );
+    let state = sim.run_study(spec, opts.timeout).await;
+    sim.shutdown().await;
+    let state = state?;
+    if state.status != StudyStatus::Completed {
+        bail!("the study did not complete: {}", state.status.describe());
+    }
+    Ok(state)
+}
+
+/// Arguments of `simulate table1`.
+pub struct Table1Args<'a> {
+    pub table: &'a Path,
+    pub site_column: &'a str,
+    pub label_column: &'a str,
+    pub id_column: &'a str,
+    pub variables: Vec<String>,
+    pub categorical: Option<Vec<String>>,
+    pub min_count: u64,
+    pub out: &'a Path,
+}
+
+/// `aggregator simulate table1`.
+pub async fn simulate_table1(a: Table1Args<'_>) -> anyhow::Result<()> {
+    let pooled = PooledTable::read(a.table, a.site_column)?;
+    let label = a.label_column.to_string();
+    let id = a.id_column.to_string();
+    require_columns(
+        &pooled,
+        a.table,
+        &a.variables.iter().chain([&label, &id]).collect::<Vec<_>>(),
+    )?;
+    let categorical = a
+        .categorical
+        .unwrap_or_else(|| pooled.guess_categorical(&a.variables, 5));
+    let spec = StudySpec {
+        id: StudyId::new("table1")?,
+        title: format!("Table 1 of {}", a.table.display()),
+        analysis: AnalysisSpec::Table1(Table1Spec {
+            label_column: label.clone(),
+            positive_label: "1".into(),
+            negative_label: "0".into(),
+            variables: a.variables,
+            categorical,
+            resolution: 1e-9,
+            depth_per_round: 4,
+        }),
+    };
+    let opts = SimOptions {
+        min_count: a.min_count,
+        id_column: id,
+        label_column: label,
+        ..SimOptions::default()
+    };
+    let state = run(&pooled, spec, &opts).await?;
+    let Some(StudyOutput::Table1(t)) = &state.output else {
+        bail!("the study produced no table");
+    };
+    let csv = t.to_csv();
+    write_output(a.out, csv.as_bytes())?;
+    let json = a.out.with_extension("json");
+    write_output(&json, serde_json::to_string_pretty(t)?.as_bytes())?;
+    print!("{csv}");
+    eprintln!(
+        "wrote {} and {} ({} rounds)",
+        a.out.display(),
+        json.display(),
+        state.round
+    );
+    Ok(())
+}
+
+/// Arguments of `simulate harmonize`.
+pub struct HarmonizeArgs<'a> {
+    pub table: &'a Path,
+    pub site_column: &'a str,
+    pub id_column: &'a str,
+    pub batch_column: Option<String>,
+    pub covariates: Vec<String>,
+    pub categorical: Option<Vec<String>>,
+    pub features: Option<Vec<String>>,
+    pub features_after: Option<String>,
+    pub mode: HarmonizeMode,
+    pub min_count: u64,
+    pub out: &'a Path,
+}
+
+/// The default feature columns: every numeric column that is not the id, the site, the batch,
+/// a covariate, or one of the study's clinical/outcome columns.
+pub fn default_features(table: &PooledTable, excluded: &[&str]) -> Vec<String> {
+    table
+        .header
+        .iter()
+        .filter(|h| !excluded.contains(&h.as_str()) && !CLINICAL_COLUMNS.contains(&h.as_str()))
+        .filter(|h| {
+            table.column(h).is_some_and(|col| {
+                col.iter()
+                    .filter(|v| !federation::table::is_missing(v))
+                    .all(|v| v.parse::<f64>().is_ok())
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `aggregator simulate harmonize`: distributed ComBat, then the same table with the feature
+/// columns harmonised (same rows in the same order, same columns).
+pub async fn simulate_harmonize(a: HarmonizeArgs<'_>) -> anyhow::Result<()> {
+    let pooled = PooledTable::read(a.table, a.site_column)?;
+    let mut excluded: Vec<&str> = vec![a.id_column, a.site_column];
+    if let Some(b) = &a.batch_column {
+        excluded.push(b);
+    }
+    excluded.extend(a.covariates.iter().map(String::as_str));
+    let features = match (a.features, a.features_after) {
+        (Some(f), _) => f,
+        (None, Some(after)) => {
+            let Some(i) = pooled.header.iter().position(|h| *h == after) else {
+                bail!(
+                    "--features-after: column {after:?} is not in {}",
+                    a.table.display()
+                );
+            };
+            pooled.header[i + 1..].to_vec()
+        }
+        (None, None) => default_features(&pooled, &excluded),
+    };
+    if features.is_empty() {
+        bail!("no feature columns to harmonise; name them with --features");
+    }
+    let mut needed: Vec<&String> = features.iter().chain(&a.covariates).collect();
+    if let Some(b) = &a.batch_column {
+        needed.push(b);
+    }
+    require_columns(&pooled, a.table, &needed)?;
+    let categorical = a
+        .categorical
+        .unwrap_or_else(|| pooled.guess_categorical(&a.covariates, 5));
+    let spec = HarmonizeSpec {
+        features,
+        batch_column: a.batch_column,
+        covariates: a.covariates,
+        categorical,
+        mode: a.mode,
+    };
+    let study = StudySpec {
+        id: StudyId::new("harmonize")?,
+        title: format!("ComBat of {}", a.table.display()),
+        analysis: AnalysisSpec::Harmonize(spec.clone()),
+    };
+    let opts = SimOptions {
+        min_count: a.min_count,
+        id_column: a.id_column.to_string(),
+        ..SimOptions::default()
+    };
+    let state = run(&pooled, study, &opts).await?;
+    let Some(StudyOutput::Harmonize(h)) = &state.output else {
+        bail!("the study produced no ComBat model");
+    };
+    // Apply the frozen model site by site (the simulation holds every row), then write the rows
+    // back in file order.
+    let mut harmonised = std::collections::BTreeMap::new();
+    for (site, rows) in &pooled.by_site {
+        let t = SiteTable::new(pooled.header.clone(), rows.clone())?;
+        let batch = match &spec.batch_column {
+            Some(c) => BatchSource::Column(c.clone()),
+            None => BatchSource::Label(site.to_string()),
+        };
+        let r = site_rows(&t, &spec, &batch)?;
+        harmonised.insert(site.clone(), h.model.apply(&r.view())?);
+    }
+    let cols: Vec<usize> = spec
+        .features
+        .iter()
+        .map(|f| {
+            pooled
+                .header
+                .iter()
+                .position(|h| h == f)
+                .expect("checked above")
+        })
+        .collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&pooled.header)?;
+    for (site, i) in &pooled.order {
+        let mut row = pooled.by_site[site][*i].clone();
+        let x = &harmonised[site];
+        for (j, &c) in cols.iter().enumerate() {
+            row[c] = x[[*i, j]].to_string();
+        }
+        w.write_record(&row)?;
+    }
+    write_output(a.out, &w.into_inner()?)?;
+    let model = a.out.with_extension("model.json");
+    write_output(&model, serde_json::to_string_pretty(h)?.as_bytes())?;
+    eprintln!(
+        "harmonised {} features over {} rows; wrote {} and {} ({} rounds)",
+        spec.features.len(),
+        pooled.order.len(),
+        a.out.display(),
+        model.display(),
+        state.round
+    );
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Distributed ComBat (Chen et al., NeuroImage 2022), both halves, over the round engine.
+//!
+//! Rounds: 0 — each site names the batches and covariate levels it holds; 1 — W'W and W'Y of its
+//! rows (W = batch one-hot + covariates); 2 — per-feature residual sums of squares for the
+//! pooled B; 3 — the empirical-Bayes step for each batch it holds (a batch never spans sites).
+//! The aggregator's final `ComBatModel` equals `models::combat::combat_pooled` on the pooled rows
+//! to round-off. Sites keep no state: every task carries what earlier rounds established.
+//!
+//! Disclosure: W'W holds batch sizes and, for categorical covariates, level counts (also within
+//! each batch). A site refuses (sends a `Failure`) when any of those counts, or its row count, is
+//! between 1 and `min_count − 1`, or when the design's parameter count exceeds
+//! `max_params_per_row × rows` (the DataSHIELD-style guard).
+
+use crate::engine::{Step, StudyOutput};
+use crate::ids::SiteId;
+use crate::policy::SitePolicy;
+use crate::study::{HarmonizeMode, HarmonizeSpec};
+use crate::table::{SiteTable, TableError};
+use crate::task::{BatchSource, ComBatTask, ResultBody, TaskBody};
+use models::combat::{
+    self, BatchAdjustment, ComBatCrossProducts, ComBatModel, ComBatOptions, ComBatResiduals,
+    ComBatRows, CovariateColumn, CovariateKind, DesignSpec, EbMode, SiteLevels,
+};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why a site cannot answer a ComBat round.
+#[derive(Debug, thiserror::Error)]
+pub enum HarmonizeError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(
+        "column {column:?} has a missing value (row {row}); ComBat needs complete features and covariates"
+    )]
+    Missing { column: String, row: usize },
+    #[error("{0}")]
+    Disclosure(String),
+    #[error("ComBat: {0}")]
+    Model(#[from] models::ModelsError),
+    #[error("the task is missing its {0}; the aggregator sent an incomplete ComBat round")]
+    Incomplete(&'static str),
+}
+
+impl HarmonizeError {
+    /// What may leave the site (no patient ids or values).
+    pub fn public_message(&self) -> String {
+        match self {
+            HarmonizeError::Table(TableError::NotNumeric { column, .. }) => format!(
+                "column {column:?} holds a value that is not a number at this site (details in the agent's log)"
+            ),
+            HarmonizeError::Table(TableError::MissingColumn { column, .. }) => {
+                format!("column {column:?} is missing from this site's table")
+            }
+            HarmonizeError::Missing { column, .. } => format!(
+                "column {column:?} has missing values at this site; ComBat needs complete data"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The rows of one site in the shape `models::combat` takes.
+pub struct SiteRows {
+    pub batch: Vec<String>,
+    pub covariates: Vec<CovariateColumn>,
+    pub features: Array2<f64>,
+}
+
+impl SiteRows {
+    pub fn view(&self) -> ComBatRows<'_> {
+        ComBatRows {
+            batch: &self.batch,
+            covariates: &self.covariates,
+            features: self.features.view(),
+        }
+    }
+}
+
+fn complete(column: &str, values: Vec<Option<f64>>) -> Result<Vec<f64>, HarmonizeError> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.ok_or_else(|| HarmonizeError::Missing {
+                column: column.to_string(),
+                row: i + 1,
+            })
+        })
+        .collect()
+}
+
+/// Reads a site's batch, covariates and features.
+pub fn site_rows(
+    table: &SiteTable,
+    spec: &HarmonizeSpec,
+    batch: &BatchSource,
+) -> Result<SiteRows, HarmonizeError> {
+    let n = table.n_rows();
+    let batch = match batch {
+        BatchSource::Label(l) => vec![l.clone(); n],
+        BatchSource::Column(c) => table
+            .text_column(c)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.map(str::to_string).ok_or(HarmonizeError::Missing {
+                    column: c.clone(),
+                    row: i + 1,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut covariates = Vec::new();
+    for c in &spec.covariates {
+        if spec.categorical.contains(c) {
+            let v = table.text_column(c)?;
+            covariates.push(CovariateColumn::Categorical(
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        x.map(str::to_string).ok_or(HarmonizeError::Missing {
+                            column: c.clone(),
+                            row: i + 1,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ));
+        } else {
+            covariates.push(CovariateColumn::Continuous(complete(
+                c,
+                table.numeric_column(c)?,
+            )?));
+        }
+    }
+    let mut features = Array2::zeros((n, spec.features.len()));
+    for (j, f) in spec.features.iter().enumerate() {
+        for (i, v) in complete(f, table.numeric_column(f)?)?
+            .into_iter()
+            .enumerate()
+        {
+            features[[i, j]] = v;
+        }
+    }
+    Ok(SiteRows {
+        batch,
+        covariates,
+        features,
+    })
+}
+
+/// Refuses cross-products that would disclose a count below `min_count`: the site's rows, each
+/// batch, each categorical level, and each (batch, level) and (level, level) cell of W'W. Also
+/// applies the parameters-per-row guard to the design columns this site's rows touch (its own
+/// batches and the covariate columns): each feature's regression has that many parameters.
+fn check_counts(
+    rows: &SiteRows,
+    policy: &SitePolicy,
+    design: &DesignSpec,
+) -> Result<(), HarmonizeError> {
+    let n = rows.batch.len();
+    let mut own: Vec<&String> = rows.batch.iter().collect();
+    own.sort();
+    own.dedup();
+    let n_params = own.len() + design.n_columns() - design.batches.len();
+    let small = |c: usize| c > 0 && (c as u64) < policy.min_count;
+    if small(n) {
+        return Err(HarmonizeError::Disclosure(format!(
+            "this site has {n} rows, fewer than its min_count; it cannot take part"
+        )));
+    }
+    if !models::disclosure::cross_product_allowed(n_params, n, policy.max_params_per_row) {
+        return Err(HarmonizeError::Disclosure(format!(
+            "the design has {n_params} parameters for {n} rows at this site, more than max_params_per_row = {} allows",
+            policy.max_params_per_row
+        )));
+    }
+    // Indicator columns: batch labels and categorical levels.
+    let mut indicators: Vec<(String, Vec<bool>)> = Vec::new();
+    let mut labels: Vec<&String> = rows.batch.iter().collect();
+    labels.sort();
+    labels.dedup();
+    for l in labels {
+        indicators.push((
+            format!("batch {l}"),
+            rows.batch.iter().map(|b| b == l).collect(),
+        ));
+    }
+    for c in &rows.covariates {
+        if let CovariateColumn::Categorical(v) = c {
+            let mut levels: Vec<&String> = v.iter().collect();
+            levels.sort();
+            levels.dedup();
+            for l in levels {
+                indicators.push((format!("level {l}"), v.iter().map(|x| x == l).collect()));
+            }
+        }
+    }
+    for (i, (a, va)) in indicators.iter().enumerate() {
+        for (b, vb) in &indicators[i..] {
+            let c = va.iter().zip(vb).filter(|(x, y)| **x && **y).count();
+            if small(c) {
+                return Err(HarmonizeError::Disclosure(format!(
+                    "{a} × {b} holds fewer than min_count patients at this site; merge levels or drop the covariate"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn options(mode: HarmonizeMode) -> ComBatOptions {
+    let mut o = ComBatOptions::default();
+    match mode {
+        HarmonizeMode::Parametric => {}
+        HarmonizeMode::Nonparametric => o.mode = EbMode::NonParametric,
+        HarmonizeMode::MeanOnly => o.mean_only = true,
+    }
+    o
+}
+
+/// Site half of every ComBat round.
+pub fn site_answer(
+    table: &SiteTable,
+    spec: &HarmonizeSpec,
+    body: &TaskBody,
+    policy: &SitePolicy,
+) -> Result<ResultBody, HarmonizeError> {
+    let (task, round) = match body {
+        TaskBody::ComBatLevels(t) => (t, 0),
+        TaskBody::ComBatCrossProducts(t) => (t, 1),
+        TaskBody::ComBatResiduals(t) => (t, 2),
+        TaskBody::ComBatEstimate(t) => (t, 3),
+        _ => unreachable!("dispatch sends only ComBat tasks here"),
+    };
+    let rows = site_rows(table, spec, &task.batch)?;
+    let design = || {
+        task.design
+            .as_ref()
+            .ok_or(HarmonizeError::Incomplete("design"))
+    };
+    Ok(match round {
+        0 => ResultBody::ComBatLevels(combat::site_levels(&rows.batch, &rows.covariates)),
+        1 => {
+            let design = design()?;
+            check_counts(&rows, policy, design)?;
+            ResultBody::ComBatCrossProducts(combat::site_cross_products(design, &rows.view())?)
+        }
+        2 => {
+            let fit = task.fit.as_ref().ok_or(HarmonizeError::Incomplete("fit"))?;
+            check_counts(&rows, policy, &fit.spec)?;
+            ResultBody::ComBatResiduals(combat::site_residuals(fit, &rows.view())?)
+        }
+        _ => {
+            let global = task
+                .global
+                .as_ref()
+                .ok_or(HarmonizeError::Incomplete("global fit"))?;
+            let opts = task.options.ok_or(HarmonizeError::Incomplete("options"))?;
+            check_counts(&rows, policy, &global.fit.spec)?;
+            ResultBody::ComBatEstimates(combat::site_estimate(global, &rows.view(), &opts)?)
+        }
+    })
+}
+
+/// The finished harmonisation: the frozen model that `ComBatModel::apply` uses on any rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarmonizeOutput {
+    pub features: Vec<String>,
+    pub model: ComBatModel,
+}
+
+/// Aggregator state of a harmonisation study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarmonizeDriver {
+    spec: HarmonizeSpec,
+    sites: Vec<SiteId>,
+    round: u8,
+    design: Option<DesignSpec>,
+    fit: Option<combat::ComBatFit>,
+    global: Option<combat::ComBatGlobal>,
+}
+
+impl HarmonizeDriver {
+    pub fn start(spec: HarmonizeSpec, sites: Vec<SiteId>) -> (Self, BTreeMap<SiteId, TaskBody>) {
+        let d = Self {
+            spec,
+            sites,
+            round: 0,
+            design: None,
+            fit: None,
+            global: None,
+        };
+        let tasks = d.tasks(TaskBody::ComBatLevels);
+        (d, tasks)
+    }
+
+    fn batch_for(&self, site: &SiteId) -> BatchSource {
+        match &self.spec.batch_column {
+            Some(c) => BatchSource::Column(c.clone()),
+            None => BatchSource::Label(site.to_string()),
+        }
+    }
+
+    fn tasks(&self, make: fn(ComBatTask) -> TaskBody) -> BTreeMap<SiteId, TaskBody> {
+        self.sites
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    make(ComBatTask {
+                        batch: self.batch_for(s),
+                        design: self.design.clone(),
+                        fit: self.fit.clone(),
+                        global: self.global.clone(),
+                        options: Some(options(self.spec.mode)),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
+        match self.advance(results) {
+            Ok(step) => step,
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    fn advance(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Result<Step, String> {
+        macro_rules! collect {
+            ($variant:ident) => {
+                results
+                    .iter()
+                    .map(|(site, body)| match body {
+                        ResultBody::$variant(x) => Ok(x.clone()),
+                        other => Err(format!("site {site} answered with {}", other.kind())),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?
+            };
+        }
+        let err = |e: models::ModelsError| format!("ComBat: {e}");
+        self.round += 1;
+        match self.round {
+            1 => {
+                let levels: Vec<SiteLevels> = collect!(ComBatLevels);
+                let covs: Vec<(String, bool)> = self
+                    .spec
+                    .covariates
+                    .iter()
+                    .map(|c| (c.clone(), self.spec.categorical.contains(c)))
+                    .collect();
+                let design = DesignSpec::from_site_levels(&covs, &levels).map_err(err)?;
+                // A batch must live at exactly one site (batch ⊆ site).
+                let mut owner: BTreeMap<&String, &SiteId> = BTreeMap::new();
+                for ((site, _), l) in results.iter().zip(&levels) {
+                    for b in &l.batches {
+                        if let Some(other) = owner.insert(b, site) {
+                            return Err(format!(
+                                "batch {b:?} occurs at sites {other} and {site}; a batch must be nested within one site"
+                            ));
+                        }
+                    }
+                }
+                if design.covariates.iter().any(|c| {
+                    matches!(&c.kind, CovariateKind::Categorical { levels } if levels.len() < 2)
+                }) {
+                    return Err("a categorical covariate has a single level over all sites; drop it".into());
+                }
+                self.design = Some(design);
+                Ok(Step::Next(self.tasks(TaskBody::ComBatCrossProducts)))
+            }
+            2 => {
+                let xp: Vec<ComBatCrossProducts> = collect!(ComBatCrossProducts);
+                let design = self.design.as_ref().ok_or("no design")?;
+                self.fit = Some(combat::aggregate_cross_products(design, &xp).map_err(err)?);
+                Ok(Step::Next(self.tasks(TaskBody::ComBatResiduals)))
+            }
+            3 => {
+                let rs: Vec<ComBatResiduals> = collect!(ComBatResiduals);
+                let fit = self.fit.as_ref().ok_or("no fit")?;
+                self.global = Some(combat::aggregate_residuals(fit, &rs).map_err(err)?);
+                Ok(Step::Next(self.tasks(TaskBody::ComBatEstimate)))
+            }
+            _ => {
+                let per_site: Vec<Vec<BatchAdjustment>> = collect!(ComBatEstimates);
+                let global = self.global.clone().ok_or("no global fit")?;
+                let mut batches: Vec<BatchAdjustment> = per_site.into_iter().flatten().collect();
+                // The model lists batches in design order.
+                let order = &global.fit.spec.batches;
+                batches.sort_by_key(|b| order.iter().position(|o| *o == b.batch));
+                let model = ComBatModel {
+                    global,
+                    options: options(self.spec.mode),
+                    batches,
+                };
+                Ok(Step::Done(StudyOutput::Harmonize(HarmonizeOutput {
+                    features: self.spec.features.clone(),
+                    model,
+                })))
+            }
+        }
+    }
+}
