@@ -15,6 +15,6 @@ pub mod standardize;
 pub use disclosure::cross_product_allowed;
 pub use error::{ModelsError, Result};
 pub use standardize::{Standardizer, VarianceConvention, WeightedMoments, site_moments};
+pub mod lasso;
 pub mod logistic;
 pub mod sampling;
-pub mod lasso;

@@ -77,7 +77,11 @@ fn path_cv_and_objective_match_glmnet_and_sklearn() {
         let res = run_lasso(&cfg, &sites, f64::INFINITY).unwrap();
         let cv = &res.cv;
         let g_lam: Vec<f64> = serde_json::from_value(c["glmnet"]["lambda"].clone()).unwrap();
-        assert_eq!(cv.lambdas.len(), g_lam.len(), "{name}: path length (glmnet stopping rule)");
+        assert_eq!(
+            cv.lambdas.len(),
+            g_lam.len(),
+            "{name}: path length (glmnet stopping rule)"
+        );
         for (a, b) in cv.lambdas.iter().zip(&g_lam) {
             assert!(rel(*a, *b) < 1e-10, "{name}: lambda {a} vs {b}");
         }
@@ -89,11 +93,19 @@ fn path_cv_and_objective_match_glmnet_and_sklearn() {
         // objective flat and two near-optimal solutions can differ a lot (DESIGN §7).
         let w1 = vec![1.0; cs.y.len()];
         let imin = c["cv"]["index_min"].as_u64().unwrap() as usize;
-        let (mut worst, mut worst_kkt, mut worst_glmnet_kkt, mut worst_obj): (f64, f64, f64, f64) = (0.0, 0.0, 0.0, f64::NEG_INFINITY);
+        let (mut worst, mut worst_kkt, mut worst_glmnet_kkt, mut worst_obj): (f64, f64, f64, f64) =
+            (0.0, 0.0, 0.0, f64::NEG_INFINITY);
         for k in 0..g_lam.len() {
             let (b0, b) = (cv.path.beta0_original[k], &cv.path.beta_original[k]);
             worst_kkt = worst_kkt.max(kkt_violation(cs.x.view(), &cs.y, &w1, b0, b, cv.lambdas[k]));
-            worst_glmnet_kkt = worst_glmnet_kkt.max(kkt_violation(cs.x.view(), &cs.y, &w1, g_a0[k], &g_beta[k], g_lam[k]));
+            worst_glmnet_kkt = worst_glmnet_kkt.max(kkt_violation(
+                cs.x.view(),
+                &cs.y,
+                &w1,
+                g_a0[k],
+                &g_beta[k],
+                g_lam[k],
+            ));
             let ours = lasso_objective(cs.x.view(), &cs.y, &w1, b0, b, g_lam[k]);
             let theirs = lasso_objective(cs.x.view(), &cs.y, &w1, g_a0[k], &g_beta[k], g_lam[k]);
             worst_obj = worst_obj.max(ours - theirs);
@@ -109,9 +121,18 @@ fn path_cv_and_objective_match_glmnet_and_sklearn() {
             g_lam.len(),
             res.rounds
         );
-        assert!(worst < 1e-5, "{name}: coefficients differ from glmnet by {worst:e}");
-        assert!(worst_kkt < 1e-8 && worst_kkt < worst_glmnet_kkt, "{name}: KKT violation {worst_kkt:e}");
-        assert!(worst_obj <= 1e-10, "{name}: our objective exceeds glmnet's by {worst_obj:e}");
+        assert!(
+            worst < 1e-5,
+            "{name}: coefficients differ from glmnet by {worst:e}"
+        );
+        assert!(
+            worst_kkt < 1e-8 && worst_kkt < worst_glmnet_kkt,
+            "{name}: KKT violation {worst_kkt:e}"
+        );
+        assert!(
+            worst_obj <= 1e-10,
+            "{name}: our objective exceeds glmnet's by {worst_obj:e}"
+        );
         // CV vs cv.glmnet computed by hand from glmnet fold fits
         let cvm: Vec<f64> = serde_json::from_value(c["cv"]["cvm"].clone()).unwrap();
         let cvsd: Vec<f64> = serde_json::from_value(c["cv"]["cvsd"].clone()).unwrap();
@@ -121,21 +142,52 @@ fn path_cv_and_objective_match_glmnet_and_sklearn() {
         for k in 0..cvm.len() {
             let tol = if k <= imin { 1e-5 } else { 1e-3 };
             worst_cv = worst_cv.max(rel(cv.cvm[k], cvm[k]));
-            assert!(rel(cv.cvm[k], cvm[k]) < tol, "{name}: cvm[{k}] {} vs {}", cv.cvm[k], cvm[k]);
-            assert!(rel(cv.cvsd[k], cvsd[k]) < 10.0 * tol, "{name}: cvsd[{k}] {} vs {}", cv.cvsd[k], cvsd[k]);
+            assert!(
+                rel(cv.cvm[k], cvm[k]) < tol,
+                "{name}: cvm[{k}] {} vs {}",
+                cv.cvm[k],
+                cvm[k]
+            );
+            assert!(
+                rel(cv.cvsd[k], cvsd[k]) < 10.0 * tol,
+                "{name}: cvsd[{k}] {} vs {}",
+                cv.cvsd[k],
+                cvsd[k]
+            );
         }
         eprintln!("{name}: max relative cvm difference {worst_cv:e}");
-        assert_eq!(cv.index_min as u64, c["cv"]["index_min"].as_u64().unwrap(), "{name}: λ.min");
-        assert_eq!(cv.index_1se as u64, c["cv"]["index_1se"].as_u64().unwrap(), "{name}: λ.1se");
+        assert_eq!(
+            cv.index_min as u64,
+            c["cv"]["index_min"].as_u64().unwrap(),
+            "{name}: λ.min"
+        );
+        assert_eq!(
+            cv.index_1se as u64,
+            c["cv"]["index_1se"].as_u64().unwrap(),
+            "{name}: λ.1se"
+        );
         // objective vs sklearn saga and glmnet
         for s in c["sklearn"].as_array().unwrap() {
             let k = s["index"].as_u64().unwrap() as usize;
             let lam = s["lambda"].as_f64().unwrap();
-            let ours = lasso_objective(cs.x.view(), &cs.y, &w1, cv.path.beta0_original[k], &cv.path.beta_original[k], lam);
+            let ours = lasso_objective(
+                cs.x.view(),
+                &cs.y,
+                &w1,
+                cv.path.beta0_original[k],
+                &cv.path.beta_original[k],
+                lam,
+            );
             for key in ["objective", "glmnet_objective"] {
                 let theirs = s[key].as_f64().unwrap();
-                assert!(ours <= theirs + 1e-10, "{name} λ#{k}: ours {ours} > {key} {theirs}");
-                assert!((ours - theirs).abs() < 1e-6, "{name} λ#{k}: ours {ours} vs {key} {theirs}");
+                assert!(
+                    ours <= theirs + 1e-10,
+                    "{name} λ#{k}: ours {ours} > {key} {theirs}"
+                );
+                assert!(
+                    (ours - theirs).abs() < 1e-6,
+                    "{name} λ#{k}: ours {ours} vs {key} {theirs}"
+                );
             }
         }
     }
@@ -149,12 +201,21 @@ fn assert_same(a: &LassoResult, b: &LassoResult, tol: f64) {
     for k in 0..ca.lambdas.len() {
         assert!(rel(ca.lambdas[k], cb.lambdas[k]) < tol);
         assert!(rel(ca.cvm[k], cb.cvm[k]) < tol, "cvm[{k}]");
-        assert!((ca.cvsd[k] - cb.cvsd[k]).abs() < tol * cb.cvsd[k].max(1e-3), "cvsd[{k}]");
+        assert!(
+            (ca.cvsd[k] - cb.cvsd[k]).abs() < tol * cb.cvsd[k].max(1e-3),
+            "cvsd[{k}]"
+        );
         for j in 0..ca.path.beta[k].len() {
-            assert!((ca.path.beta[k][j] - cb.path.beta[k][j]).abs() < tol * 10.0, "beta[{k}][{j}]");
+            assert!(
+                (ca.path.beta[k][j] - cb.path.beta[k][j]).abs() < tol * 10.0,
+                "beta[{k}][{j}]"
+            );
         }
     }
-    assert_eq!(a.bootstrap.as_ref().map(|b| &b.top_k), b.bootstrap.as_ref().map(|b| &b.top_k));
+    assert_eq!(
+        a.bootstrap.as_ref().map(|b| &b.top_k),
+        b.bootstrap.as_ref().map(|b| &b.top_k)
+    );
     if let (Some(x), Some(y)) = (&a.bootstrap, &b.bootstrap) {
         assert_eq!(x.frequency, y.frequency);
     }
@@ -166,7 +227,12 @@ fn federated_equals_pooled_for_3_5_7_sites() {
     let cs = case(&g["cases"][0]);
     let p = cs.x.ncols();
     let mut cfg = LassoConfig::new(p, 5);
-    cfg.bootstrap = Some(BootstrapConfig { replicates: 10, seed: 99, top_k: 3, lambda: BootstrapLambda::MainLambdaMin });
+    cfg.bootstrap = Some(BootstrapConfig {
+        replicates: 10,
+        seed: 99,
+        top_k: 3,
+        lambda: BootstrapLambda::MainLambdaMin,
+    });
     for k in [3u64, 5, 7] {
         let site_of_row: Vec<u64> = (0..cs.y.len() as u64).map(|i| (i * 7 + 3) % k).collect();
         let sites = sites_of(&cs, &site_of_row);
@@ -189,7 +255,12 @@ fn bootstrap_is_reproducible_and_independent_of_site_order() {
     let g = golden();
     let cs = case(&g["cases"][0]);
     let mut cfg = LassoConfig::new(cs.x.ncols(), 5);
-    cfg.bootstrap = Some(BootstrapConfig { replicates: 20, seed: 7, top_k: 5, lambda: BootstrapLambda::MainLambdaMin });
+    cfg.bootstrap = Some(BootstrapConfig {
+        replicates: 20,
+        seed: 7,
+        top_k: 5,
+        lambda: BootstrapLambda::MainLambdaMin,
+    });
     let sites = sites_of(&cs, &cs.sites);
     let a = run_lasso(&cfg, &sites, 1.0).unwrap();
     let b = run_lasso(&cfg, &sites, 1.0).unwrap();
@@ -204,18 +275,34 @@ fn bootstrap_is_reproducible_and_independent_of_site_order() {
     // ranking is by frequency, then mean |β|, then index
     for w in bs.ranking.windows(2) {
         let (i, j) = (w[0], w[1]);
-        assert!(bs.frequency[i] > bs.frequency[j]
-            || (bs.frequency[i] == bs.frequency[j] && (bs.mean_abs_beta[i] > bs.mean_abs_beta[j]
-                || (bs.mean_abs_beta[i] == bs.mean_abs_beta[j] && i < j))));
+        assert!(
+            bs.frequency[i] > bs.frequency[j]
+                || (bs.frequency[i] == bs.frequency[j]
+                    && (bs.mean_abs_beta[i] > bs.mean_abs_beta[j]
+                        || (bs.mean_abs_beta[i] == bs.mean_abs_beta[j] && i < j)))
+        );
     }
     // each replicate's solution satisfies KKT on its own bootstrap-weighted rows
     let pooled = PooledData::from_sites(&sites);
     for r in 0..20u32 {
-        let (w, _) = pooled.weights(&models::sampling::WeightSpec { exclude: None, bootstrap: Some((7, r)) }).unwrap();
+        let (w, _) = pooled
+            .weights(&models::sampling::WeightSpec {
+                exclude: None,
+                bootstrap: Some((7, r)),
+            })
+            .unwrap();
         let vsum: f64 = w.iter().sum();
-        let mean: Vec<f64> = (0..cs.x.ncols()).map(|j| (0..w.len()).map(|i| w[i] * pooled.x[[i, j]]).sum::<f64>() / vsum).collect();
+        let mean: Vec<f64> = (0..cs.x.ncols())
+            .map(|j| (0..w.len()).map(|i| w[i] * pooled.x[[i, j]]).sum::<f64>() / vsum)
+            .collect();
         let sd: Vec<f64> = (0..cs.x.ncols())
-            .map(|j| ((0..w.len()).map(|i| w[i] * (pooled.x[[i, j]] - mean[j]).powi(2)).sum::<f64>() / vsum).sqrt())
+            .map(|j| {
+                ((0..w.len())
+                    .map(|i| w[i] * (pooled.x[[i, j]] - mean[j]).powi(2))
+                    .sum::<f64>()
+                    / vsum)
+                    .sqrt()
+            })
             .collect();
         let beta = &bs.beta[r as usize];
         // intercept is not reported per replicate; recover it from the KKT intercept condition
@@ -232,7 +319,14 @@ fn bootstrap_is_reproducible_and_independent_of_site_order() {
                 .sum();
             if s > 0.0 { lo = mid } else { hi = mid }
         }
-        let kkt = kkt_violation(pooled.x.view(), &pooled.y, &w, 0.5 * (lo + hi), &bo, bs.lambda_used[r as usize]);
+        let kkt = kkt_violation(
+            pooled.x.view(),
+            &pooled.y,
+            &w,
+            0.5 * (lo + hi),
+            &bo,
+            bs.lambda_used[r as usize],
+        );
         assert!(kkt < 1e-8, "replicate {r}: KKT {kkt:e}");
     }
 }
@@ -247,14 +341,22 @@ fn batching_50_replicates_by_5_folds_costs_the_slowest_fit_not_the_fit_count() {
         s.fold_schemes = vec![assign_stratified_folds(&s.y, 5, 2024, s.site_id)];
     }
     let mut cfg = LassoConfig::new(cs.x.ncols(), 5);
-    cfg.bootstrap = Some(BootstrapConfig { replicates: 50, seed: 3, top_k: 5, lambda: BootstrapLambda::PerReplicateCv });
+    cfg.bootstrap = Some(BootstrapConfig {
+        replicates: 50,
+        seed: 3,
+        top_k: 5,
+        lambda: BootstrapLambda::PerReplicateCv,
+    });
     let mut d = LassoDriver::new(cfg.clone()).unwrap();
     assert_eq!(d.n_fits(), 51 * 6);
     let mut max_requests_per_round = 0;
     while !d.is_done() {
         let req = d.next_requests();
         max_requests_per_round = max_requests_per_round.max(req.len());
-        let replies: Vec<Vec<FitSums>> = sites.iter().map(|s| site_irls_sums(s, &req, 1.0).unwrap()).collect();
+        let replies: Vec<Vec<FitSums>> = sites
+            .iter()
+            .map(|s| site_irls_sums(s, &req, 1.0).unwrap())
+            .collect();
         // the aggregator persists the state between rounds
         let saved = serde_json::to_string(&d).unwrap();
         d = serde_json::from_str(&saved).unwrap();
@@ -264,10 +366,21 @@ fn batching_50_replicates_by_5_folds_costs_the_slowest_fit_not_the_fit_count() {
     let slowest = *per_fit.iter().max().unwrap();
     let total: u64 = per_fit.iter().map(|&r| u64::from(r)).sum();
     let res = d.result().unwrap();
-    eprintln!("rounds = {}, slowest fit = {slowest}, fits = {}, fit-requests = {total}", d.rounds(), per_fit.len());
-    assert_eq!(d.rounds(), slowest, "round trips = the slowest fit's own sequence");
+    eprintln!(
+        "rounds = {}, slowest fit = {slowest}, fits = {}, fit-requests = {total}",
+        d.rounds(),
+        per_fit.len()
+    );
+    assert_eq!(
+        d.rounds(),
+        slowest,
+        "round trips = the slowest fit's own sequence"
+    );
     assert_eq!(res.fit_requests, total);
-    assert_eq!(max_requests_per_round, 306, "all 51 × 6 fits travel in the same round trip");
+    assert_eq!(
+        max_requests_per_round, 306,
+        "all 51 × 6 fits travel in the same round trip"
+    );
     assert!(u64::from(d.rounds()) * 20 < total);
     let bs = res.bootstrap.unwrap();
     assert_eq!(bs.selected.len(), 50);
@@ -284,5 +397,15 @@ fn disclosure_refusal_fails_the_study() {
     let cfg = LassoConfig::new(cs.x.ncols(), 5);
     assert!(run_lasso(&cfg, &sites, 0.5).is_ok());
     let err = run_lasso(&cfg, &sites, 0.33).unwrap_err();
-    assert!(matches!(err, models::ModelsError::DisclosureRefused { site: 0, params: 9, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            models::ModelsError::DisclosureRefused {
+                site: 0,
+                params: 9,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
