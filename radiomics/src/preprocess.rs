@@ -412,6 +412,27 @@ fn bspline_prefilter(a: &mut Array3<f64>, skip_axis0: bool) {
 /// artificial boundary of the block does not reach the evaluated samples (|z|^24 ≈ 2e-14).
 const SPLINE_MARGIN: i64 = 24;
 
+/// [`resample_box`] for an `input` that is a crop of the grid's input starting at input index
+/// `offset` (linear and nearest only: the spline prefilter needs the uncropped neighbourhood).
+fn resample_box_shifted(
+    input: &Array3<f64>,
+    grid: &IbsiGrid,
+    range: [(usize, usize); 3],
+    kind: Interpolation,
+    offset: [f64; 3],
+) -> Array3<f64> {
+    // Linear/nearest taps are separable; in-plane (2D) grids have exact integer z coordinates.
+    debug_assert!(kind != Interpolation::CubicSpline);
+    let coords: Vec<Vec<f64>> = (0..3)
+        .map(|a| {
+            (range[a].0..range[a].1)
+                .map(|j| grid.input_coord(a, j) - offset[a])
+                .collect()
+        })
+        .collect();
+    sample(input, [&coords[0], &coords[1], &coords[2]], kind)
+}
+
 /// Resample `input` at output indices `range[a]` (half-open) of `grid`.
 fn resample_box(
     input: &Array3<f64>,
@@ -664,18 +685,25 @@ pub fn preprocess(
     if settings.round_intensities {
         img.mapv_inplace(f64::round_ties_even);
     }
-    let mask_f = mask.data.mapv(|m| if m { 1.0 } else { 0.0 });
+    // Only the ROI bounding box grown by two voxels is converted to f64 (not the whole CT): outside
+    // it the mask is 0, and a tap clamped to the crop edge reads 0 exactly as the clamped tap on the
+    // whole grid would (or the same image-edge voxel where the crop touches the image edge).
+    let crop: [(usize, usize); 3] =
+        std::array::from_fn(|a| (lo_in[a].saturating_sub(2), (hi_in[a] + 3).min(dims[a])));
+    let mask_f = mask
+        .data
+        .slice_each_axis(|ax| {
+            let (a, b) = crop[ax.axis.index()];
+            ndarray::Slice::from(a..b)
+        })
+        .mapv(|m| if m { 1.0 } else { 0.0 });
+    let crop_offset = [crop[0].0 as f64, crop[1].0 as f64, crop[2].0 as f64];
     let morph = if resample {
-        let mk = resample_box(
-            &mask_f,
-            &grid,
-            range,
-            Interpolation::Linear,
-            settings.in_plane_only,
-        );
+        let mk = resample_box_shifted(&mask_f, &grid, range, Interpolation::Linear, crop_offset);
         mk.mapv(|v| v >= settings.mask_threshold)
     } else {
-        resample_box(&mask_f, &grid, range, Interpolation::Nearest, false).mapv(|v| v >= 0.5)
+        resample_box_shifted(&mask_f, &grid, range, Interpolation::Nearest, crop_offset)
+            .mapv(|v| v >= 0.5)
     };
     let interp_roi = roi_stats(&img, &morph, grid.dims);
     if interp_roi.count == 0 {

@@ -150,11 +150,14 @@ pub fn read_mask(
     sel: &MaskSelection,
 ) -> Result<Mask, IoError> {
     let mask = match detect_format(path)? {
-        Format::Nifti | Format::Nrrd => {
-            let labels = match detect_format(path)? {
-                Format::Nifti => nifti::read_nifti(path)?,
-                _ => nrrd::read_nrrd(path)?,
-            };
+        Format::Nifti => {
+            // Straight to booleans: no f64 copy of a whole-CT label map.
+            let (data, geometry) = nifti::read_nifti_mask(path, |v| label_matches(v, sel.label))?;
+            check_same_grid(image, dims, &geometry, data.dim().into())?;
+            Mask { data, geometry }
+        }
+        Format::Nrrd => {
+            let labels = nrrd::read_nrrd(path)?;
             check_same_grid(image, dims, &labels.geometry, labels.data.dim().into())?;
             let data = select_label(&labels.data, sel.label);
             Mask {
@@ -188,9 +191,14 @@ pub fn read_mask(
 /// since labels stored as floats may carry rounding noise), or every nonzero voxel when `label` is
 /// `None`. NaN voxels are outside.
 pub fn select_label(labels: &Array3<f64>, label: Option<i64>) -> Array3<bool> {
+    labels.mapv(|v| label_matches(v, label))
+}
+
+/// The voxel rule of [`select_label`] for one value.
+pub fn label_matches(v: f64, label: Option<i64>) -> bool {
     match label {
-        Some(l) => labels.mapv(|v| v.is_finite() && v.round() as i64 == l),
-        None => labels.mapv(|v| v.is_finite() && v != 0.0),
+        Some(l) => v.is_finite() && v.round() as i64 == l,
+        None => v.is_finite() && v != 0.0,
     }
 }
 

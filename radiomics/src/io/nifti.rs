@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::{IoError, array_from_x_fastest, check_dims, geometry_from_columns};
-use crate::volume::Volume;
+use ndarray::Array3;
+
+use super::{IoError, check_dims, geometry_from_columns};
+use crate::volume::{Geometry, Volume};
 
 const FMT: &str = "NIfTI";
 
@@ -310,25 +312,24 @@ fn datatype_name(dt: i16) -> String {
     }
 }
 
-fn decode(dt: i16, le: bool, raw: &[u8]) -> Vec<f64> {
+/// Decode little/big-endian voxels of NIfTI datatype `dt` and hand each to `out`.
+fn decode_into(dt: i16, le: bool, raw: &[u8], out: &mut impl FnMut(f64)) {
     macro_rules! conv {
         ($t:ty, $n:expr) => {
-            raw.chunks_exact($n)
-                .map(|c| {
-                    let mut a = [0u8; $n];
-                    a.copy_from_slice(c);
-                    (if le {
-                        <$t>::from_le_bytes(a)
-                    } else {
-                        <$t>::from_be_bytes(a)
-                    }) as f64
-                })
-                .collect()
+            for c in raw.chunks_exact($n) {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(c);
+                out((if le {
+                    <$t>::from_le_bytes(a)
+                } else {
+                    <$t>::from_be_bytes(a)
+                }) as f64)
+            }
         };
     }
     match dt {
-        2 => raw.iter().map(|&v| v as f64).collect(),
-        256 => raw.iter().map(|&v| v as i8 as f64).collect(),
+        2 => raw.iter().for_each(|&v| out(v as f64)),
+        256 => raw.iter().for_each(|&v| out(v as i8 as f64)),
         4 => conv!(i16, 2),
         512 => conv!(u16, 2),
         8 => conv!(i32, 4),
@@ -337,7 +338,7 @@ fn decode(dt: i16, le: bool, raw: &[u8]) -> Vec<f64> {
         64 => conv!(f64, 8),
         1024 => conv!(i64, 8),
         1280 => conv!(u64, 8),
-        _ => Vec::new(),
+        _ => {}
     }
 }
 
@@ -373,6 +374,28 @@ fn quaternion_matrix(b: f64, c: f64, d: f64) -> [[f64; 3]; 3] {
 
 /// Read a NIfTI-1 or NIfTI-2 volume (`.nii`, `.nii.gz`, or `.hdr` with its `.img`/`.img.gz`).
 pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
+    let (data, geometry) = read_nifti_mapped(path, |v| v)?;
+    Ok(Volume { data, geometry })
+}
+
+/// Read a NIfTI label map straight into a binary mask with `keep(value)` (after `scl_slope` /
+/// `scl_inter`), without an intermediate `f64` volume: a 512×512×300 label map costs its 79 MB of
+/// booleans instead of 629 MB of floats.
+pub fn read_nifti_mask(
+    path: &Path,
+    keep: impl FnMut(f64) -> bool,
+) -> Result<(Array3<bool>, Geometry), IoError> {
+    read_nifti_mapped(path, keep)
+}
+
+/// Bytes decoded per step when streaming voxel data (bounded memory besides the output).
+const CHUNK_BYTES: usize = 1 << 22;
+
+/// Stream the voxel data through `map` (applied after scaling) into a `[z, y, x]` array.
+fn read_nifti_mapped<T>(
+    path: &Path,
+    mut map: impl FnMut(f64) -> T,
+) -> Result<(Array3<T>, Geometry), IoError> {
     let mut reader = open_reader(path)?;
     let head = read_upto(path, &mut *reader, 540)?;
     let h = parse_header(path, &head)?;
@@ -398,8 +421,10 @@ pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
     };
     let nbytes = (n as u64) * bpv as u64;
 
-    // Position the reader at the first voxel.
-    let raw = if h.single_file {
+    // Position a reader at the first voxel; `prefix` holds voxel bytes already read with the header.
+    let mut prefix = Vec::new();
+    let mut data_path = path.to_path_buf();
+    let mut data_reader: Box<dyn Read> = if h.single_file {
         let header_len = head.len() as u64;
         if h.vox_offset == u64::MAX || h.vox_offset < h.header_size {
             return Err(IoError::malformed(
@@ -413,12 +438,8 @@ pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
         }
         if h.vox_offset < header_len {
             // Data starts inside what we already read (vox_offset 348..540 for NIfTI-1).
-            let start = h.vox_offset as usize;
-            let mut data = head[start..].to_vec();
-            let rest = read_upto(path, &mut *reader, nbytes.saturating_sub(data.len() as u64))?;
-            data.extend_from_slice(&rest);
-            data.truncate(nbytes as usize);
-            data
+            prefix = head[h.vox_offset as usize..].to_vec();
+            prefix.truncate(nbytes as usize);
         } else {
             let skip = h.vox_offset - header_len;
             let skipped = std::io::copy(&mut (&mut *reader).take(skip), &mut std::io::sink())
@@ -432,8 +453,8 @@ pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
                     "file ends before vox_offset (truncated)",
                 ));
             }
-            read_upto(path, &mut *reader, nbytes)?
         }
+        reader
     } else {
         let img = companion_img(path)?;
         let mut r = open_reader(&img)?;
@@ -451,28 +472,43 @@ pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
                 "file ends before vox_offset (truncated)",
             ));
         }
-        read_upto(&img, &mut *r, nbytes)?
+        data_path = img;
+        r
     };
-    if (raw.len() as u64) < nbytes {
+
+    let scale = h.scl_slope != 0.0
+        && h.scl_slope.is_finite()
+        && h.scl_inter.is_finite()
+        && !(h.scl_slope == 1.0 && h.scl_inter == 0.0);
+    let (slope, inter) = (h.scl_slope, h.scl_inter);
+    let mut values: Vec<T> = Vec::with_capacity(n);
+    let mut push = |v: f64| values.push(map(if scale { v * slope + inter } else { v }));
+    let mut pending = prefix;
+    let mut got = pending.len() as u64;
+    loop {
+        let whole = pending.len() - pending.len() % bpv;
+        decode_into(h.datatype, h.little_endian, &pending[..whole], &mut push);
+        pending.drain(..whole);
+        if got >= nbytes {
+            break;
+        }
+        let want = (nbytes - got).min(CHUNK_BYTES as u64);
+        let chunk = read_upto(&data_path, &mut *data_reader, want)?;
+        if chunk.is_empty() {
+            break;
+        }
+        got += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+    }
+    drop(push);
+    if got < nbytes || values.len() < n {
         return Err(IoError::malformed(
             path,
             FMT,
             format!(
-                "truncated: header promises {nbytes} bytes of voxel data ({dims3:?} x {bpv} bytes), file has {}",
-                raw.len()
+                "truncated: header promises {nbytes} bytes of voxel data ({dims3:?} x {bpv} bytes), file has {got}"
             ),
         ));
-    }
-    let mut values = decode(h.datatype, h.little_endian, &raw);
-    drop(raw);
-    if h.scl_slope != 0.0
-        && h.scl_slope.is_finite()
-        && h.scl_inter.is_finite()
-        && !(h.scl_slope == 1.0 && h.scl_inter == 0.0)
-    {
-        for v in values.iter_mut() {
-            *v = *v * h.scl_slope + h.scl_inter;
-        }
     }
 
     // Index-to-world (RAS) matrix columns for file axes i, j, k.
@@ -522,9 +558,86 @@ pub fn read_nifti(path: &Path) -> Result<Volume, IoError> {
     origin[0] = -origin[0];
     origin[1] = -origin[1];
     let geometry = geometry_from_columns(path, FMT, cols, origin)?;
-    let dims_xyz = [dims3[0] as usize, dims3[1] as usize, dims3[2] as usize];
-    let data = array_from_x_fastest(path, FMT, dims_xyz, values)?;
-    Ok(Volume { data, geometry })
+    let shape = (dims3[2] as usize, dims3[1] as usize, dims3[0] as usize);
+    let data = Array3::from_shape_vec(shape, values).map_err(|_| {
+        IoError::malformed(path, FMT, format!("{n} voxel values do not fill {dims3:?}"))
+    })?;
+    Ok((data, geometry))
+}
+
+/// Write `volume` as an uncompressed (`.nii`) or gzip-compressed (`.nii.gz`) NIfTI-1 file, voxels
+/// as float32 (`as_int16 = false`) or int16 (`true`, values rounded and saturated), world
+/// orientation in the sform (and a matching zero-rotation qform code 0), LPS converted back to RAS.
+/// Meant for tests, benchmarks and exporting label maps; the reader is the inverse.
+pub fn write_nifti(path: &Path, volume: &Volume, as_int16: bool) -> Result<(), IoError> {
+    let (nz, ny, nx) = volume.data.dim();
+    for (axis, &d) in [nx, ny, nz].iter().enumerate() {
+        if d > i16::MAX as usize {
+            return Err(IoError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("axis {axis} of length {d} in NIfTI-1"),
+                hint: "NIfTI-1 dimensions are limited to 32767".into(),
+            });
+        }
+    }
+    let g = &volume.geometry;
+    let mut h = vec![0u8; 352];
+    let put_i16 =
+        |h: &mut Vec<u8>, off: usize, v: i16| h[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut Vec<u8>, off: usize, v: f64| {
+        h[off..off + 4].copy_from_slice(&(v as f32).to_le_bytes())
+    };
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    for (i, d) in [3, nx, ny, nz, 1, 1, 1, 1].iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d as i16);
+    }
+    let (dt, bitpix) = if as_int16 { (4i16, 16i16) } else { (16, 32) };
+    put_i16(&mut h, 70, dt);
+    put_i16(&mut h, 72, bitpix);
+    put_f32(&mut h, 76, 1.0); // qfac
+    for (i, a) in [2usize, 1, 0].iter().enumerate() {
+        put_f32(&mut h, 80 + 4 * i, g.spacing[*a]);
+    }
+    put_f32(&mut h, 108, 352.0); // vox_offset
+    put_f32(&mut h, 112, 1.0); // scl_slope
+    h[123] = 10; // xyzt_units: mm + s
+    put_i16(&mut h, 254, 1); // sform_code: scanner
+    // srow: RAS = diag(-1, -1, 1) · LPS; columns = file axes i (x), j (y), k (z).
+    let o = g.origin_xyz();
+    for row in 0..3 {
+        let flip = if row < 2 { -1.0 } else { 1.0 };
+        for (c, a) in [2usize, 1, 0].iter().enumerate() {
+            put_f32(
+                &mut h,
+                280 + 16 * row + 4 * c,
+                flip * g.direction[*a][row] * g.spacing[*a],
+            );
+        }
+        put_f32(&mut h, 280 + 16 * row + 12, flip * o[row]);
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    let mut bytes = h;
+    bytes.reserve(volume.data.len() * if as_int16 { 2 } else { 4 });
+    for &v in volume.data.iter() {
+        if as_int16 {
+            bytes.extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes());
+        } else {
+            bytes.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+    }
+    let write = |w: &mut dyn std::io::Write| w.write_all(&bytes);
+    let f = File::create(path).map_err(|e| IoError::io(path, e))?;
+    let mut f = std::io::BufWriter::new(f);
+    if is_gz(path) {
+        let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        write(&mut e)
+            .and_then(|_| e.finish().map(|_| ()))
+            .map_err(|e| IoError::io(path, e))
+    } else {
+        write(&mut f)
+            .and_then(|_| std::io::Write::flush(&mut f))
+            .map_err(|e| IoError::io(path, e))
+    }
 }
 
 /// `.hdr` → `.img` (or `.img.gz`) for two-file NIfTI.
