@@ -500,7 +500,6 @@ fn read_nifti_mapped<T>(
         got += chunk.len() as u64;
         pending.extend_from_slice(&chunk);
     }
-    drop(push);
     if got < nbytes || values.len() < n {
         return Err(IoError::malformed(
             path,
