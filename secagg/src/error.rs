@@ -135,9 +135,7 @@ pub enum SecAggError {
     RoundMismatch { expected: u64, got: u64 },
 
     /// A restart reused the current round id.
-    #[error(
-        "restart must use a fresh round id: {0} is the id of the round being restarted"
-    )]
+    #[error("restart must use a fresh round id: {0} is the id of the round being restarted")]
     RestartRoundIdReused(u64),
 
     /// Vector length differs from what the round expects.
@@ -157,7 +155,9 @@ pub enum SecAggError {
     },
 
     /// A site delivered twice.
-    #[error("site {0:?} already delivered its masked vector for this round; duplicates are refused")]
+    #[error(
+        "site {0:?} already delivered its masked vector for this round; duplicates are refused"
+    )]
     DuplicateSubmission(String),
 
     /// `complete` was called before every participant delivered.

@@ -112,7 +112,9 @@ impl FixedPoint {
         let limit = Self::max_units(participants);
         // `scaled` is integer-valued; compare in i128 so that values near 2^63 are not rounded
         // by an f64 comparison against `limit as f64`.
-        if !scaled.is_finite() || scaled.abs() >= 2f64.powi(100) || (scaled as i128).abs() > limit as i128
+        if !scaled.is_finite()
+            || scaled.abs() >= 2f64.powi(100)
+            || (scaled as i128).abs() > limit as i128
         {
             return Err(SecAggError::Overflow {
                 index,
@@ -333,7 +335,13 @@ mod tests {
         assert_eq!(limit, i64::MAX / 3);
         assert!(fp.encode(limit as f64 - 1024.0, n).is_ok());
         let err = fp.encode(1e300, n).unwrap_err();
-        assert!(matches!(err, SecAggError::Overflow { participants: 3, .. }));
+        assert!(matches!(
+            err,
+            SecAggError::Overflow {
+                participants: 3,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("lower frac_bits"));
         assert!(matches!(
             fp.encode(f64::NAN, n),

@@ -81,7 +81,11 @@ impl SiteSecret {
     }
 
     /// Raw X25519 with a peer's public key; errors on the all-zero (non-contributory) result.
-    pub(crate) fn agree(&self, peer_id: &str, peer_public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
+    pub(crate) fn agree(
+        &self,
+        peer_id: &str,
+        peer_public: &[u8; 32],
+    ) -> Result<Zeroizing<[u8; 32]>> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*peer_public));
         if !shared.was_contributory() {
             return Err(SecAggError::NonContributory(peer_id.to_string()));
@@ -170,8 +174,9 @@ pub(crate) mod hex32 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out)
-            .map_err(|e| D::Error::custom(format!("expected 64 hex digits for a 32-byte key: {e}")))?;
+        hex::decode_to_slice(&s, &mut out).map_err(|e| {
+            D::Error::custom(format!("expected 64 hex digits for a 32-byte key: {e}"))
+        })?;
         Ok(out)
     }
 }
@@ -222,6 +227,36 @@ mod tests {
         assert_ne!(*k_ab, *other_ids);
     }
 
+    /// A pair's round seed changes with every field the round digest binds: round id, study,
+    /// participant set and participant keys. Tested on the seed of one fixed pair, since a
+    /// site's combined pad would differ anyway when the set changes.
+    #[test]
+    fn round_seed_is_bound_to_round_study_set_and_keys() {
+        let pair = [3u8; 32];
+        let (k0, k1, k2) = ([10u8; 32], [11u8; 32], [12u8; 32]);
+        let seed = |study: &str, round: u64, set: &[(&str, &[u8; 32])]| {
+            *round_seed(&pair, &round_digest(study, round, set.iter().copied()))
+        };
+        let base = seed("s", 1, &[("a", &k0), ("b", &k1), ("c", &k2)]);
+        let variants = [
+            seed("s", 2, &[("a", &k0), ("b", &k1), ("c", &k2)]),
+            seed("t", 1, &[("a", &k0), ("b", &k1), ("c", &k2)]),
+            seed("s", 1, &[("a", &k0), ("b", &k1)]),
+            seed("s", 1, &[("a", &k0), ("b", &k1), ("d", &k2)]),
+            seed("s", 1, &[("a", &k0), ("b", &k1), ("c", &k0)]),
+            // Length prefixes: moving a byte between adjacent ids must change the digest.
+            seed("s", 1, &[("a", &k0), ("bc", &k1)]),
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(*v, base, "variant {i} gave the same round seed");
+        }
+        assert_eq!(seed("s", 1, &[("a", &k0), ("b", &k1), ("c", &k2)]), base);
+        assert_ne!(
+            *round_seed(&[4u8; 32], &round_digest("s", 1, std::iter::empty())),
+            base
+        );
+    }
+
     #[test]
     fn low_order_public_key_is_refused() {
         let a = SiteSecret::from_bytes([7; 32]);
@@ -239,6 +274,9 @@ mod tests {
         assert!(json.contains(&"ab".repeat(32)));
         let back: KeyAnnouncement = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ann);
-        assert!(serde_json::from_str::<KeyAnnouncement>(r#"{"site_id":"x","public_key":"abcd"}"#).is_err());
+        assert!(
+            serde_json::from_str::<KeyAnnouncement>(r#"{"site_id":"x","public_key":"abcd"}"#)
+                .is_err()
+        );
     }
 }

@@ -43,9 +43,9 @@ pub fn apply_mask(seed: &[u8; 32], sign: MaskSign, values: &mut [u64]) {
     for chunk in values.chunks_mut(CHUNK_BYTES / 8) {
         let bytes = &mut buf[..chunk.len() * 8];
         rng.fill_bytes(bytes);
-        let words = bytes.chunks_exact(8).map(|b| {
-            u64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes"))
-        });
+        let words = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes")));
         match sign {
             MaskSign::Add => chunk
                 .iter_mut()
@@ -88,13 +88,18 @@ mod tests {
     #[test]
     fn add_then_subtract_cancels_across_chunk_boundaries() {
         let seed = [9u8; 32];
-        let orig: Vec<u64> = (0..1500u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let orig: Vec<u64> = (0..1500u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         let mut v = orig.clone();
         apply_mask(&seed, MaskSign::Add, &mut v);
         assert_ne!(v, orig);
         apply_mask(&seed, MaskSign::Subtract, &mut v);
         assert_eq!(v, orig);
         // A prefix of a longer stream equals the shorter stream (chunking does not shift it).
-        assert_eq!(mask_stream(&seed, 1000)[..], mask_stream(&seed, 1500)[..1000]);
+        assert_eq!(
+            mask_stream(&seed, 1000)[..],
+            mask_stream(&seed, 1500)[..1000]
+        );
     }
 }
