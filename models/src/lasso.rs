@@ -488,6 +488,10 @@ pub struct LassoConfig {
     pub nfolds: u32,
     /// Which of the sites' fold schemes holds the CV folds.
     pub fold_scheme: u32,
+    /// Rows of this fold are left out of the whole LASSO study (the outer test fold when the
+    /// LASSO runs inside a nested CV; the inner folds of `fold_scheme` then partition the rest).
+    #[serde(default)]
+    pub outer: Option<FoldRef>,
     /// IRLS convergence: max_j (H_jj/V)Δβ_j² < irls_tol.
     pub irls_tol: f64,
     /// Coordinate-descent convergence: max_j (H_jj/V)d_j² < cd_tol.
@@ -515,6 +519,7 @@ impl LassoConfig {
             lambda_min_ratio: None,
             nfolds,
             fold_scheme: 0,
+            outer: None,
             irls_tol: 1e-10,
             cd_tol: 1e-20,
             max_irls: 100,
@@ -738,6 +743,7 @@ impl LassoDriver {
                         d.fits.push(Fit::new(
                             id,
                             WeightSpec {
+                                outer: config.outer,
                                 exclude: None,
                                 bootstrap: boot,
                             },
@@ -757,6 +763,7 @@ impl LassoDriver {
         self.fits.push(Fit::new(
             full as u32,
             WeightSpec {
+                outer: self.config.outer,
                 exclude: None,
                 bootstrap,
             },
@@ -770,6 +777,7 @@ impl LassoDriver {
             self.fits.push(Fit::new(
                 id as u32,
                 WeightSpec {
+                    outer: self.config.outer,
                     exclude: Some(FoldRef {
                         scheme: self.config.fold_scheme,
                         fold: k,

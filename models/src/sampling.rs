@@ -90,9 +90,14 @@ pub struct FoldRef {
 /// How a site derives per-row weights for one fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WeightSpec {
+    /// Rows of this fold are outside the analysis altogether (e.g. the outer test fold of a
+    /// nested CV): weight 0 for training *and* held-out, and not eligible for the bootstrap draw.
+    #[serde(default)]
+    pub outer: Option<FoldRef>,
     /// Rows of this fold get weight 0 (they are the fit's held-out rows).
     pub exclude: Option<FoldRef>,
-    /// Multiply by the bootstrap multiplicity of `(seed, replicate)`.
+    /// Multiply by the bootstrap multiplicity of `(seed, replicate)`, drawn over the rows that
+    /// `outer` leaves in.
     pub bootstrap: Option<(u64, u32)>,
 }
 
@@ -114,31 +119,44 @@ impl SiteData {
     /// for rows of the excluded fold (times their bootstrap multiplicity).
     pub fn weights(&self, spec: &WeightSpec) -> crate::Result<(Vec<f64>, Vec<f64>)> {
         let n = self.y.len();
-        let base = match spec.bootstrap {
-            Some((seed, b)) => bootstrap_weights(&self.y, seed, b, self.site_id),
-            None => vec![1.0; n],
+        let in_fold = |f: FoldRef| -> crate::Result<Vec<bool>> {
+            let folds = self.fold_schemes.get(f.scheme as usize).ok_or_else(|| {
+                crate::ModelsError::Invalid(format!(
+                    "fold scheme {} requested but the site holds {} scheme(s)",
+                    f.scheme,
+                    self.fold_schemes.len()
+                ))
+            })?;
+            if folds.len() != n {
+                return Err(crate::ModelsError::Dimension {
+                    what: "fold ids".into(),
+                    expected: n,
+                    got: folds.len(),
+                });
+            }
+            Ok(folds.iter().map(|&k| k == f.fold).collect())
         };
+        let eligible: Vec<bool> = match spec.outer {
+            Some(f) => in_fold(f)?.into_iter().map(|o| !o).collect(),
+            None => vec![true; n],
+        };
+        let mut base: Vec<f64> = eligible.iter().map(|&e| f64::from(u8::from(e))).collect();
+        if let Some((seed, b)) = spec.bootstrap {
+            let rows: Vec<usize> = (0..n).filter(|&i| eligible[i]).collect();
+            let ys: Vec<f64> = rows.iter().map(|&i| self.y[i]).collect();
+            let w = bootstrap_weights(&ys, seed, b, self.site_id);
+            for (k, &i) in rows.iter().enumerate() {
+                base[i] = w[k];
+            }
+        }
         match spec.exclude {
             None => Ok((base, vec![0.0; n])),
             Some(f) => {
-                let folds = self.fold_schemes.get(f.scheme as usize).ok_or_else(|| {
-                    crate::ModelsError::Invalid(format!(
-                        "fold scheme {} requested but the site holds {} scheme(s)",
-                        f.scheme,
-                        self.fold_schemes.len()
-                    ))
-                })?;
-                if folds.len() != n {
-                    return Err(crate::ModelsError::Dimension {
-                        what: "fold ids".into(),
-                        expected: n,
-                        got: folds.len(),
-                    });
-                }
+                let held_rows = in_fold(f)?;
                 let mut train = base.clone();
                 let mut held = vec![0.0; n];
                 for i in 0..n {
-                    if folds[i] == f.fold {
+                    if held_rows[i] {
                         train[i] = 0.0;
                         held[i] = base[i];
                     }
@@ -218,6 +236,39 @@ mod tests {
             }
             assert!(c.iter().max().unwrap() - c.iter().min().unwrap() <= 1);
         }
+    }
+
+    #[test]
+    fn outer_fold_rows_are_out_of_everything() {
+        let y: Vec<f64> = (0..20).map(|i| f64::from(i % 2 == 0)).collect();
+        let d = SiteData {
+            site_id: 2,
+            x: ndarray::Array2::zeros((20, 1)),
+            fold_schemes: vec![
+                assign_stratified_folds(&y, 5, 1, 2),
+                assign_stratified_folds(&y, 4, 9, 2),
+            ],
+            y,
+        };
+        let outer = FoldRef { scheme: 0, fold: 3 };
+        let spec = WeightSpec {
+            outer: Some(outer),
+            exclude: Some(FoldRef { scheme: 1, fold: 0 }),
+            bootstrap: Some((4, 7)),
+        };
+        let (v, h) = d.weights(&spec).unwrap();
+        let mut total = 0.0;
+        for i in 0..20 {
+            if d.fold_schemes[0][i] == 3 {
+                assert_eq!((v[i], h[i]), (0.0, 0.0));
+            }
+            if d.fold_schemes[1][i] == 0 {
+                assert_eq!(v[i], 0.0);
+            }
+            total += v[i] + h[i];
+        }
+        // the bootstrap draw covers exactly the 16 rows left in by the outer fold
+        assert_eq!(total, 16.0);
     }
 
     #[test]

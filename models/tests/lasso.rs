@@ -287,6 +287,7 @@ fn bootstrap_is_reproducible_and_independent_of_site_order() {
     for r in 0..20u32 {
         let (w, _) = pooled
             .weights(&models::sampling::WeightSpec {
+                outer: None,
                 exclude: None,
                 bootstrap: Some((7, r)),
             })
@@ -408,4 +409,46 @@ fn disclosure_refusal_fails_the_study() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn nested_cv_outer_fold_rows_never_influence_the_inner_lasso() {
+    let g = golden();
+    let cs = case(&g["cases"][0]);
+    let mut sites = sites_of(&cs, &cs.sites);
+    // scheme 0: outer folds (5); scheme 1: inner folds (4) assigned by each site
+    for s in &mut sites {
+        let outer = assign_stratified_folds(&s.y, 5, 100, s.site_id);
+        let inner = assign_stratified_folds(&s.y, 4, 200, s.site_id);
+        s.fold_schemes = vec![outer, inner];
+    }
+    let mut cfg = LassoConfig::new(cs.x.ncols(), 4);
+    cfg.fold_scheme = 1;
+    cfg.outer = Some(models::sampling::FoldRef { scheme: 0, fold: 2 });
+    cfg.bootstrap = Some(BootstrapConfig {
+        replicates: 5,
+        seed: 8,
+        top_k: 3,
+        lambda: BootstrapLambda::MainLambdaMin,
+    });
+    let a = run_lasso(&cfg, &sites, 1.0).unwrap();
+    // scramble the outer-fold rows: nothing may change, bit for bit
+    let mut scrambled = sites.clone();
+    for s in &mut scrambled {
+        for i in 0..s.y.len() {
+            if s.fold_schemes[0][i] == 2 {
+                s.x.row_mut(i).mapv_inplace(|v| v * 1e3 + 17.0);
+                s.y[i] = 1.0 - s.y[i];
+            }
+        }
+    }
+    let b = run_lasso(&cfg, &scrambled, 1.0).unwrap();
+    assert_eq!(a, b);
+    let n_in: usize = sites
+        .iter()
+        .map(|s| s.fold_schemes[0].iter().filter(|&&k| k != 2).count())
+        .sum();
+    assert_eq!(a.cv.path.sum_w, n_in as f64);
+    let pooled = lasso_pooled(&cfg, &PooledData::from_sites(&sites)).unwrap();
+    assert_same(&a, &pooled, 1e-9);
 }

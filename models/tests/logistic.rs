@@ -134,6 +134,7 @@ fn fold_fits_are_batched_and_equal_pooled_fold_fits() {
         .map(|k| LogisticFitSpec {
             fit_id: k,
             weights: WeightSpec {
+                outer: None,
                 exclude: Some(FoldRef { scheme: 0, fold: k }),
                 bootstrap: None,
             },
@@ -141,6 +142,7 @@ fn fold_fits_are_batched_and_equal_pooled_fold_fits() {
         .chain(std::iter::once(LogisticFitSpec {
             fit_id: 99,
             weights: WeightSpec {
+                outer: None,
                 exclude: None,
                 bootstrap: Some((5, 1)),
             },
