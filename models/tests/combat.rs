@@ -1,11 +1,13 @@
 //! ComBat tests: neuroCombat 0.2.12 goldens (parametric, non-parametric, mean-only), federated
 //! (sites in order) == pooled, frozen application, serde round trip and edge cases.
 //!
-//! Tolerance against neuroCombat: |ours − theirs| ≤ 1e-8 · max(|theirs|, scale), where scale is
-//! the feature's pooled SD for data values and 1 for standardised quantities (γ, δ). Why 1e-8 and
-//! not round-off: neuroCombat solves the normal equations with an explicit inverse and stops the
-//! EB iteration at a relative change of 1e-4, so both implementations reach the same iterate
-//! count but carry ~1e-12 relative differences that the iteration can amplify by a few orders.
+//! Tolerance against neuroCombat: |ours − theirs| ≤ 1e-10 · max(|theirs|, scale), where scale is
+//! the feature's pooled SD for data values and 1 for standardised quantities (γ, δ) — 1e-9 for
+//! the raw betas. The largest difference measured is 3.7e-14 (printed by the golden test): both
+//! sides run the same EB iteration count and differ only by round-off (neuroCombat inverts W'W
+//! explicitly, we use Cholesky). 1e-10 keeps four orders of margin for other BLAS builds while
+//! still catching any convention slip (ddof, divisor n, signed denominators), which shows up at
+//! 1e-3 or worse.
 
 use models::combat::*;
 use ndarray::Array2;
@@ -110,8 +112,16 @@ fn options(v: &Value) -> ComBatOptions {
     }
 }
 
+thread_local! {
+    /// Largest |ours − theirs| / max(|theirs|, scale) seen, for the report.
+    static WORST: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
 fn assert_close(what: &str, got: f64, want: f64, scale: f64, tol: f64) {
     let err = (got - want).abs();
+    if want.abs().max(scale) > 0.0 {
+        WORST.with(|w| w.set(w.get().max(err / want.abs().max(scale))));
+    }
     assert!(
         err <= tol * want.abs().max(scale),
         "{what}: got {got}, want {want}, err {err:e}"
@@ -190,14 +200,14 @@ fn matches_neurocombat_goldens_pooled_and_federated() {
                         adj.gamma_star[j],
                         gs[[b, j]],
                         1.0,
-                        1e-8,
+                        1e-10,
                     );
                     assert_close(
                         &format!("{label} delta*[{b},{j}]"),
                         adj.delta_star[j],
                         ds[[b, j]],
                         1.0,
-                        1e-8,
+                        1e-10,
                     );
                 }
                 assert_close(
@@ -237,10 +247,14 @@ fn matches_neurocombat_goldens_pooled_and_federated() {
                     out[[i, j]],
                     *w,
                     vp[j].sqrt(),
-                    1e-8,
+                    1e-10,
                 );
             }
 
+            eprintln!(
+                "{label}: worst normalised difference to neuroCombat so far {:e}",
+                WORST.with(|w| w.get())
+            );
             // Federated over 3 sites (batches dealt round-robin) == pooled to round-off.
             let sites = sites_of(&cs, &cs.train, 3);
             let site_rows: Vec<ComBatRows> = sites.iter().map(Owned::rows).collect();
@@ -280,7 +294,7 @@ fn matches_neurocombat_goldens_pooled_and_federated() {
                         applied[[i, j]],
                         *w,
                         vp[j].sqrt(),
-                        1e-8,
+                        1e-10,
                     );
                 }
             }
