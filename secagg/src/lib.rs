@@ -26,6 +26,36 @@
 //!    aggregator calls [`MaskedRound::restart_without`] with a fresh round id and the survivors
 //!    re-mask their unchanged inputs with fresh pads. No mask recovery is implemented.
 //!
+//! ```
+//! use secagg::*;
+//! # fn main() -> Result<()> {
+//! let policy = SecAggPolicy::default(); // refuse sets smaller than 3
+//! let mut rng = rand::rngs::OsRng;
+//! // Session setup: every site announces its key; the aggregator relays the list.
+//! let mut sites: Vec<SiteSession> = ["a", "b", "c"]
+//!     .iter()
+//!     .map(|id| SiteSession::new("study-1", *id, SiteSecret::generate(&mut rng), policy))
+//!     .collect::<Result<_>>()?;
+//! let keys: Vec<KeyAnnouncement> = sites.iter().map(|s| s.announcement()).collect();
+//! for s in &mut sites {
+//!     s.accept_peer_keys(&keys)?;
+//! }
+//! // One round: the aggregator sends spec + layout, sites return masked vectors.
+//! let layout = Layout::new()
+//!     .with("xtwx", 2, FixedPoint::default())
+//!     .with("counts", 1, FixedPoint::integer());
+//! let spec = RoundSpec::new("study-1", 1, ["a", "b", "c"])?;
+//! let mut round = MaskedRound::new(spec.clone(), layout.total_len(), &policy)?;
+//! for (i, s) in sites.iter_mut().enumerate() {
+//!     let masked = s.mask_values(&spec, &layout, &[&[0.5, -1.25 * i as f64], &[10.0]])?;
+//!     round.accept(&masked)?;
+//! }
+//! let sums = layout.decode(&round.complete()?)?;
+//! assert_eq!(sums, vec![vec![1.5, -3.75], vec![30.0]]);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Precision
 //!
 //! Values are encoded as `round(x · 2^F)`; each encoded value is within 2^−(F+1) of `x`, the

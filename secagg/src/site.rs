@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -37,6 +38,9 @@ pub struct SiteSession {
     used_rounds: BTreeSet<u64>,
     #[serde(skip)]
     pair_keys: BTreeMap<String, Zeroizing<[u8; 32]>>,
+    /// Cache of the public key (a base-point multiplication), filled on first use.
+    #[serde(skip)]
+    public: OnceLock<[u8; 32]>,
 }
 
 impl fmt::Debug for SiteSession {
@@ -44,7 +48,7 @@ impl fmt::Debug for SiteSession {
         f.debug_struct("SiteSession")
             .field("study_id", &self.study_id)
             .field("site_id", &self.site_id)
-            .field("public_key", &hex::encode(self.secret.public_key()))
+            .field("public_key", &hex::encode(self.public_key()))
             .field("policy", &self.policy)
             .field("peers", &self.peers.keys().collect::<Vec<_>>())
             .field("used_rounds", &self.used_rounds.len())
@@ -73,6 +77,7 @@ impl SiteSession {
             peers: BTreeMap::new(),
             used_rounds: BTreeSet::new(),
             pair_keys: BTreeMap::new(),
+            public: OnceLock::new(),
         })
     }
 
@@ -93,7 +98,7 @@ impl SiteSession {
 
     /// This site's public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.secret.public_key()
+        *self.public.get_or_init(|| self.secret.public_key())
     }
 
     /// The announcement to send to the aggregator for relaying.
