@@ -12,7 +12,13 @@ use std::time::Instant;
 fn request_floats(r: &FitRequest) -> usize {
     match &r.kind {
         RequestKind::Moments => 4,
-        RequestKind::Irls { mean, sd, beta, .. } => mean.len() + sd.len() + beta.len() + 6,
+        RequestKind::Irls {
+            mean,
+            sd,
+            beta,
+            cols,
+            ..
+        } => mean.len() + sd.len() + beta.len() + 6 + cols.as_ref().map_or(0, Vec::len),
     }
 }
 
@@ -71,7 +77,11 @@ fn run(label: &str, cfg: &LassoConfig, sites: &[SiteData]) {
             .iter()
             .map(|&j| format!("{j} ({:.2})", b.frequency[j]))
             .collect();
-        println!("bootstrap B = {}: top-5 (frequency) {}", b.replicates, top.join(", "));
+        println!(
+            "bootstrap B = {}: top-5 (frequency) {}",
+            b.replicates,
+            top.join(", ")
+        );
     }
 }
 
@@ -117,6 +127,10 @@ fn main() {
             top_k: 5,
             lambda: BootstrapLambda::PerReplicateCv,
         });
-        run("CV + 100 bootstrap replicates, each with its own 5-fold CV", &cfg, &sites);
+        run(
+            "CV + 100 bootstrap replicates, each with its own 5-fold CV",
+            &cfg,
+            &sites,
+        );
     }
 }

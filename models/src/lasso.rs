@@ -67,6 +67,9 @@ pub enum RequestKind {
         beta: Vec<f64>,
         /// Whether x̃ᵀWx̃ is needed (false for a pure evaluation of a final solution).
         hessian: bool,
+        /// Columns S of x̃ᵀWx̃ to return (screened set); None = the whole matrix (packed).
+        #[serde(default)]
+        cols: Option<Vec<u32>>,
     },
 }
 
@@ -111,7 +114,8 @@ pub struct IrlsSums {
     pub w0: f64,
     /// x̃ᵀw.
     pub wx: Vec<f64>,
-    /// x̃ᵀWx̃ packed upper triangle (empty when not requested).
+    /// x̃ᵀWx̃: packed upper triangle when all columns were requested, else the requested
+    /// columns S as a p × |S| row-major block (empty when no Hessian was requested).
     pub hess: Vec<f64>,
     /// Σh over held-out rows.
     pub heldout_w: f64,
@@ -195,6 +199,7 @@ fn sums_one(
             beta0,
             beta,
             hessian,
+            cols,
         } => {
             if mean.len() != p || sd.len() != p || beta.len() != p {
                 return Err(ModelsError::Dimension {
@@ -202,6 +207,13 @@ fn sums_one(
                     expected: p,
                     got: beta.len().min(mean.len()).min(sd.len()),
                 });
+            }
+            if let Some(c) = cols
+                && c.iter().any(|&j| j as usize >= p)
+            {
+                return Err(ModelsError::Invalid(format!(
+                    "Hessian column out of range (p = {p})"
+                )));
             }
             let rows = v.iter().filter(|&&w| w > 0.0).count();
             if *hessian && !crate::cross_product_allowed(p + 1, rows, max_params_per_row) {
@@ -220,10 +232,10 @@ fn sums_one(
                 rx: vec![0.0; p],
                 w0: 0.0,
                 wx: vec![0.0; p],
-                hess: if *hessian {
-                    vec![0.0; packed_len(p)]
-                } else {
-                    Vec::new()
+                hess: match (hessian, cols) {
+                    (false, _) => Vec::new(),
+                    (true, None) => vec![0.0; packed_len(p)],
+                    (true, Some(c)) => vec![0.0; p * c.len()],
                 },
                 heldout_w: 0.0,
                 heldout_dev: 0.0,
@@ -262,10 +274,19 @@ fn sums_one(
                     s.rx[a] += r * xt[a];
                     let wa = w * xt[a];
                     s.wx[a] += wa;
-                    if *hessian {
-                        for b in a..p {
-                            s.hess[k] += wa * xt[b];
-                            k += 1;
+                    match (hessian, cols) {
+                        (false, _) => {}
+                        (true, None) => {
+                            for b in a..p {
+                                s.hess[k] += wa * xt[b];
+                                k += 1;
+                            }
+                        }
+                        (true, Some(c)) => {
+                            let row = &mut s.hess[a * c.len()..(a + 1) * c.len()];
+                            for (h, &b) in row.iter_mut().zip(c) {
+                                *h += wa * xt[b as usize];
+                            }
                         }
                     }
                 }
@@ -289,6 +310,8 @@ struct Quad {
     w0: f64,
     wx: Vec<f64>,
     h: Option<Array2<f64>>,
+    /// Columns of `h` that were sent (all true for a full Hessian).
+    known: Vec<bool>,
     heldout_w: f64,
     heldout_dev: f64,
 }
@@ -382,6 +405,34 @@ fn cd_solve(
         what: "LASSO coordinate descent".into(),
         iterations: max_sweeps,
     })
+}
+
+/// Coordinates whose Hessian column was not sent (so CD kept them at 0) but whose model gradient
+/// at the new point (c0, c) exceeds λ: they violate KKT and must be added to the screened set.
+#[allow(clippy::too_many_arguments)]
+fn unknown_violators(
+    q: &Quad,
+    h: &Array2<f64>,
+    b0: f64,
+    b: &[f64],
+    c0: f64,
+    c: &[f64],
+    lambda: f64,
+    sd: &[f64],
+) -> Vec<usize> {
+    let p = b.len();
+    let d0 = c0 - b0;
+    (0..p)
+        .filter(|&j| !q.known[j] && sd[j] > 0.0)
+        .filter(|&j| {
+            let hd: f64 = (0..p)
+                .filter(|&k| q.known[k])
+                .map(|k| h[[j, k]] * (c[k] - b[k]))
+                .sum();
+            let g = (-q.rx[j] + q.wx[j] * d0 + hd) / q.v;
+            g.abs() > lambda * (1.0 + 1e-12)
+        })
+        .collect()
 }
 
 /// Minimiser of the quadratic model with the sign pattern fixed (see [`cd_solve`]), if it is
@@ -682,6 +733,10 @@ struct Fit {
     truncated: bool,
     /// Requests answered for this fit (= round trips it took part in).
     requests: u32,
+    /// |x̃_jᵀr|/V at the last IRLS reply (for the strong rule).
+    last_grad: Vec<f64>,
+    /// Coordinates that violated KKT after a screened step (always requested from then on).
+    forced: Vec<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -839,6 +894,7 @@ impl LassoDriver {
                         beta0: *beta0,
                         beta: beta.clone(),
                         hessian: *k < self.path_limit(i),
+                        cols: self.screen(i),
                     },
                     FitState::Waiting | FitState::Done => unreachable_kind(),
                 };
@@ -849,6 +905,34 @@ impl LassoDriver {
                 }
             })
             .collect()
+    }
+
+    /// Hessian columns to request for fit `i` (None = all): glmnet's sequential strong rule
+    /// |∂_j| ≥ 2λ_k − λ_{k−1} on the gradient of the last reply, plus every non-zero coefficient
+    /// and every coordinate that ever violated KKT (glmnet's "ever-active" set). The first IRLS
+    /// request of a fit, and any set larger than half the features, asks for everything. A
+    /// screened-out coordinate that violates KKT after the step is added and the step repeated
+    /// at the same point, so screening never changes the answer.
+    fn screen(&self, i: usize) -> Option<Vec<u32>> {
+        let f = &self.fits[i];
+        let FitState::Irls { k, beta, .. } = &f.state else {
+            return None;
+        };
+        if f.last_grad.is_empty() || *k >= self.path_limit(i) {
+            return None;
+        }
+        let lam = self.lambda(i, *k).ok()?;
+        let tau = if *k > 0 && f.role != Role::Fixed {
+            2.0 * lam - self.lambda(i, k - 1).ok()?
+        } else {
+            0.8 * lam
+        };
+        let p = beta.len();
+        let cols: Vec<u32> = (0..p)
+            .filter(|&j| f.sd[j] > 0.0 && (f.forced[j] || beta[j] != 0.0 || f.last_grad[j] >= tau))
+            .map(|j| j as u32)
+            .collect();
+        (2 * cols.len() < p + 1).then_some(cols)
     }
 
     /// Maximum number of λ's fit `i` may solve (nlambda, the group's final path length, or 1).
@@ -879,6 +963,13 @@ impl LassoDriver {
     /// Applies every site's replies (outer index = site, in site order).
     pub fn apply(&mut self, replies: &[Vec<FitSums>]) -> Result<()> {
         let active = self.active();
+        let requested: Vec<Option<Vec<u32>>> = active
+            .iter()
+            .map(|&i| match &self.fits[i].state {
+                FitState::Irls { .. } => self.screen(i),
+                _ => None,
+            })
+            .collect();
         if replies.is_empty() {
             return Err(ModelsError::Invalid("no site replies".into()));
         }
@@ -926,6 +1017,16 @@ impl LassoDriver {
                             w0: 0.0,
                             wx: vec![0.0; p],
                             h: (!s.hess.is_empty()).then(|| Array2::zeros((p, p))),
+                            known: match &requested[k] {
+                                None => vec![true; p],
+                                Some(c) => {
+                                    let mut m = vec![false; p];
+                                    for &j in c {
+                                        m[j as usize] = true;
+                                    }
+                                    m
+                                }
+                            },
                             heldout_w: 0.0,
                             heldout_dev: 0.0,
                         });
@@ -938,7 +1039,19 @@ impl LassoDriver {
                             acc.wx[j] += s.wx[j];
                         }
                         if let Some(h) = acc.h.as_mut() {
-                            *h += &unpack_upper(&s.hess, p)?;
+                            match &requested[k] {
+                                None => *h += &unpack_upper(&s.hess, p)?,
+                                Some(c) => {
+                                    if s.hess.len() != p * c.len() {
+                                        return Err(mismatch(site, k, f.id));
+                                    }
+                                    for j in 0..p {
+                                        for (t, &col) in c.iter().enumerate() {
+                                            h[[j, col as usize]] += s.hess[j * c.len() + t];
+                                        }
+                                    }
+                                }
+                            }
                         }
                         acc.heldout_w += s.heldout_w;
                         acc.heldout_dev += s.heldout_dev;
@@ -951,6 +1064,16 @@ impl LassoDriver {
         self.fit_requests += active.len() as u64;
         for &i in &active {
             self.fits[i].requests += 1;
+        }
+        // Screened Hessians: fill the rows of the sent columns by symmetry.
+        for q in quads.iter_mut().flatten() {
+            if let Some(h) = q.h.as_mut() {
+                for c in (0..p).filter(|&c| q.known[c]) {
+                    for j in (0..p).filter(|&j| !q.known[j]) {
+                        h[[c, j]] = h[[j, c]];
+                    }
+                }
+            }
         }
         // Full fits first: they fix their group's λ sequence, which the fold fits need.
         let mut order: Vec<usize> = (0..active.len()).collect();
@@ -1015,6 +1138,13 @@ impl LassoDriver {
                 ),
                 _ => return Ok(()),
             };
+        {
+            let f = &mut self.fits[i];
+            f.last_grad = q.rx.iter().map(|r| r.abs() / q.v).collect();
+            if f.forced.is_empty() {
+                f.forced = vec![false; q.rx.len()];
+            }
+        }
         // The full fit's first evaluation is at the null model: it fixes λ_max and the path.
         if self.fits[i].null_loss.is_none() {
             self.fits[i].null_loss = Some(q.loss);
@@ -1063,7 +1193,13 @@ impl LassoDriver {
         }
         // 3. Coordinate descent on this quadratic model; possibly several λ's in a row when
         //    the step is negligible (the current sums are then the solution's evaluation).
-        let ju: Vec<bool> = self.fits[i].sd.iter().map(|&s| s > 0.0).collect();
+        // coordinates CD may move: non-constant features whose Hessian column was sent
+        let ju: Vec<bool> = self.fits[i]
+            .sd
+            .iter()
+            .zip(&q.known)
+            .map(|(&s, &k)| s > 0.0 && k)
+            .collect();
         let h = q
             .h
             .as_ref()
@@ -1079,6 +1215,24 @@ impl LassoDriver {
                 self.config.cd_tol,
                 self.config.max_sweeps,
             )?;
+            // Screened-out coordinates must satisfy KKT at the new point, else widen and repeat.
+            let viol = unknown_violators(&q, h, beta0, &beta, nb0, &nb, lam, &self.fits[i].sd);
+            if !viol.is_empty() {
+                let f = &mut self.fits[i];
+                for j in viol {
+                    f.forced[j] = true;
+                }
+                f.state = FitState::Irls {
+                    k,
+                    beta0,
+                    beta,
+                    prev,
+                    iter,
+                    eval_for: None,
+                    halvings,
+                };
+                return Ok(());
+            }
             let mut step: f64 = q.w0 / q.v * (nb0 - beta0).powi(2);
             for j in 0..nb.len() {
                 step = step.max(h[[j, j]] / q.v * (nb[j] - beta[j]).powi(2));
@@ -1450,6 +1604,8 @@ impl Fit {
             solutions: Vec::new(),
             truncated: false,
             requests: 0,
+            last_grad: Vec::new(),
+            forced: Vec::new(),
         }
     }
 
