@@ -11,13 +11,20 @@
 //!   V ≥ p else 1e-2; warm starts along the path. The full-data path stops early with glmnet's
 //!   rule (after ≥ `mnlam` = 5 λ's: deviance ratio > `devmax` = 0.999 or its gain < `fdev` = 1e-5);
 //!   CV fold fits use the full fit's λ values and do not stop early (user-supplied λ in glmnet).
-//! - Outer loop: IRLS / proximal Newton exactly as glmnet's `lognet`: at the current (β0, β) the
+//! - Outer loop: IRLS / proximal Newton as glmnet's `lognet`: at the current (β0, β) the
 //!   quadratic model of the loss is built from the weighted sums below, coordinate descent with
 //!   covariance updates minimises model + λ‖β‖₁ to convergence (finished exactly on the active
 //!   set once the sign pattern is stable, see `cd_solve`), and the IRLS loop stops when
-//!   max_j (H_jj/V)·Δβ_j² (intercept included) < `irls_tol` (glmnet's criterion, tighter
-//!   threshold). Added safeguard (not in glmnet, never triggered on well-posed data): if the true
-//!   objective at a new iterate exceeds the previous one, the step is halved.
+//!   max_j (H_jj/V)·Δβ_j² (intercept included) < `irls_tol` = 1e-10 (glmnet's criterion with a
+//!   tighter threshold). Two deliberate differences, neither of which changes the solutions
+//!   (checked against glmnet, by KKT and against scikit-learn): (1) when λ_k converges, λ_{k+1}'s
+//!   first step is taken from the same quadratic model instead of a new expansion at λ_k's
+//!   solution (that solution is evaluated exactly, without Hessian, in the next round) — one
+//!   round trip less per λ; (2) if the true objective at a new iterate exceeds the previous one
+//!   the step is halved (a safeguard glmnet lacks; it does not trigger on well-posed data).
+//! - Screening: an IRLS request asks only for the Hessian columns of glmnet's strong-rule set
+//!   (plus non-zero and ever-violating coordinates); screened-out coordinates are KKT-checked
+//!   after the step and, if violated, added and the step repeated from the same point.
 //! - CV: deviance −2[y log p + (1−y) log(1−p)], p clamped to [1e-5, 1 − 1e-5], weighted by the
 //!   held-out rows' weights; cvm = fold-weight-weighted mean of fold means; cvsd =
 //!   sqrt(Σ_f W_f (m_f − cvm)² / Σ W_f / (K − 1)); λ.min = largest λ attaining min cvm;
@@ -29,7 +36,7 @@
 //! and a [`WeightSpec`] that the site turns into row weights itself (fold exclusion, bootstrap
 //! multiplicities drawn at the site). One site call answers **all** current fits
 //! ([`site_irls_sums`]); [`LassoDriver`] advances them in lock-step, so the number of round trips
-//! is 1 (standardisation moments) + the IRLS steps of the slowest fit (+1 final evaluation), not
+//! is 1 (standardisation moments) + the IRLS rounds of the slowest fit (+1 final evaluation), not
 //! a function of the number of fits. What a site returns per fit:
 //! - round 1 ([`RequestKind::Moments`]): weighted (Σv, mean, M2) per feature, Σv, Σvy;
 //! - IRLS rounds ([`RequestKind::Irls`]), with x̃ the fit's standardised features,
@@ -665,7 +672,8 @@ pub struct LassoResult {
     pub bootstrap: Option<BootstrapResult>,
     /// Round trips used.
     pub rounds: u32,
-    /// Fit-requests answered per site in total (Σ over rounds of fits per round).
+    /// Requests answered per site in total (Σ over rounds of the request list length, counting
+    /// IRLS steps, moments and Hessian-free evaluations).
     pub fit_requests: u64,
 }
 
@@ -708,11 +716,32 @@ enum FitState {
         beta: Vec<f64>,
         prev: Option<Prev>,
         iter: usize,
-        /// This point is the converged solution of λ index `eval_for`.
-        eval_for: Option<usize>,
         halvings: u32,
     },
     Done,
+}
+
+/// A converged solution whose exact loss / held-out deviance still has to be evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PendingEval {
+    k: usize,
+    beta0: f64,
+    beta: Vec<f64>,
+}
+
+/// One entry of a round's request list: a fit's IRLS/moments request or an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Main(usize),
+    Eval(usize, usize),
+}
+
+impl Slot {
+    fn fit(self) -> usize {
+        match self {
+            Slot::Main(i) | Slot::Eval(i, _) => i,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -737,6 +766,10 @@ struct Fit {
     last_grad: Vec<f64>,
     /// Coordinates that violated KKT after a screened step (always requested from then on).
     forced: Vec<bool>,
+    /// Converged solutions awaiting their evaluation, in λ order.
+    pending: Vec<PendingEval>,
+    /// λ index at which IRLS failed to converge (path truncated before it).
+    truncated_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -874,29 +907,52 @@ impl LassoDriver {
             && self.groups.iter().all(|g| g.cv.is_some())
     }
 
-    fn active(&self) -> Vec<usize> {
-        (0..self.fits.len())
-            .filter(|&i| !matches!(self.fits[i].state, FitState::Done | FitState::Waiting))
-            .collect()
+    /// This round's request list: per unfinished fit, its pending evaluations (in λ order), then
+    /// its moments / IRLS request if it has one.
+    fn plan(&self) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for (i, f) in self.fits.iter().enumerate() {
+            if matches!(f.state, FitState::Done | FitState::Waiting) {
+                continue;
+            }
+            out.extend((0..f.pending.len()).map(|e| Slot::Eval(i, e)));
+            let main = match &f.state {
+                FitState::NeedMoments => true,
+                FitState::Irls { k, .. } => *k < self.path_limit(i),
+                _ => false,
+            };
+            if main {
+                out.push(Slot::Main(i));
+            }
+        }
+        out
     }
 
     /// This round's requests (the same for every site).
     pub fn next_requests(&self) -> Vec<FitRequest> {
-        self.active()
+        self.plan()
             .into_iter()
-            .map(|i| {
+            .map(|slot| {
+                let i = slot.fit();
                 let f = &self.fits[i];
-                let kind = match &f.state {
-                    FitState::NeedMoments => RequestKind::Moments,
-                    FitState::Irls { k, beta0, beta, .. } => RequestKind::Irls {
+                let kind = match (slot, &f.state) {
+                    (Slot::Eval(_, e), _) => RequestKind::Irls {
+                        mean: f.mean.clone(),
+                        sd: f.sd.clone(),
+                        beta0: f.pending[e].beta0,
+                        beta: f.pending[e].beta.clone(),
+                        hessian: false,
+                        cols: None,
+                    },
+                    (Slot::Main(_), FitState::Irls { beta0, beta, .. }) => RequestKind::Irls {
                         mean: f.mean.clone(),
                         sd: f.sd.clone(),
                         beta0: *beta0,
                         beta: beta.clone(),
-                        hessian: *k < self.path_limit(i),
+                        hessian: true,
                         cols: self.screen(i),
                     },
-                    FitState::Waiting | FitState::Done => unreachable_kind(),
+                    _ => RequestKind::Moments,
                 };
                 FitRequest {
                     fit_id: f.id,
@@ -938,11 +994,12 @@ impl LassoDriver {
     /// Maximum number of λ's fit `i` may solve (nlambda, the group's final path length, or 1).
     fn path_limit(&self, i: usize) -> usize {
         let f = &self.fits[i];
-        match (f.role, f.group) {
+        let limit = match (f.role, f.group) {
             (Role::Fixed, _) => 1,
             (_, Some(g)) => self.groups[g].path_len.unwrap_or(self.config.nlambda),
             _ => self.config.nlambda,
-        }
+        };
+        f.truncated_at.map_or(limit, |t| t.min(limit))
     }
 
     fn lambda(&self, i: usize, k: usize) -> Result<f64> {
@@ -962,11 +1019,13 @@ impl LassoDriver {
 
     /// Applies every site's replies (outer index = site, in site order).
     pub fn apply(&mut self, replies: &[Vec<FitSums>]) -> Result<()> {
-        let active = self.active();
-        let requested: Vec<Option<Vec<u32>>> = active
+        let plan = self.plan();
+        let requested: Vec<Option<Vec<u32>>> = plan
             .iter()
-            .map(|&i| match &self.fits[i].state {
-                FitState::Irls { .. } => self.screen(i),
+            .map(|&slot| match slot {
+                Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }) => {
+                    self.screen(i)
+                }
                 _ => None,
             })
             .collect();
@@ -975,18 +1034,18 @@ impl LassoDriver {
         }
         let p = self.config.n_features;
         // Sum per fit in site order.
-        let mut moments: Vec<Option<MomentSums>> = vec![None; active.len()];
-        let mut quads: Vec<Option<Quad>> = vec![None; active.len()];
+        let mut moments: Vec<Option<MomentSums>> = vec![None; plan.len()];
+        let mut quads: Vec<Option<Quad>> = vec![None; plan.len()];
         for (site, rep) in replies.iter().enumerate() {
-            if rep.len() != active.len() {
+            if rep.len() != plan.len() {
                 return Err(ModelsError::Dimension {
                     what: format!("LASSO replies of site #{site}"),
-                    expected: active.len(),
+                    expected: plan.len(),
                     got: rep.len(),
                 });
             }
             for (k, r) in rep.iter().enumerate() {
-                let f = &self.fits[active[k]];
+                let f = &self.fits[plan[k].fit()];
                 match (r, &f.state) {
                     (FitSums::Refused(x), _) => return Err(x.clone().into_error(site)),
                     (FitSums::Moments(m), FitState::NeedMoments) => {
@@ -1061,8 +1120,10 @@ impl LassoDriver {
             }
         }
         self.rounds += 1;
-        self.fit_requests += active.len() as u64;
-        for &i in &active {
+        self.fit_requests += plan.len() as u64;
+        let mut touched: Vec<usize> = plan.iter().map(|s| s.fit()).collect();
+        touched.dedup();
+        for &i in &touched {
             self.fits[i].requests += 1;
         }
         // Screened Hessians: fill the rows of the sent columns by symmetry.
@@ -1075,15 +1136,53 @@ impl LassoDriver {
                 }
             }
         }
-        // Full fits first: they fix their group's λ sequence, which the fold fits need.
-        let mut order: Vec<usize> = (0..active.len()).collect();
-        order.sort_by_key(|&k| self.fits[active[k]].role != Role::Full);
+        // Full fits first: they fix their group's λ sequence, which the fold fits need. Within a
+        // fit, evaluations (in λ order) come before its step (plan order).
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        order.sort_by_key(|&k| self.fits[plan[k].fit()].role != Role::Full);
         for k in order {
-            let i = active[k];
-            if let Some(m) = moments[k].take() {
-                self.apply_moments(i, m)?;
-            } else if let Some(q) = quads[k].take() {
-                self.apply_irls(i, q)?;
+            let i = plan[k].fit();
+            if self.fits[i].state == FitState::Done {
+                continue;
+            }
+            match plan[k] {
+                Slot::Eval(_, e) => {
+                    if let Some(q) = quads[k].take() {
+                        let ek = self.fits[i].pending[e].k;
+                        self.record_eval(i, ek, &q);
+                    }
+                }
+                Slot::Main(_) => {
+                    if let Some(m) = moments[k].take() {
+                        self.apply_moments(i, m)?;
+                    } else if let Some(q) = quads[k].take() {
+                        self.apply_irls(i, q)?;
+                    }
+                }
+            }
+        }
+        // Drop the evaluations that were answered (apply_irls only appends new ones), and
+        // finish fits that only waited for evaluations.
+        for (idx, f) in self.fits.iter_mut().enumerate() {
+            let answered = plan
+                .iter()
+                .filter(|s| matches!(s, Slot::Eval(i, _) if *i == idx))
+                .count();
+            if answered > 0 {
+                f.pending.drain(..answered.min(f.pending.len()));
+            }
+        }
+        for i in 0..self.fits.len() {
+            let limit = self.path_limit(i);
+            let f = &mut self.fits[i];
+            if let FitState::Irls { k, .. } = f.state
+                && k >= limit
+                && f.pending.is_empty()
+            {
+                f.state = FitState::Done;
+            }
+            if f.state == FitState::Done {
+                f.pending.clear();
             }
         }
         self.finish_groups()?;
@@ -1117,27 +1216,17 @@ impl LassoDriver {
     }
 
     fn apply_irls(&mut self, i: usize, q: Quad) -> Result<()> {
-        let (mut k, mut beta0, mut beta, prev, mut iter, eval_for, mut halvings) =
-            match &self.fits[i].state {
-                FitState::Irls {
-                    k,
-                    beta0,
-                    beta,
-                    prev,
-                    iter,
-                    eval_for,
-                    halvings,
-                } => (
-                    *k,
-                    *beta0,
-                    beta.clone(),
-                    prev.clone(),
-                    *iter,
-                    *eval_for,
-                    *halvings,
-                ),
-                _ => return Ok(()),
-            };
+        let (mut k, mut beta0, mut beta, prev, mut iter, mut halvings) = match &self.fits[i].state {
+            FitState::Irls {
+                k,
+                beta0,
+                beta,
+                prev,
+                iter,
+                halvings,
+            } => (*k, *beta0, beta.clone(), prev.clone(), *iter, *halvings),
+            _ => return Ok(()),
+        };
         {
             let f = &mut self.fits[i];
             f.last_grad = q.rx.iter().map(|r| r.abs() / q.v).collect();
@@ -1152,17 +1241,11 @@ impl LassoDriver {
                 self.set_lambdas(i, &q);
             }
         }
-        // 1. Record the evaluation of a converged solution.
-        if let Some(e) = eval_for
-            && self.record_eval(i, e, &q)
-        {
-            return Ok(());
-        }
+        // The path may have been shortened this round (the group's full fit stopped).
         if k >= self.path_limit(i) {
-            self.fits[i].state = FitState::Done;
             return Ok(());
         }
-        // 2. Safeguard: halve the step if the objective went up.
+        // 1. Safeguard: halve the step if the objective went up.
         if let Some(pv) = &prev {
             let lam = self.lambda(i, k)?;
             let f_new = q.loss / q.v + lam * l1(&beta);
@@ -1185,20 +1268,22 @@ impl LassoDriver {
                     beta,
                     prev,
                     iter,
-                    eval_for: None,
                     halvings,
                 };
                 return Ok(());
             }
         }
-        // 3. Coordinate descent on this quadratic model; possibly several λ's in a row when
-        //    the step is negligible (the current sums are then the solution's evaluation).
-        // coordinates CD may move: non-constant features whose Hessian column was sent
+        // 2. Coordinate descent on this quadratic model. When λ_k converges, its solution is
+        //    queued for an (exact, Hessian-free) evaluation in the next round and λ_{k+1}'s first
+        //    step is taken right away from the same model, so each λ costs one round trip less
+        //    than a re-expansion at the solution would. A negligible step reuses these sums as
+        //    the solution's evaluation.
+        //    Coordinates CD may move: non-constant features whose Hessian column was sent.
         let ju: Vec<bool> = self.fits[i]
             .sd
             .iter()
             .zip(&q.known)
-            .map(|(&s, &k)| s > 0.0 && k)
+            .map(|(&s, &kn)| s > 0.0 && kn)
             .collect();
         let h = q
             .h
@@ -1215,7 +1300,8 @@ impl LassoDriver {
                 self.config.cd_tol,
                 self.config.max_sweeps,
             )?;
-            // Screened-out coordinates must satisfy KKT at the new point, else widen and repeat.
+            // Screened-out coordinates must satisfy KKT at the new point, else widen and repeat
+            // from the same (already accepted) point.
             let viol = unknown_violators(&q, h, beta0, &beta, nb0, &nb, lam, &self.fits[i].sd);
             if !viol.is_empty() {
                 let f = &mut self.fits[i];
@@ -1226,9 +1312,8 @@ impl LassoDriver {
                     k,
                     beta0,
                     beta,
-                    prev,
+                    prev: None,
                     iter,
-                    eval_for: None,
                     halvings,
                 };
                 return Ok(());
@@ -1238,57 +1323,70 @@ impl LassoDriver {
                 step = step.max(h[[j, j]] / q.v * (nb[j] - beta[j]).powi(2));
             }
             if step < self.config.irls_tol {
-                self.fits[i].solutions.truncate(k);
-                self.fits[i].solutions.push(Solution {
+                let f = &mut self.fits[i];
+                f.solutions.truncate(k);
+                f.solutions.push(Solution {
                     beta0: nb0,
                     beta: nb.clone(),
                     loss: None,
                     heldout: None,
                 });
-                let needs_eval = self.fits[i].role != Role::Fixed;
-                if !needs_eval {
-                    self.fits[i].state = FitState::Done;
+                if f.role == Role::Fixed {
+                    f.state = FitState::Done;
                     return Ok(());
                 }
-                if step <= NEGLIGIBLE_STEP {
+                if step <= NEGLIGIBLE_STEP && f.pending.is_empty() {
                     if self.record_eval(i, k, &q) {
                         return Ok(());
                     }
-                    k += 1;
-                    iter = 0;
-                    if k >= self.path_limit(i) {
-                        self.fits[i].state = FitState::Done;
-                        return Ok(());
-                    }
-                    continue;
+                } else {
+                    f.pending.push(PendingEval {
+                        k,
+                        beta0: nb0,
+                        beta: nb.clone(),
+                    });
                 }
-                self.fits[i].state = FitState::Irls {
-                    k: k + 1,
-                    beta0: nb0,
-                    beta: nb,
-                    prev: None,
-                    iter: 0,
-                    eval_for: Some(k),
-                    halvings: 0,
-                };
-                return Ok(());
+                k += 1;
+                iter = 0;
+                halvings = 0;
+                if k >= self.path_limit(i) {
+                    // only the pending evaluations remain
+                    self.fits[i].state = FitState::Irls {
+                        k,
+                        beta0: nb0,
+                        beta: nb,
+                        prev: None,
+                        iter,
+                        halvings,
+                    };
+                    return Ok(());
+                }
+                continue;
             }
             iter += 1;
             if iter >= self.config.max_irls {
                 // glmnet: non-convergence at this λ truncates the path before it.
-                let f = &mut self.fits[i];
-                f.truncated = true;
-                f.solutions.truncate(k);
-                f.state = FitState::Done;
-                if f.role == Role::Full {
-                    let g = f.group.unwrap_or(0);
-                    self.groups[g].path_len = Some(k);
-                }
                 if k == 0 {
                     return Err(ModelsError::NotConverged {
                         what: format!("LASSO IRLS at the first λ (fit {})", self.fits[i].id),
                         iterations: self.config.max_irls,
                     });
+                }
+                let f = &mut self.fits[i];
+                f.truncated = true;
+                f.truncated_at = Some(k);
+                f.solutions.truncate(k);
+                f.state = FitState::Irls {
+                    k,
+                    beta0: nb0,
+                    beta: nb,
+                    prev: None,
+                    iter,
+                    halvings,
+                };
+                if f.role == Role::Full {
+                    let g = f.group.unwrap_or(0);
+                    self.groups[g].path_len = Some(k);
                 }
                 return Ok(());
             }
@@ -1302,7 +1400,6 @@ impl LassoDriver {
                     loss: q.loss,
                 }),
                 iter,
-                eval_for: None,
                 halvings: 0,
             };
             return Ok(());
@@ -1582,11 +1679,6 @@ fn mismatch(site: usize, k: usize, fit: u32) -> ModelsError {
     ))
 }
 
-fn unreachable_kind() -> RequestKind {
-    // `active()` never yields Waiting/Done fits; an evaluation-only request is harmless.
-    RequestKind::Moments
-}
-
 impl Fit {
     fn new(id: u32, weights: WeightSpec, role: Role, group: Option<usize>) -> Fit {
         Fit {
@@ -1606,6 +1698,8 @@ impl Fit {
             requests: 0,
             last_grad: Vec::new(),
             forced: Vec::new(),
+            pending: Vec::new(),
+            truncated_at: None,
         }
     }
 
@@ -1617,7 +1711,6 @@ impl Fit {
             beta: vec![0.0; self.mean.len()],
             prev: None,
             iter: 0,
-            eval_for: None,
             halvings: 0,
         }
     }

@@ -351,8 +351,12 @@ fn batching_50_replicates_by_5_folds_costs_the_slowest_fit_not_the_fit_count() {
     let mut d = LassoDriver::new(cfg.clone()).unwrap();
     assert_eq!(d.n_fits(), 51 * 6);
     let mut max_requests_per_round = 0;
+    let mut first_round = 0;
     while !d.is_done() {
         let req = d.next_requests();
+        if d.rounds() == 0 {
+            first_round = req.len();
+        }
         max_requests_per_round = max_requests_per_round.max(req.len());
         let replies: Vec<Vec<FitSums>> = sites
             .iter()
@@ -377,11 +381,14 @@ fn batching_50_replicates_by_5_folds_costs_the_slowest_fit_not_the_fit_count() {
         slowest,
         "round trips = the slowest fit's own sequence"
     );
-    assert_eq!(res.fit_requests, total);
+    // fit-requests also count the evaluation-only requests (a fit may send two in one round)
+    assert!(res.fit_requests >= total);
     assert_eq!(
-        max_requests_per_round, 306,
+        first_round, 306,
         "all 51 × 6 fits travel in the same round trip"
     );
+    // later rounds also carry Hessian-free evaluations of converged solutions
+    assert!(max_requests_per_round >= 306);
     assert!(u64::from(d.rounds()) * 20 < total);
     let bs = res.bootstrap.unwrap();
     assert_eq!(bs.selected.len(), 50);
