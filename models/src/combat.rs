@@ -521,9 +521,9 @@ pub struct BatchAdjustment {
     pub gamma_hat: Vec<f64>,
     /// Per-batch variance (ddof 1) of standardised data (1 when mean-only).
     pub delta_hat: Vec<f64>,
-    /// Prior mean of γ (across adjusted features).
+    /// Prior mean of γ (across adjusted features; 0 when there are fewer than 2).
     pub gamma_bar: f64,
-    /// Prior variance τ² of γ (ddof 1).
+    /// Prior variance τ² of γ (ddof 1; 0 when there are fewer than 2 adjusted features).
     pub tau2: f64,
     /// Inverse-gamma prior shape a (parametric, not mean-only).
     pub a_prior: Option<f64>,
@@ -663,10 +663,12 @@ fn batch_eb(
     }
     let g_adj: Vec<f64> = adj.iter().map(|&j| gamma_hat[j]).collect();
     let d_adj: Vec<f64> = adj.iter().map(|&j| delta_hat[j]).collect();
+    // With fewer than 2 adjustable features there are no priors (only EbMode::None gets here);
+    // 0 keeps the model serialisable (JSON has no NaN).
     let (gamma_bar, tau2) = if adj.len() >= 2 {
         mean_var_ddof1(&g_adj)
     } else {
-        (f64::NAN, f64::NAN)
+        (0.0, 0.0)
     };
     // Inverse-gamma priors for δ (reported whenever δ is estimated, as neuroCombat does).
     let (mut a_prior, mut b_prior) = (None, None);
