@@ -40,6 +40,8 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Generate a synthetic multi-centre CT cohort (images, lesion masks, manifests, clinical tables).
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,5 +100,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Synth(args) => synth::cli_run(args),
     }
 }
