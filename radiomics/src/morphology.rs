@@ -462,11 +462,13 @@ pub fn convex_hull(points: &[[f64; 3]]) -> Option<ConvexHull> {
                 }
             }
         }
-        let horizon: Vec<(usize, usize)> = vis_edges
+        let mut horizon: Vec<(usize, usize)> = vis_edges
             .keys()
             .filter(|&&(a, b)| !vis_edges.contains_key(&(b, a)))
             .copied()
             .collect();
+        // Hash order is random per process: sort so the hull (and its area sums) is reproducible.
+        horizon.sort_unstable();
         for &fi in &visible {
             faces[fi] = None;
         }

@@ -298,6 +298,26 @@ mod tests {
         assert!(get("cm_joint_max_3D_avg").is_finite());
     }
 
+    /// Same input, same bits: no hash-order or thread-order dependence in any family.
+    #[test]
+    fn repeated_extraction_is_bitwise_identical() {
+        let (img, mask) = blob(24, 8.0);
+        let a = extract_roi(&img, &mask, &Settings::paper()).unwrap();
+        for _ in 0..3 {
+            let b = extract_roi(&img, &mask, &Settings::paper()).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.tag, y.tag);
+                assert!(
+                    x.value.to_bits() == y.value.to_bits(),
+                    "{}: {} vs {}",
+                    x.tag,
+                    x.value,
+                    y.value
+                );
+            }
+        }
+    }
+
     #[test]
     fn nan_near_the_roi_is_an_error_but_far_away_is_not() {
         let (b, m) = blob(16, 4.0);

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod audit;
 pub mod config;
 pub mod data;
+pub mod extract;
 
 pub use agent::{Agent, AgentError, AgentOptions};
 pub use config::SiteConfig;

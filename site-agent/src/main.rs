@@ -31,6 +31,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Extract IBSI radiomics features from an image + mask, or from a whole cohort manifest.
+    Extract(site_agent::extract::ExtractArgs),
     /// Print the audit log of everything this site sent.
     #[command(after_help = "Example:\n  site-agent audit --log kits/S01/audit.jsonl --verify")]
     Audit {
@@ -91,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Extract(args) => Ok(site_agent::extract::run(&args)?),
         Command::Audit { log, verify } => {
             let entries = site_agent::audit::verify(&log)?;
             if verify {

@@ -5,7 +5,7 @@
 //! `i` and size `j` voxels. `N_v` (zone percentage `N_s / N_v`) is summed over merged slice matrices.
 //! Feature formulas: see [`super::zone`] (`j` = zone size).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::zone::zone_features;
 use super::{FamilyValues, SliceMatrix, Spatial, TextureGrid, aggregate_slices};
@@ -101,7 +101,9 @@ impl ZoneFinder {
 /// Zone counts keyed by (level index, zone size); sparse because zone sizes can reach the ROI size.
 #[derive(Debug, Clone, Default)]
 pub struct Glszm {
-    counts: HashMap<(usize, usize), f64>,
+    // Ordered, not hashed: feature sums then run in the same order in every process (a HashMap's
+    // per-process random order changed the last bits of the features from run to run).
+    counts: BTreeMap<(usize, usize), f64>,
     n_v: f64,
 }
 

@@ -25,7 +25,7 @@
 //!
 //! `i` is the grey level value (not its compact index). An empty matrix gives NaN everywhere.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Values of the run-length-like features of one matrix (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +105,8 @@ pub(crate) fn zone_features(
 ) -> ZoneFeatures {
     let mut n_s = 0.0;
     let mut row = vec![0.0; values.len()];
-    let mut col: HashMap<usize, f64> = HashMap::new();
+    // Ordered: the non-uniformity sum must not depend on a hash seed.
+    let mut col: BTreeMap<usize, f64> = BTreeMap::new();
     let mut f = ZoneFeatures::nan();
     let (mut sj, mut lj, mut sjli, mut sjhi, mut ljli, mut ljhi) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut mu_i, mut mu_j) = (0.0, 0.0);
