@@ -9,7 +9,7 @@ use rand_distr::StandardNormal;
 
 /// Sampled Gaussian kernel (odd length, sums to 1) for a sigma in voxels.
 pub fn gaussian_kernel(sigma_vox: f64) -> Vec<f64> {
-    if !(sigma_vox >= 0.05) {
+    if sigma_vox.is_nan() || sigma_vox < 0.05 {
         return vec![1.0];
     }
     let r = (3.0 * sigma_vox).ceil() as isize;

@@ -66,7 +66,7 @@ impl Blob {
     }
 
     /// Crop-local offset from the centre → body-frame coordinates.
-    fn to_body(&self, d: Vec3) -> Vec3 {
+    fn local_to_body(&self, d: Vec3) -> Vec3 {
         let r = &self.rotation;
         // R^T d: rows of R^T are columns of R.
         [
@@ -76,7 +76,7 @@ impl Blob {
         ]
     }
 
-    fn from_body(&self, b: Vec3) -> Vec3 {
+    fn body_to_local(&self, b: Vec3) -> Vec3 {
         let r = &self.rotation;
         [
             r[0][0] * b[0] + r[0][1] * b[1] + r[0][2] * b[2],
@@ -88,7 +88,7 @@ impl Blob {
     /// Signed distance and normalised radius of point `p`.
     pub fn eval(&self, p: Vec3) -> BlobPoint {
         let d = sub(p, self.centre);
-        let b = self.to_body(d);
+        let b = self.local_to_body(d);
         let n = [
             b[0] / self.radii[0],
             b[1] / self.radii[1],
@@ -116,7 +116,7 @@ impl Blob {
     /// evaluation deep inside a shape.
     pub fn dist_upper_bound(&self, p: Vec3) -> f64 {
         let d = sub(p, self.centre);
-        let b = self.to_body(d);
+        let b = self.local_to_body(d);
         let n = [
             b[0] / self.radii[0],
             b[1] / self.radii[1],
@@ -144,7 +144,7 @@ impl Blob {
             n[1] * self.radii[1],
             n[2] * self.radii[2],
         ];
-        add(self.centre, self.from_body(b))
+        add(self.centre, self.body_to_local(b))
     }
 }
 

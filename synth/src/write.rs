@@ -321,10 +321,11 @@ pub fn nifti_header(
             return Err(geo_err(format!("spacing {:?} is not positive", g.spacing)));
         }
         spacing[file_axis] = s;
-        cols[file_axis] = [-d[0] * s, -d[1] * s, d[2] * s];
+        // `+ 0.0` turns the -0.0 of negated zeros into +0.0 (tidier headers, same meaning).
+        cols[file_axis] = [-d[0] * s + 0.0, -d[1] * s + 0.0, d[2] * s + 0.0];
     }
     let o = g.origin_xyz();
-    let origin_ras = [-o[0], -o[1], o[2]];
+    let origin_ras = [-o[0] + 0.0, -o[1] + 0.0, o[2] + 0.0];
 
     // Rotation (unit columns), made proper with qfac = -1 if needed, as the qform requires.
     let mut r = [[0.0f64; 3]; 3]; // r[row][col]

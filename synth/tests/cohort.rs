@@ -80,12 +80,13 @@ fn same_seed_gives_identical_bytes_and_another_seed_does_not() {
         .unwrap();
     pool.install(|| write_cohort(&plan2, b.path(), &WriteOptions::default()).unwrap());
     let (sa, sb) = (snapshot(a.path()), snapshot(b.path()));
-    assert_eq!(
-        sa.keys().collect::<Vec<_>>(),
-        sb.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
     for (k, v) in &sa {
-        assert!(v == &sb[k], "{} differs between identical runs", k.display());
+        assert!(
+            v == &sb[k],
+            "{} differs between identical runs",
+            k.display()
+        );
     }
     // 1 json + per site 2 csv + per patient 1 image + per lesion 1 mask.
     assert_eq!(sa.len(), 1 + 2 * 2 + 5 + plan.n_lesions());
@@ -150,9 +151,13 @@ fn layout_manifest_and_round_trip_through_radiomics_reader() {
                     .find(|r| &r[0] == p.id() && r[1] == l.id)
                     .expect("manifest row for every lesion");
                 assert_eq!(&row[2], img_rel);
-                let mask =
-                    read_mask(&sdir.join(&row[3]), &img.geometry, dims, &MaskSelection::default())
-                        .unwrap();
+                let mask = read_mask(
+                    &sdir.join(&row[3]),
+                    &img.geometry,
+                    dims,
+                    &MaskSelection::default(),
+                )
+                .unwrap();
                 assert_eq!(mask.geometry, mem.ct.geometry);
                 assert_eq!(mask.data, m.data);
                 checked += 1;
@@ -204,7 +209,10 @@ fn images_and_masks_are_sane() {
             // Inside the liver: every lesion voxel centre is inside the liver shape.
             for ((z, y, x), &inside) in m.data.indexed_iter() {
                 if inside {
-                    let w = img.ct.geometry.index_to_world([z as f64, y as f64, x as f64]);
+                    let w = img
+                        .ct
+                        .geometry
+                        .index_to_world([z as f64, y as f64, x as f64]);
                     let c = p.crop_centre_lps;
                     let local = [w[0] - c[0], w[1] - c[1], w[2] - c[2]];
                     assert!(p.liver.shape.eval(local).dist < 0.0);
@@ -220,7 +228,12 @@ fn images_and_masks_are_sane() {
             let r = l.shape.radii;
             let v = 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2];
             let got = m.count() as f64 * voxel_mm3;
-            assert!((got / v - 1.0).abs() < 0.25, "{} {}: {got} vs {v}", p.id(), l.id);
+            assert!(
+                (got / v - 1.0).abs() < 0.25,
+                "{} {}: {got} vs {v}",
+                p.id(),
+                l.id
+            );
             assert!(l.diameter_mm >= 8.0 && l.diameter_mm <= 35.0);
         }
     }
@@ -306,7 +319,11 @@ fn responders_have_smaller_brighter_more_homogeneous_lesions_in_the_images() {
     assert!(group_mean(&mean, true) > group_mean(&mean, false) + 8.0);
     assert!(group_mean(&sd, true) < group_mean(&sd, false));
     // Informative but not separable: each image feature alone has an AUC well below 1.
-    for (name, v, dir) in [("volume", &vol, -1.0), ("mean", &mean, 1.0), ("sd", &sd, -1.0)] {
+    for (name, v, dir) in [
+        ("volume", &vol, -1.0),
+        ("mean", &mean, 1.0),
+        ("sd", &sd, -1.0),
+    ] {
         let s: Vec<f64> = v.iter().map(|x| dir * x).collect();
         let a = auc(&s, &y);
         assert!((0.6..0.9).contains(&a), "{name} AUC {a}");
@@ -368,7 +385,11 @@ fn plan_level_effect_sizes_match_the_design() {
     let a = auc(&clin, &y);
     assert!((0.56..0.66).contains(&a), "clinical oracle AUC {a}");
     // Variables without a designed effect carry none.
-    let age: Vec<f64> = plan.patients.iter().map(|p| p.clinical.age as f64).collect();
+    let age: Vec<f64> = plan
+        .patients
+        .iter()
+        .map(|p| p.clinical.age as f64)
+        .collect();
     assert!((auc(&age, &y) - 0.5).abs() < 0.03);
 
     // PFS: exponential MLE of the rate ratio ≈ the designed hazard ratio; ~20 % censored.
@@ -382,7 +403,11 @@ fn plan_level_effect_sizes_match_the_design() {
     let hr = (ev[1] / tt[1]) / (ev[0] / tt[0]);
     assert!((0.50..0.61).contains(&hr), "HR {hr}");
     let censored = n - ev[0] - ev[1];
-    assert!((0.15..0.27).contains(&(censored / n)), "censored {}", censored / n);
+    assert!(
+        (0.15..0.27).contains(&(censored / n)),
+        "censored {}",
+        censored / n
+    );
 
     // Lesion counts follow the metastasis pattern; 1–3 per patient.
     for p in &plan.patients {
@@ -401,8 +426,8 @@ fn plan_level_effect_sizes_match_the_design() {
 fn clinical_table_has_the_example_columns_and_values() {
     let dir = tempfile::tempdir().unwrap();
     let plan = plan_cohort(&CohortParams::new(7, 102, 1)).unwrap();
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/examples/cohort_example.csv");
+    let example =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
     let text = std::fs::read_to_string(&example)
         .unwrap_or_else(|e| panic!("{} is needed for this test: {e}", example.display()));
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
@@ -417,7 +442,8 @@ fn clinical_table_has_the_example_columns_and_values() {
     write_cohort(&small, dir.path(), &WriteOptions::default()).unwrap();
     let mut n = 0;
     for site in &small.sites {
-        let mut rdr = csv::Reader::from_path(dir.path().join(&site.id).join("clinical.csv")).unwrap();
+        let mut rdr =
+            csv::Reader::from_path(dir.path().join(&site.id).join("clinical.csv")).unwrap();
         assert_eq!(
             rdr.headers().unwrap().iter().collect::<Vec<_>>(),
             CLINICAL_COLUMNS
