@@ -3,8 +3,9 @@
 //!
 //! Methods ([`LesionAggregation`]):
 //! * `Mean` (the study's choice, the default): arithmetic mean over lesions of each feature.
-//! * `VolumeWeighted`: mean weighted by each lesion's `morph_volume` (IBSI RNU0, mesh volume, mm³).
-//! * `Largest`: the features of the lesion with the largest `morph_volume` (first one on ties).
+//! * `VolumeWeighted`: mean weighted by each lesion's `morph_volume` (IBSI RNU0, mesh volume, mm³;
+//!   `morph_vol_approx`, the voxel-counting volume, when the mesh volume is absent).
+//! * `Largest`: the features of the lesion with the largest volume (same tag; first one on ties).
 //!
 //! NaN convention: a feature that is undefined for a lesion (NaN, e.g. GLCM of a one-voxel lesion)
 //! is skipped for that feature, like pandas' `groupby().mean()` (`skipna=True`) or numpy's
@@ -46,8 +47,11 @@ impl LesionAggregation {
     }
 }
 
-/// The tag whose value weighs lesions (`morph_volume`, IBSI RNU0, mm³).
+/// The tag whose value weighs lesions (`morph_volume`, IBSI RNU0, mesh volume, mm³).
 pub const VOLUME_TAG: &str = "morph_volume";
+/// Fallback weight when the mesh volume is absent (e.g. a LIFEx import, whose `SHAPE_Volume(mL)`
+/// is the voxel-counting volume): `morph_vol_approx` (IBSI YEKZ, mm³).
+pub const VOLUME_FALLBACK_TAG: &str = "morph_vol_approx";
 
 /// Why a patient's lesions cannot be aggregated.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -72,7 +76,7 @@ pub enum AggregateError {
         got: String,
     },
     #[error(
-        "{method} aggregation needs the feature {VOLUME_TAG} (enable the morphology family) but it is missing"
+        "{method} aggregation needs the feature {VOLUME_TAG} or {VOLUME_FALLBACK_TAG} (enable the morphology family, or import a volume column) but both are missing"
     )]
     NoVolume { method: &'static str },
     #[error(
@@ -113,9 +117,9 @@ pub fn aggregate_patient<T: AsRef<str> + Clone>(
         LesionAggregation::Mean => vec![1.0; lesions.len()],
         LesionAggregation::VolumeWeighted | LesionAggregation::Largest => {
             let name = method.as_str();
-            let vi = first
-                .iter()
-                .position(|(t, _)| t.as_ref() == VOLUME_TAG)
+            let find = |tag: &str| first.iter().position(|(t, _)| t.as_ref() == tag);
+            let vi = find(VOLUME_TAG)
+                .or_else(|| find(VOLUME_FALLBACK_TAG))
                 .ok_or(AggregateError::NoVolume { method: name })?;
             let vols: Vec<f64> = lesions.iter().map(|l| l[vi].1).collect();
             if let Some((k, &v)) = vols
@@ -234,6 +238,15 @@ mod tests {
             aggregate_patient(&swapped, LesionAggregation::Mean),
             Err(AggregateError::TagMismatch { index: 1, .. })
         ));
+        let approx = vec![
+            vec![("morph_vol_approx", 1.0), ("stat_mean", 1.0)],
+            vec![("morph_vol_approx", 3.0), ("stat_mean", 5.0)],
+        ];
+        assert_eq!(
+            aggregate_patient(&approx, LesionAggregation::VolumeWeighted).unwrap()[1].1,
+            4.0,
+            "voxel-counting volume as fallback weight"
+        );
         let no_vol = vec![vec![("stat_mean", 1.0)]];
         assert!(matches!(
             aggregate_patient(&no_vol, LesionAggregation::VolumeWeighted),

@@ -1092,6 +1092,313 @@ pub fn by_lifex(column: &str) -> Option<(&'static FeatureDef, LifexColumn)> {
     all().find_map(|d| d.lifex.iter().find(|c| c.column == column).map(|c| (d, *c)))
 }
 
+impl LifexRelation {
+    /// Convert a LIFEx column value to the IBSI value where the relation is a fixed function (the
+    /// inverse of [`LifexRelation::ibsi_to_lifex`]); `None` where the values are not comparable.
+    pub fn lifex_to_ibsi(self, lifex: f64) -> Option<f64> {
+        match self {
+            LifexRelation::Identical => Some(lifex),
+            LifexRelation::PlusThree => Some(lifex - 3.0),
+            LifexRelation::SquareRoot => Some(lifex * lifex),
+            LifexRelation::Log10Of2 => Some(lifex / std::f64::consts::LOG10_2),
+            LifexRelation::Millilitre => Some(lifex * 1000.0),
+            LifexRelation::BinToIntensity | LifexRelation::DifferentMethod => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pyradiomics names. pyradiomics (3.x) writes `<image type>_<class>_<Feature>` columns, e.g.
+// `original_firstorder_Mean`, `original_glcm_JointEntropy`. With its defaults (3D, distance 1,
+// symmetric GLCM, features averaged over the 13 directions) its GLCM/GLRLM values correspond to the
+// IBSI "3D averaged" aggregation (`_3D_avg`) and GLSZM/GLDM/NGTDM to the 3D matrices (`_3D`);
+// pyradiomics "GLDM" is IBSI NGLDM (α = 0). Only `original_*` columns are IBSI features: filtered
+// images (`wavelet-*`, `log-sigma-*`, `square`, …) are outside IBSI 1.
+// Conventions that differ (documented in pyradiomics' feature definitions):
+// * `firstorder_Kurtosis` is the ordinary (non-excess) kurtosis: IBSI `stat_kurt` = value − 3.
+// * `firstorder_Energy`/`RootMeanSquared` add `voxelArrayShift` (default 0) before squaring: equal to
+//   IBSI only with the default shift 0, which is assumed.
+// * `firstorder_Entropy`/`Uniformity` are computed on pyradiomics' discretised histogram: the IBSI
+//   intensity-histogram features (`ih_*`) of the same discretisation.
+// * The pyradiomics discretisation (bin edges at multiples of the bin width) and resampling grid are
+//   not IBSI's (shared/ibsi/README.md): mapped values follow the same definitions but are not
+//   expected to equal this crate's values on the same image.
+// Names without an IBSI equivalent are listed with `tag: None` and the reason, so an importer can
+// say why a column was not mapped.
+// ---------------------------------------------------------------------------------------------
+
+/// How a pyradiomics value relates to the IBSI value of the mapped tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PyradiomicsRelation {
+    /// Same definition.
+    Identical,
+    /// pyradiomics reports non-excess kurtosis: `pyradiomics = ibsi + 3`.
+    PlusThree,
+}
+
+impl PyradiomicsRelation {
+    /// The IBSI value of a pyradiomics value.
+    pub fn to_ibsi(self, v: f64) -> f64 {
+        match self {
+            PyradiomicsRelation::Identical => v,
+            PyradiomicsRelation::PlusThree => v - 3.0,
+        }
+    }
+}
+
+/// One pyradiomics feature name (without the `original_` prefix) and its IBSI counterpart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PyradiomicsName {
+    /// `<class>_<Feature>`, e.g. `glcm_JointEntropy`.
+    pub name: &'static str,
+    /// Registry tag, or `None` when there is no IBSI equivalent (see `note`).
+    pub tag: Option<&'static str>,
+    pub relation: PyradiomicsRelation,
+    /// Why a name is unmapped, or a caveat of the mapping.
+    pub note: &'static str,
+}
+
+const fn py(name: &'static str, tag: &'static str) -> PyradiomicsName {
+    PyradiomicsName {
+        name,
+        tag: Some(tag),
+        relation: PyradiomicsRelation::Identical,
+        note: "",
+    }
+}
+
+const fn py_none(name: &'static str, note: &'static str) -> PyradiomicsName {
+    PyradiomicsName {
+        name,
+        tag: None,
+        relation: PyradiomicsRelation::Identical,
+        note,
+    }
+}
+
+/// Every pyradiomics 3.x feature of the `original` image type, mapped or explained.
+pub static PYRADIOMICS: &[PyradiomicsName] = &[
+    // shape (3D)
+    py("shape_VoxelVolume", "morph_vol_approx"),
+    py("shape_MeshVolume", "morph_volume"),
+    py("shape_SurfaceArea", "morph_area_mesh"),
+    py("shape_SurfaceVolumeRatio", "morph_av"),
+    py("shape_Sphericity", "morph_sphericity"),
+    py("shape_Maximum3DDiameter", "morph_diam"),
+    py("shape_MajorAxisLength", "morph_pca_maj_axis"),
+    py("shape_Elongation", "morph_pca_elongation"),
+    py("shape_Flatness", "morph_pca_flatness"),
+    py_none(
+        "shape_MinorAxisLength",
+        "same formula as IBSI PCA minor axis, but pyradiomics failed the IBSI digital phantom check for it (shared/ibsi/README.md)",
+    ),
+    py_none(
+        "shape_LeastAxisLength",
+        "same formula as IBSI PCA least axis, but pyradiomics failed the IBSI digital phantom check for it (shared/ibsi/README.md)",
+    ),
+    py_none(
+        "shape_Maximum2DDiameterSlice",
+        "no IBSI feature (2D diameters)",
+    ),
+    py_none(
+        "shape_Maximum2DDiameterColumn",
+        "no IBSI feature (2D diameters)",
+    ),
+    py_none(
+        "shape_Maximum2DDiameterRow",
+        "no IBSI feature (2D diameters)",
+    ),
+    py_none(
+        "shape_Compactness1",
+        "removed from pyradiomics (deprecated)",
+    ),
+    py_none(
+        "shape_Compactness2",
+        "removed from pyradiomics (deprecated)",
+    ),
+    py_none(
+        "shape_SphericalDisproportion",
+        "removed from pyradiomics (deprecated)",
+    ),
+    // first order
+    py("firstorder_Mean", "stat_mean"),
+    py("firstorder_Median", "stat_median"),
+    py("firstorder_Minimum", "stat_min"),
+    py("firstorder_Maximum", "stat_max"),
+    py("firstorder_10Percentile", "stat_p10"),
+    py("firstorder_90Percentile", "stat_p90"),
+    py("firstorder_Range", "stat_range"),
+    py("firstorder_InterquartileRange", "stat_iqr"),
+    py("firstorder_MeanAbsoluteDeviation", "stat_mad"),
+    py("firstorder_RobustMeanAbsoluteDeviation", "stat_rmad"),
+    py("firstorder_Variance", "stat_var"),
+    py("firstorder_Skewness", "stat_skew"),
+    PyradiomicsName {
+        name: "firstorder_Kurtosis",
+        tag: Some("stat_kurt"),
+        relation: PyradiomicsRelation::PlusThree,
+        note: "pyradiomics kurtosis is not excess kurtosis: IBSI value = pyradiomics − 3",
+    },
+    py("firstorder_Energy", "stat_energy"),
+    py("firstorder_RootMeanSquared", "stat_rms"),
+    py("firstorder_Entropy", "ih_entropy"),
+    py("firstorder_Uniformity", "ih_uniformity"),
+    py_none(
+        "firstorder_TotalEnergy",
+        "no IBSI feature (energy scaled by the voxel volume)",
+    ),
+    py_none(
+        "firstorder_StandardDeviation",
+        "removed from pyradiomics; IBSI has the variance (stat_var) only",
+    ),
+    // GLCM (averaged over the 13 directions = IBSI 3D averaged)
+    py("glcm_Autocorrelation", "cm_auto_corr_3D_avg"),
+    py("glcm_JointAverage", "cm_joint_avg_3D_avg"),
+    py("glcm_ClusterProminence", "cm_clust_prom_3D_avg"),
+    py("glcm_ClusterShade", "cm_clust_shade_3D_avg"),
+    py("glcm_ClusterTendency", "cm_clust_tend_3D_avg"),
+    py("glcm_Contrast", "cm_contrast_3D_avg"),
+    py("glcm_Correlation", "cm_corr_3D_avg"),
+    py("glcm_DifferenceAverage", "cm_diff_avg_3D_avg"),
+    py("glcm_DifferenceEntropy", "cm_diff_entr_3D_avg"),
+    py("glcm_DifferenceVariance", "cm_diff_var_3D_avg"),
+    py("glcm_Dissimilarity", "cm_dissimilarity_3D_avg"),
+    py("glcm_JointEnergy", "cm_energy_3D_avg"),
+    py("glcm_JointEntropy", "cm_joint_entr_3D_avg"),
+    py("glcm_Id", "cm_inv_diff_3D_avg"),
+    py("glcm_Idn", "cm_inv_diff_norm_3D_avg"),
+    py("glcm_Idm", "cm_inv_diff_mom_3D_avg"),
+    py("glcm_Idmn", "cm_inv_diff_mom_norm_3D_avg"),
+    py("glcm_InverseVariance", "cm_inv_var_3D_avg"),
+    py("glcm_Imc1", "cm_info_corr1_3D_avg"),
+    py("glcm_Imc2", "cm_info_corr2_3D_avg"),
+    py("glcm_MaximumProbability", "cm_joint_max_3D_avg"),
+    py("glcm_SumAverage", "cm_sum_avg_3D_avg"),
+    py("glcm_SumEntropy", "cm_sum_entr_3D_avg"),
+    py("glcm_SumSquares", "cm_joint_var_3D_avg"),
+    py_none(
+        "glcm_MCC",
+        "no IBSI feature (maximal correlation coefficient)",
+    ),
+    py_none(
+        "glcm_Homogeneity",
+        "ambiguous legacy name (pyradiomics Homogeneity1 = Id, Homogeneity2 = Idm); export Id or Idm",
+    ),
+    py_none(
+        "glcm_Homogeneity1",
+        "removed from pyradiomics (= glcm_Id, IBSI cm_inv_diff); export glcm_Id",
+    ),
+    py_none(
+        "glcm_Homogeneity2",
+        "removed from pyradiomics (= glcm_Idm, IBSI cm_inv_diff_mom); export glcm_Idm",
+    ),
+    py_none(
+        "glcm_SumVariance",
+        "removed from pyradiomics (= ClusterTendency)",
+    ),
+    // GLRLM (averaged over the 13 directions = IBSI 3D averaged)
+    py("glrlm_ShortRunEmphasis", "rlm_sre_3D_avg"),
+    py("glrlm_LongRunEmphasis", "rlm_lre_3D_avg"),
+    py("glrlm_GrayLevelNonUniformity", "rlm_glnu_3D_avg"),
+    py(
+        "glrlm_GrayLevelNonUniformityNormalized",
+        "rlm_glnu_norm_3D_avg",
+    ),
+    py("glrlm_RunLengthNonUniformity", "rlm_rlnu_3D_avg"),
+    py(
+        "glrlm_RunLengthNonUniformityNormalized",
+        "rlm_rlnu_norm_3D_avg",
+    ),
+    py("glrlm_RunPercentage", "rlm_r_perc_3D_avg"),
+    py("glrlm_GrayLevelVariance", "rlm_gl_var_3D_avg"),
+    py("glrlm_RunVariance", "rlm_rl_var_3D_avg"),
+    py("glrlm_RunEntropy", "rlm_rl_entr_3D_avg"),
+    py("glrlm_LowGrayLevelRunEmphasis", "rlm_lgre_3D_avg"),
+    py("glrlm_HighGrayLevelRunEmphasis", "rlm_hgre_3D_avg"),
+    py("glrlm_ShortRunLowGrayLevelEmphasis", "rlm_srlge_3D_avg"),
+    py("glrlm_ShortRunHighGrayLevelEmphasis", "rlm_srhge_3D_avg"),
+    py("glrlm_LongRunLowGrayLevelEmphasis", "rlm_lrlge_3D_avg"),
+    py("glrlm_LongRunHighGrayLevelEmphasis", "rlm_lrhge_3D_avg"),
+    // GLSZM (3D, 26-connectivity)
+    py("glszm_SmallAreaEmphasis", "szm_sze_3D"),
+    py("glszm_LargeAreaEmphasis", "szm_lze_3D"),
+    py("glszm_GrayLevelNonUniformity", "szm_glnu_3D"),
+    py("glszm_GrayLevelNonUniformityNormalized", "szm_glnu_norm_3D"),
+    py("glszm_SizeZoneNonUniformity", "szm_zsnu_3D"),
+    py("glszm_SizeZoneNonUniformityNormalized", "szm_zsnu_norm_3D"),
+    py("glszm_ZonePercentage", "szm_z_perc_3D"),
+    py("glszm_GrayLevelVariance", "szm_gl_var_3D"),
+    py("glszm_ZoneVariance", "szm_zs_var_3D"),
+    py("glszm_ZoneEntropy", "szm_zs_entr_3D"),
+    py("glszm_LowGrayLevelZoneEmphasis", "szm_lgze_3D"),
+    py("glszm_HighGrayLevelZoneEmphasis", "szm_hgze_3D"),
+    py("glszm_SmallAreaLowGrayLevelEmphasis", "szm_szlge_3D"),
+    py("glszm_SmallAreaHighGrayLevelEmphasis", "szm_szhge_3D"),
+    py("glszm_LargeAreaLowGrayLevelEmphasis", "szm_lzlge_3D"),
+    py("glszm_LargeAreaHighGrayLevelEmphasis", "szm_lzhge_3D"),
+    // GLDM = IBSI NGLDM (α = 0, distance 1)
+    py("gldm_SmallDependenceEmphasis", "ngl_lde_3D"),
+    py("gldm_LargeDependenceEmphasis", "ngl_hde_3D"),
+    py("gldm_GrayLevelNonUniformity", "ngl_glnu_3D"),
+    py("gldm_DependenceNonUniformity", "ngl_dcnu_3D"),
+    py("gldm_DependenceNonUniformityNormalized", "ngl_dcnu_norm_3D"),
+    py("gldm_GrayLevelVariance", "ngl_gl_var_3D"),
+    py("gldm_DependenceVariance", "ngl_dc_var_3D"),
+    py("gldm_DependenceEntropy", "ngl_dc_entr_3D"),
+    py("gldm_LowGrayLevelEmphasis", "ngl_lgce_3D"),
+    py("gldm_HighGrayLevelEmphasis", "ngl_hgce_3D"),
+    py("gldm_SmallDependenceLowGrayLevelEmphasis", "ngl_ldlge_3D"),
+    py("gldm_SmallDependenceHighGrayLevelEmphasis", "ngl_ldhge_3D"),
+    py("gldm_LargeDependenceLowGrayLevelEmphasis", "ngl_hdlge_3D"),
+    py("gldm_LargeDependenceHighGrayLevelEmphasis", "ngl_hdhge_3D"),
+    py_none(
+        "gldm_GrayLevelNonUniformityNormalized",
+        "removed from pyradiomics (duplicate of firstorder_Uniformity)",
+    ),
+    // NGTDM (3D)
+    py("ngtdm_Coarseness", "ngt_coarseness_3D"),
+    py("ngtdm_Contrast", "ngt_contrast_3D"),
+    py("ngtdm_Busyness", "ngt_busyness_3D"),
+    py("ngtdm_Complexity", "ngt_complexity_3D"),
+    py("ngtdm_Strength", "ngt_strength_3D"),
+];
+
+/// A pyradiomics column name (`original_glcm_JointEntropy`, or without the image-type prefix):
+/// `Ok(entry)` for a known `original` feature (mapped or not), `Err(reason)` otherwise.
+pub fn by_pyradiomics(column: &str) -> Result<&'static PyradiomicsName, String> {
+    let (image_type, rest) = match column.split_once('_') {
+        Some((t, r))
+            if !t.is_empty()
+                && !matches!(
+                    t,
+                    "shape" | "firstorder" | "glcm" | "glrlm" | "glszm" | "gldm" | "ngtdm"
+                ) =>
+        {
+            (t, r)
+        }
+        _ => ("original", column),
+    };
+    if image_type.starts_with("diagnostics") {
+        return Err("pyradiomics diagnostics column, not a feature".into());
+    }
+    if image_type != "original" {
+        return Err(format!(
+            "feature of the filtered image type {image_type:?}: IBSI 1 covers the original image only"
+        ));
+    }
+    PYRADIOMICS
+        .iter()
+        .find(|p| p.name == rest)
+        .ok_or_else(|| "not a pyradiomics feature name".to_string())
+}
+
+/// The pyradiomics entry mapped to this tag, if any.
+impl FeatureDef {
+    pub fn pyradiomics(&self) -> Option<&'static PyradiomicsName> {
+        PYRADIOMICS.iter().find(|p| p.tag == Some(self.tag))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,5 +1436,56 @@ mod tests {
             Some("szm_hgze_3D")
         );
         assert!(by_tag("cm_joint_max").is_none());
+    }
+
+    #[test]
+    fn pyradiomics_names_map_to_registry_tags_once() {
+        let mut seen = HashSet::new();
+        let mut names = HashSet::new();
+        for p in PYRADIOMICS {
+            assert!(names.insert(p.name), "duplicate name {}", p.name);
+            match p.tag {
+                Some(t) => {
+                    let def = by_tag(t).unwrap_or_else(|| panic!("{}: no tag {t}", p.name));
+                    assert!(seen.insert(t), "two names map to {t}");
+                    assert_eq!(def.pyradiomics().map(|x| x.name), Some(p.name));
+                }
+                None => assert!(!p.note.is_empty(), "{} needs a reason", p.name),
+            }
+        }
+        // shape 9 + first order 17 + GLCM 24 + GLRLM 16 + GLSZM 16 + GLDM 14 + NGTDM 5.
+        assert_eq!(seen.len(), 101);
+        let k = by_pyradiomics("original_firstorder_Kurtosis").unwrap();
+        assert_eq!(k.tag, Some("stat_kurt"));
+        assert_eq!(k.relation.to_ibsi(2.5), -0.5);
+        assert_eq!(
+            by_pyradiomics("glcm_Idm").unwrap().tag,
+            Some("cm_inv_diff_mom_3D_avg")
+        );
+        assert!(
+            by_pyradiomics("wavelet-LLH_glcm_Idm")
+                .unwrap_err()
+                .contains("filtered")
+        );
+        assert!(by_pyradiomics("diagnostics_Versions_PyRadiomics").is_err());
+        assert!(
+            by_pyradiomics("original_shape_MinorAxisLength")
+                .unwrap()
+                .tag
+                .is_none()
+        );
+        assert!(by_pyradiomics("age").is_err());
+        for r in [
+            LifexRelation::Identical,
+            LifexRelation::PlusThree,
+            LifexRelation::SquareRoot,
+            LifexRelation::Log10Of2,
+            LifexRelation::Millilitre,
+        ] {
+            let v = 2.75;
+            let back = r.lifex_to_ibsi(r.ibsi_to_lifex(v).unwrap()).unwrap();
+            assert!((back - v).abs() < 1e-12, "{r:?}");
+        }
+        assert_eq!(LifexRelation::BinToIntensity.lifex_to_ibsi(1.0), None);
     }
 }

@@ -653,8 +653,11 @@ pub fn run_manifest(
     let failed = results.iter().filter(|r| r.is_err()).count();
     let n_patients = table.patients.len();
     let omitted = table.errors.iter().filter(|e| e.1.is_empty()).count();
+    let memory = crate::bench::peak_memory_mib()
+        .map(|m| format!("; peak memory (VmHWM) {m:.0} MiB"))
+        .unwrap_or_default();
     Ok(format!(
-        "extracted {} of {} lesions in {:.1?}; wrote {} patients x {} features ({} aggregation) to {}; {} lesion(s) failed, {} patient(s) omitted (see {})",
+        "extracted {} of {} lesions in {:.1?}; wrote {} patients x {} features ({} aggregation) to {}; {} lesion(s) failed, {} patient(s) omitted (see {}){}",
         rows.len() - failed,
         rows.len(),
         t0.elapsed(),
@@ -664,7 +667,8 @@ pub fn run_manifest(
         out.display(),
         failed,
         omitted,
-        epath.display()
+        epath.display(),
+        memory
     ))
 }
 

@@ -3,9 +3,11 @@
 
 pub mod agent;
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod extract;
+pub mod import;
 
 pub use agent::{Agent, AgentError, AgentOptions};
 pub use config::SiteConfig;

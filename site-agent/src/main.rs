@@ -33,6 +33,10 @@ enum Command {
     },
     /// Extract IBSI radiomics features from an image + mask, or from a whole cohort manifest.
     Extract(site_agent::extract::ExtractArgs),
+    /// Benchmarks of the extraction pipeline (timings and peak memory for BENCHMARKS.md).
+    Bench(site_agent::bench::BenchArgs),
+    /// Convert a LIFEx or pyradiomics feature export to the IBSI patient table of `extract`.
+    ImportFeatures(site_agent::import::ImportArgs),
     /// Print the audit log of everything this site sent.
     #[command(after_help = "Example:\n  site-agent audit --log kits/S01/audit.jsonl --verify")]
     Audit {
@@ -94,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Extract(args) => Ok(site_agent::extract::run(&args)?),
+        Command::Bench(args) => site_agent::bench::run(&args),
+        Command::ImportFeatures(args) => Ok(site_agent::import::run(&args)?),
         Command::Audit { log, verify } => {
             let entries = site_agent::audit::verify(&log)?;
             if verify {

@@ -498,3 +498,71 @@ fn one_voxel_roi_gives_values_and_nans() {
         &["vanished after interpolation"],
     );
 }
+
+/// `import-features` on the pyradiomics-style example cohort: one row per patient, kurtosis
+/// converted, clinical and non-IBSI columns reported as unmapped.
+#[test]
+fn import_pyradiomics_example_cohort() {
+    let table =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.csv");
+    let o = agent(&[
+        "import-features",
+        "--format",
+        "pyradiomics",
+        "--table",
+        s(&table),
+        "--out",
+        s(&out),
+    ]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unmapped column \"site\""), "{err}");
+    assert!(
+        err.contains("unmapped column \"original_glcm_Homogeneity\"") && err.contains("ambiguous"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unmapped column \"original_shape_Maximum2DDiameterSlice\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("original_firstorder_Kurtosis -> stat_kurt"),
+        "{err}"
+    );
+    let src = std::fs::read_to_string(&table).unwrap();
+    let mut src_lines = src.lines();
+    let src_header: Vec<&str> = src_lines.next().unwrap().split(',').collect();
+    let first: Vec<&str> = src_lines.next().unwrap().split(',').collect();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&header[..2], &["patient_id", "n_lesions"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), src.lines().count() - 1, "one row per patient");
+    assert_eq!((rows[0][0], rows[0][1]), (first[0], "1"));
+    let col = |h: &[&str], name: &str| h.iter().position(|x| *x == name).unwrap();
+    let v = |r: &[&str], k: usize| r[k].parse::<f64>().unwrap();
+    assert_eq!(
+        v(&rows[0], col(&header, "stat_mean")),
+        v(&first, col(&src_header, "original_firstorder_Mean"))
+    );
+    assert!(
+        (v(&rows[0], col(&header, "stat_kurt"))
+            - (v(&first, col(&src_header, "original_firstorder_Kurtosis")) - 3.0))
+            .abs()
+            < 1e-12
+    );
+    assert_eq!(
+        v(&rows[0], col(&header, "szm_zsnu_3D")),
+        v(
+            &first,
+            col(&src_header, "original_glszm_SizeZoneNonUniformity")
+        )
+    );
+    // Every output column is a registry tag.
+    for t in &header[2..] {
+        assert!(radiomics::registry::by_tag(t).is_some(), "{t}");
+    }
+}
