@@ -270,4 +270,41 @@ mod tests {
         let contrast = (2.0 * 3.0 + 2.0 * 9.0 * 2.0 + 2.0 * 3.0 + 2.0 * 4.0 * 2.0) / 24.0;
         assert!((f[11] - contrast).abs() < 1e-12, "{} vs {contrast}", f[11]);
     }
+
+    /// 2×2×2 block, grey levels by [z][y][x], 0 = outside the ROI (voxel [1,1,0]).
+    fn block_2x2x2() -> Array3<u32> {
+        let l = [[[1, 2], [2, 1]], [[1, 1], [0, 2]]];
+        Array3::from_shape_fn((2, 2, 2), |(z, y, x)| l[z][y][x])
+    }
+
+    /// Hand-computed 3D matrices of the 2×2×2 block (7 ROI voxels: level 1 at A[0,0,0], D[0,1,1],
+    /// E[1,0,0], F[1,0,1]; level 2 at B[0,0,1], C[0,1,0], H[1,1,1]).
+    #[test]
+    fn three_d_matrices_of_a_tiny_block() {
+        let g = test_util::grid(&block_2x2x2());
+        let cells = |m: &Glcm| -> Vec<f64> { m.counts.clone() };
+        // Along z: pairs {A,E} = (1,1), {B,F} = (2,1), {D,H} = (1,2); C's partner is outside.
+        let mut m = Glcm::empty(&g);
+        m.fill(&g, &g.voxels, g.offset([1, 0, 0]));
+        assert_eq!(cells(&m), vec![2.0, 2.0, 2.0, 0.0]);
+        // Along the body diagonal (1,1,1): only {A,H} = (1,2).
+        let mut m = Glcm::empty(&g);
+        m.fill(&g, &g.voxels, g.offset([1, 1, 1]));
+        assert_eq!(cells(&m), vec![0.0, 1.0, 1.0, 0.0]);
+        // All 13 directions merged: every ROI pair of a 2×2×2 block is a 26-neighbour pair, so
+        // M = 2 × pair counts: 1–1: C(4,2) = 6, 2–2: C(3,2) = 3, 1–2: 4·3 = 12 → [[12, 12], [12, 6]].
+        let mut merged = Glcm::empty(&g);
+        for o in g.neighbours(true).into_iter().filter(|&o| o > 0) {
+            merged.fill(&g, &g.voxels, o);
+        }
+        assert_eq!(cells(&merged), vec![12.0, 12.0, 12.0, 6.0]);
+        let comb = compute(&g, Spatial::THREE_D)
+            .into_iter()
+            .find(|f| f.aggregation == crate::registry::Aggregation::Merged3D)
+            .unwrap();
+        assert!(
+            (comb.values[0] - 12.0 / 42.0).abs() < 1e-15,
+            "joint maximum"
+        );
+    }
 }

@@ -160,4 +160,28 @@ mod tests {
             ]
         );
     }
+
+    /// 3D distance map of a 3×3×3 cube (face connectivity): 26 border voxels at distance 1, the
+    /// centre at 2. With a level-2 centre the matrix has the level-1 zone at distance 1 and the
+    /// level-2 zone at distance 2.
+    #[test]
+    fn three_d_distance_zones_by_hand() {
+        let l = Array3::from_shape_fn(
+            (3, 3, 3),
+            |(z, y, x)| if (z, y, x) == (1, 1, 1) { 2 } else { 1 },
+        );
+        let g = test_util::grid(&l);
+        let d = distance_map(&g, true);
+        let got: Vec<u32> = g.voxels.iter().map(|&v| d[v as usize]).collect();
+        let want: Vec<u32> = (0..27).map(|k| if k == 13 { 2 } else { 1 }).collect();
+        assert_eq!(got, want);
+        let mut m = Gldzm::empty(&g);
+        let mut finder = ZoneFinder::new(&g);
+        finder.zones(&g, &g.voxels, &g.neighbours(true), Some(&d), |z| {
+            m.counts.add(z.level, z.min_map as usize, 1.0)
+        });
+        let mut cells: Vec<(usize, usize, f64)> = m.counts.iter().collect();
+        cells.sort_by_key(|c| (c.0, c.1));
+        assert_eq!(cells, vec![(0, 1, 1.0), (1, 2, 1.0)]);
+    }
 }

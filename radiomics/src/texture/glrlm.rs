@@ -121,4 +121,30 @@ mod tests {
         );
         assert_eq!(m.n_v, 16.0);
     }
+
+    /// 2×2×2 block, grey levels by [z][y][x], 0 = outside the ROI (voxel [1,1,0]).
+    fn block_2x2x2() -> Array3<u32> {
+        let l = [[[1, 2], [2, 1]], [[1, 1], [0, 2]]];
+        Array3::from_shape_fn((2, 2, 2), |(z, y, x)| l[z][y][x])
+    }
+
+    /// Runs along z of the 2×2×2 block (columns (y,x)): (0,0) 1,1 → level 1 length 2; (0,1) 2,1 →
+    /// level 2 length 1 + level 1 length 1; (1,0) 2,outside → level 2 length 1; (1,1) 1,2 → one
+    /// run of each level.
+    #[test]
+    fn three_d_runs_of_a_tiny_block() {
+        let g = test_util::grid(&block_2x2x2());
+        let mut m = Glrlm::empty(&g);
+        m.fill(&g, &g.voxels, g.offset([1, 0, 0]));
+        let mut cells: Vec<(usize, usize, f64)> = m.counts.iter().collect();
+        cells.sort_by_key(|c| (c.0, c.1));
+        assert_eq!(cells, vec![(0, 1, 2.0), (0, 2, 1.0), (1, 1, 3.0)]);
+        assert_eq!(m.n_v, 7.0);
+        // Along the diagonal (1,1,1) every voxel is a run of its own.
+        let mut d = Glrlm::empty(&g);
+        d.fill(&g, &g.voxels, g.offset([1, 1, 1]));
+        let mut cells: Vec<(usize, usize, f64)> = d.counts.iter().collect();
+        cells.sort_by_key(|c| (c.0, c.1));
+        assert_eq!(cells, vec![(0, 1, 4.0), (1, 1, 3.0)]);
+    }
 }

@@ -178,4 +178,40 @@ mod tests {
             ]
         );
     }
+
+    /// 3D zones (26-connectivity): the 26 level-1 voxels around a level-2 centre form one zone
+    /// (they connect around the centre); in 2D (8-connectivity) the middle slice has a ring of 8.
+    /// Also the 2×2×2 block of the GLCM test: level 1 {A, D, E, F} and level 2 {B, C, H} are each
+    /// one 26-connected zone, but per slice they split into diagonal pairs.
+    #[test]
+    fn three_d_zones_by_hand() {
+        let g = test_util::grid(&Array3::from_shape_fn((3, 3, 3), |(z, y, x)| {
+            if (z, y, x) == (1, 1, 1) { 2 } else { 1 }
+        }));
+        let mut finder = ZoneFinder::new(&g);
+        let mut zones = Vec::new();
+        finder.zones(&g, &g.voxels, &g.neighbours(true), None, |z| {
+            zones.push((z.level + 1, z.size))
+        });
+        zones.sort();
+        assert_eq!(zones, vec![(1, 26), (2, 1)]);
+        let l = [[[1, 2], [2, 1]], [[1, 1], [0, 2]]];
+        let g = test_util::grid(&Array3::from_shape_fn((2, 2, 2), |(z, y, x)| l[z][y][x]));
+        let mut finder = ZoneFinder::new(&g);
+        let mut zones = Vec::new();
+        finder.zones(&g, &g.voxels, &g.neighbours(true), None, |z| {
+            zones.push((z.level + 1, z.size))
+        });
+        zones.sort();
+        assert_eq!(zones, vec![(1, 4), (2, 3)]);
+        let mut per_slice = Vec::new();
+        for s in g.slice_voxels() {
+            finder.zones(&g, s, &g.neighbours(false), None, |z| {
+                per_slice.push((z.level + 1, z.size))
+            });
+        }
+        per_slice.sort();
+        // Slice 0: {A, D} and {B, C} (diagonal pairs); slice 1: {E, F} and {H}.
+        assert_eq!(per_slice, vec![(1, 2), (1, 2), (2, 1), (2, 2)]);
+    }
 }

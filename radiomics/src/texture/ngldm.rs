@@ -122,4 +122,25 @@ mod tests {
             vec![(1, 3, 1.0), (1, 4, 1.0), (2, 3, 1.0), (3, 1, 1.0)]
         );
     }
+
+    /// 3D NGLDM (α = 0, Chebyshev distance 1) of a 3×3×3 cube of level 1 with a level-2 centre:
+    /// j = 1 + same-level neighbours in the ROI: corner 1 + 6 = 7, edge 1 + 10 = 11, face 1 + 16 =
+    /// 17 (the centre is a neighbour of all of them but has another level); the centre j = 1.
+    #[test]
+    fn three_d_cube_by_hand() {
+        let l = Array3::from_shape_fn(
+            (3, 3, 3),
+            |(z, y, x)| if (z, y, x) == (1, 1, 1) { 2 } else { 1 },
+        );
+        let g = test_util::grid(&l);
+        let mut m = Ngldm::empty(&g);
+        m.fill(&g, &g.voxels, &g.neighbours(true));
+        let mut cells: Vec<(usize, usize, f64)> = m.counts.iter().collect();
+        cells.sort_by_key(|c| (c.0, c.1));
+        assert_eq!(
+            cells,
+            vec![(0, 7, 8.0), (0, 11, 12.0), (0, 17, 6.0), (1, 1, 1.0)]
+        );
+        assert_eq!(m.n_v, 27.0);
+    }
 }

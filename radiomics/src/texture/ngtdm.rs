@@ -160,4 +160,22 @@ mod tests {
         }
         assert_eq!(m.n, vec![0.0, 2.0, 1.0, 1.0]);
     }
+
+    /// 3D NGTDM of a 3×3×3 cube of level 1 with a level-2 centre (26-neighbourhoods restricted to
+    /// the ROI): centre s = |2 − 1| = 1; a corner averages 7 neighbours (one is the centre):
+    /// |1 − 8/7| = 1/7, an edge 11 → 1/11, a face centre 17 → 1/17; 8 corners, 12 edges, 6 faces.
+    #[test]
+    fn three_d_cube_by_hand() {
+        let l = Array3::from_shape_fn(
+            (3, 3, 3),
+            |(z, y, x)| if (z, y, x) == (1, 1, 1) { 2 } else { 1 },
+        );
+        let g = test_util::grid(&l);
+        let mut m = Ngtdm::empty(&g);
+        m.fill(&g, &g.voxels, &g.neighbours(true));
+        assert_eq!(m.n, vec![26.0, 1.0]);
+        let s1 = 8.0 / 7.0 + 12.0 / 11.0 + 6.0 / 17.0;
+        assert!((m.s[0] - s1).abs() < 1e-12, "{} vs {s1}", m.s[0]);
+        assert!((m.s[1] - 1.0).abs() < 1e-12);
+    }
 }
