@@ -413,6 +413,9 @@ pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>, ExtractCmdError> {
     Ok(rows)
 }
 
+/// One lesion's features or the reason it failed.
+pub type LesionResult = Result<Vec<FeatureValue>, LesionError>;
+
 /// Extract every manifest row. Rows sharing an image file are processed together so the image is
 /// read once; groups and the lesions inside them run in parallel. Results come back in manifest
 /// order whatever the thread count.
@@ -420,7 +423,7 @@ pub fn extract_rows(
     rows: &[ManifestRow],
     settings: &Settings,
     progress: &indicatif::ProgressBar,
-) -> Vec<Result<Vec<FeatureValue>, LesionError>> {
+) -> Vec<LesionResult> {
     let mut groups: Vec<(PathBuf, Vec<usize>)> = Vec::new();
     let mut by_image: HashMap<&Path, usize> = HashMap::new();
     for (i, r) in rows.iter().enumerate() {
@@ -431,7 +434,7 @@ pub fn extract_rows(
         groups[g].1.push(i);
     }
     let done = AtomicUsize::new(0);
-    let per_group: Vec<Vec<(usize, Result<Vec<FeatureValue>, LesionError>)>> = groups
+    let per_group: Vec<Vec<(usize, LesionResult)>> = groups
         .par_iter()
         .map(|(image_path, idx)| {
             let finish = |r| {
@@ -467,8 +470,7 @@ pub fn extract_rows(
             }
         })
         .collect();
-    let mut out: Vec<Option<Result<Vec<FeatureValue>, LesionError>>> =
-        (0..rows.len()).map(|_| None).collect();
+    let mut out: Vec<Option<LesionResult>> = (0..rows.len()).map(|_| None).collect();
     for (i, r) in per_group.into_iter().flatten() {
         out[i] = Some(r);
     }
