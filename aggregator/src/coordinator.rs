@@ -94,11 +94,17 @@ impl Coordinator {
         enrolled: Vec<SiteId>,
         deadline_ms: u64,
     ) -> Result<Self, CoordError> {
-        let studies = store
-            .studies()?
-            .into_iter()
-            .map(|s| (s.spec.id.clone(), s))
-            .collect();
+        let mut studies = BTreeMap::new();
+        for mut s in store.studies()? {
+            let results = store.results(s.spec.id.as_str(), s.round)?;
+            if s.restore(results, now_ms()) {
+                if let Some(rec) = s.completed.take() {
+                    store.put_round(s.spec.id.as_str(), &rec)?;
+                }
+                store.put_study(&s)?;
+            }
+            studies.insert(s.spec.id.clone(), s);
+        }
         let sites = store
             .sites()?
             .into_iter()
@@ -205,14 +211,19 @@ impl Coordinator {
             .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
         let mut next = current.clone();
         let round_before = next.round;
+        let status_before = next.status.clone();
+        let body = result.body.clone();
         let accepted = next.accept(site, result, bytes, now_ms())?;
         if accepted != Accepted::Duplicate {
-            if accepted == Accepted::RoundComplete
-                && let Some(prev) = next.previous.as_ref().filter(|p| p.round == round_before)
-            {
-                self.store.put_round(study_id.as_str(), prev)?;
+            // The result first, so a crash after this line loses nothing (see `restore`).
+            self.store
+                .put_result(study_id.as_str(), round_before, site, &body, bytes)?;
+            if let Some(rec) = next.completed.take() {
+                self.store.put_round(study_id.as_str(), &rec)?;
             }
-            self.store.put_study(&next)?;
+            if accepted == Accepted::RoundComplete || next.status != status_before {
+                self.store.put_study(&next)?;
+            }
             if next.round != round_before || next.status.is_finished() {
                 tracing::info!(
                     "study {study_id}: round {round_before} complete -> {}",

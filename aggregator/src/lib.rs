@@ -1,6 +1,7 @@
 //! The aggregator: enrols sites by certificate, drives studies' rounds, combines site aggregates,
 //! persists every transition in sled, and writes results.
 
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod coordinator;

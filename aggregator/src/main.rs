@@ -52,6 +52,27 @@ enum Command {
     /// One-machine simulations: a real aggregator and one real agent per site over loopback mTLS.
     #[command(subcommand)]
     Simulate(Simulate),
+    /// Timed federated steps on synthetic data over loopback mTLS (numbers for BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Distributed ComBat against the pooled reference.
+    #[command(
+        after_help = "Example:\n  cargo run --release -p aggregator -- bench combat --sites 50 --patients 10000 --features 56"
+    )]
+    Combat {
+        #[arg(long, default_value_t = 50)]
+        sites: usize,
+        #[arg(long, default_value_t = 10_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 56)]
+        features: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +195,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.shutdown().await;
                 anyhow::Ok(())
             })
+        }
+        Command::Bench(Bench::Combat {
+            sites,
+            patients,
+            features,
+            seed,
+        }) => {
+            let r = runtime()?.block_on(aggregator::bench::bench_combat(
+                sites, patients, features, seed,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("{}", r.markdown_row());
+            Ok(())
         }
         Command::Submit { state, study } => submit(&state, &study),
         Command::Status { state } => status(&state),

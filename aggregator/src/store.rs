@@ -3,7 +3,9 @@
 //! sled's last release is from 2021 (0.34.7); the trait keeps a swap (e.g. to redb) a one-file
 //! change. Every write is flushed before the caller acts on it.
 
+use federation::SiteId;
 use federation::engine::{RoundRecord, StudyState};
+use federation::task::ResultBody;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,14 @@ pub struct SiteRecord {
     pub last_seen_ms: u64,
 }
 
+/// One site's result as stored on arrival.
+#[derive(Serialize, Deserialize)]
+struct StoredResult {
+    site: SiteId,
+    body: ResultBody,
+    bytes: u64,
+}
+
 /// The aggregator's durable state.
 pub trait Store: Send + Sync {
     /// Saves a study's state durably (flushed before returning).
@@ -37,6 +47,22 @@ pub trait Store: Send + Sync {
     /// Saves a completed round's inputs and outputs.
     fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError>;
+    /// Saves one site's result for a round as it arrives. May be lost in a crash (the site is
+    /// then asked again); everything else is flushed before returning.
+    fn put_result(
+        &self,
+        study: &str,
+        round: u32,
+        site: &SiteId,
+        body: &ResultBody,
+        bytes: u64,
+    ) -> Result<(), StoreError>;
+    /// The results stored for one round.
+    fn results(
+        &self,
+        study: &str,
+        round: u32,
+    ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError>;
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError>;
     fn sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
 }
@@ -65,11 +91,17 @@ impl SledStore {
     }
 
     fn put<T: Serialize>(&self, key: String, value: &T) -> Result<(), StoreError> {
+        self.put_lazy(key, value)?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes without forcing it to disk (sled flushes in the background and on the next `put`).
+    fn put_lazy<T: Serialize>(&self, key: String, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
         self.db
             .insert(key.as_bytes(), bytes)
             .map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -99,6 +131,34 @@ impl Store for SledStore {
     }
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
         self.scan(&format!("round/{study}/"))
+    }
+    fn put_result(
+        &self,
+        study: &str,
+        round: u32,
+        site: &SiteId,
+        body: &ResultBody,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
+        let rec = StoredResult {
+            site: site.clone(),
+            body: body.clone(),
+            bytes,
+        };
+        // Not forced to disk: a result lost in a crash is simply asked for again (the site
+        // recomputes the same answer); what must be durable is the round transition.
+        self.put_lazy(format!("result/{study}/{round:010}/{site}"), &rec)
+    }
+    fn results(
+        &self,
+        study: &str,
+        round: u32,
+    ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError> {
+        Ok(self
+            .scan::<StoredResult>(&format!("result/{study}/{round:010}/"))?
+            .into_iter()
+            .map(|r| (r.site, r.body, r.bytes))
+            .collect())
     }
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError> {
         self.put(format!("site/{}", record.site), record)

@@ -21,6 +21,13 @@ use crate::task::{ResultBody, Task, TaskBody, TaskResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// SHA-256 of a result's canonical JSON.
+pub fn digest(body: &ResultBody) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(body).expect("a result always serialises");
+    hex::encode(Sha256::digest(json))
+}
+
 /// Where a study stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StudyStatus {
@@ -167,13 +174,21 @@ pub struct StudyState {
     pub round: u32,
     /// This round's task for each site.
     pub tasks: BTreeMap<SiteId, TaskBody>,
+    /// This round's results so far. Not serialised with the state: the aggregator stores each
+    /// result under its own key as it arrives and restores them with [`StudyState::restore`],
+    /// so a push costs one result's worth of writing, not the whole round's.
+    #[serde(skip)]
     pub received: BTreeMap<SiteId, ResultBody>,
     /// Encoded size of each received result (bytes on the wire), for the traffic report.
-    #[serde(default)]
+    #[serde(skip)]
     pub received_bytes: BTreeMap<SiteId, u64>,
-    /// The round completed last (its full record is also stored by the aggregator), kept so a
-    /// retried push whose reply was lost can be recognised as a duplicate.
-    pub previous: Option<RoundRecord>,
+    /// Digest of each site's result in the round completed last, so a retried push whose reply
+    /// was lost is recognised as a duplicate (the full record is stored by the aggregator).
+    #[serde(default)]
+    pub previous: Option<(u32, BTreeMap<SiteId, String>)>,
+    /// The round that the last transition completed, for the caller to store; transient.
+    #[serde(skip)]
+    pub completed: Option<RoundRecord>,
     pub status: StudyStatus,
     pub round_started_ms: u64,
     pub deadline_ms: u64,
@@ -208,6 +223,7 @@ impl StudyState {
             received: BTreeMap::new(),
             received_bytes: BTreeMap::new(),
             previous: None,
+            completed: None,
             status: StudyStatus::Running,
             round_started_ms: now_ms,
             deadline_ms,
@@ -248,6 +264,7 @@ impl StudyState {
         bytes: u64,
         now_ms: u64,
     ) -> Result<Accepted, EngineError> {
+        self.completed = None;
         let study = self.spec.id.to_string();
         if result.study_id != self.spec.id {
             return Err(EngineError::WrongStudy {
@@ -258,10 +275,10 @@ impl StudyState {
         if !self.sites.contains(site) {
             return Err(EngineError::NotParticipant(site.clone(), study));
         }
-        if let Some(prev) = self.previous.as_ref().filter(|p| p.round == result.round) {
+        if let Some((_, digests)) = self.previous.as_ref().filter(|p| p.0 == result.round) {
             // A retry of the round completed last (its reply was lost).
-            return match prev.results.get(site) {
-                Some(b) if *b == result.body => Ok(Accepted::Duplicate),
+            return match digests.get(site) {
+                Some(d) if *d == digest(&result.body) => Ok(Accepted::Duplicate),
                 _ => Err(EngineError::Conflict {
                     site: site.clone(),
                     study,
@@ -334,7 +351,14 @@ impl StudyState {
         let results = std::mem::take(&mut self.received);
         let bytes = std::mem::take(&mut self.received_bytes);
         let step = self.analysis.on_round(&results);
-        self.previous = Some(RoundRecord {
+        self.previous = Some((
+            self.round,
+            results
+                .iter()
+                .map(|(s, b)| (s.clone(), digest(b)))
+                .collect(),
+        ));
+        self.completed = Some(RoundRecord {
             round: self.round,
             tasks: self.tasks.clone(),
             results,
@@ -374,6 +398,34 @@ impl StudyState {
                 missing: self.missing(),
                 since_ms: now_ms,
             };
+            return true;
+        }
+        false
+    }
+
+    /// Puts back the current round's results after loading a persisted state. If they complete
+    /// the round (the aggregator stopped after storing the last result but before advancing),
+    /// the round is completed now; returns whether that happened (the caller persists again).
+    pub fn restore(&mut self, results: Vec<(SiteId, ResultBody, u64)>, now_ms: u64) -> bool {
+        self.completed = None;
+        for (site, body, bytes) in results {
+            if self.sites.contains(&site) {
+                self.received.insert(site.clone(), body);
+                self.received_bytes.insert(site, bytes);
+            }
+        }
+        if let Some((site, f)) = self.received.iter().find_map(|(s, b)| match b {
+            ResultBody::Failure(f) => Some((s.clone(), f.message.clone())),
+            _ => None,
+        }) && !self.status.is_finished()
+        {
+            self.status = StudyStatus::Failed {
+                reason: format!("site {site} could not answer round {}: {f}", self.round),
+            };
+            return true;
+        }
+        if !self.status.is_finished() && self.received.len() == self.sites.len() {
+            self.complete_round(now_ms);
             return true;
         }
         false
