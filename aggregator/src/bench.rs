@@ -42,13 +42,14 @@ pub fn synthetic_table(sites: usize, patients: usize, features: usize, seed: u64
     let mut by_site: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
     let mut order = Vec::with_capacity(patients);
     for i in 0..patients {
-        // Uneven site sizes: site s gets weight s+1.
+        // Uneven site sizes: site s gets weight s + sites/2 + 1 (largest ≈ 3× smallest).
         let s = {
-            let total = sites * (sites + 1) / 2;
+            let w = |k: usize| k + sites / 2 + 1;
+            let total: usize = (0..sites).map(w).sum();
             let mut u = rng.gen_range(0..total);
             let mut k = 0;
-            while u > k {
-                u -= k + 1;
+            while u >= w(k) {
+                u -= w(k);
                 k += 1;
             }
             k
@@ -212,6 +213,66 @@ pub async fn bench_combat(
     let (max_round, max_total) = traffic(&rounds);
     Ok(BenchResult {
         what: "ComBat (parametric, 4 rounds)".into(),
+        sites,
+        patients,
+        features,
+        setup_s,
+        federated_s,
+        rounds: state.round,
+        max_bytes_per_site_round: max_round,
+        max_bytes_per_site_total: max_total,
+        pooled_s,
+    })
+}
+
+/// The federated LASSO (full path, `nfolds`-fold CV, `bootstrap` replicates at λ.min) vs the
+/// pooled solver on the same rows.
+pub async fn bench_lasso(
+    sites: usize,
+    patients: usize,
+    features: usize,
+    nfolds: u32,
+    bootstrap: u32,
+    seed: u64,
+) -> anyhow::Result<BenchResult> {
+    let table = synthetic_table(sites, patients, features, seed);
+    let spec = federation::study::LassoSpec {
+        label_column: "response".into(),
+        positive_label: "1".into(),
+        negative_label: "0".into(),
+        features: table.header[4..].to_vec(),
+        nfolds,
+        foldid_column: None,
+        nlambda: 100,
+        bootstrap,
+        top_k: 5,
+        seed,
+    };
+    let study = StudySpec {
+        id: StudyId::new("bench-lasso")?,
+        title: String::new(),
+        analysis: AnalysisSpec::Lasso(spec.clone()),
+    };
+    let (setup_s, federated_s, state, rounds) = timed_study(&table, study).await?;
+    let Some(StudyOutput::Lasso(_)) = state.output else {
+        bail!("no LASSO result");
+    };
+    let t = Instant::now();
+    let mut data = Vec::new();
+    for (site, rows) in &table.by_site {
+        let t = federation::table::SiteTable::new(table.header.clone(), rows.clone())?;
+        data.push(federation::lasso::site_data(
+            &t,
+            &spec,
+            federation::lasso::site_key(site),
+        )?);
+    }
+    let pooled = models::lasso::PooledData::from_sites(&data);
+    models::lasso::lasso_pooled(&federation::lasso::config(&spec), &pooled)?;
+    let pooled_s = t.elapsed().as_secs_f64();
+    let (max_round, max_total) = traffic(&rounds);
+    Ok(BenchResult {
+        what: format!("LASSO path + {nfolds}-fold CV + {bootstrap} bootstrap"),
         sites,
         patients,
         features,

@@ -263,3 +263,139 @@ pub async fn simulate_harmonize(a: HarmonizeArgs<'_>) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Arguments of `simulate lasso`.
+pub struct LassoArgs<'a> {
+    pub table: &'a Path,
+    pub site_column: &'a str,
+    pub id_column: &'a str,
+    pub label_column: &'a str,
+    pub features: Option<Vec<String>>,
+    pub nfolds: u32,
+    pub foldid_column: Option<String>,
+    pub nlambda: usize,
+    pub bootstrap: u32,
+    pub top_k: usize,
+    pub seed: u64,
+    pub min_count: u64,
+    /// Sites' `max_params_per_row` (their disclosure guard); `None` keeps the policy default.
+    pub max_params_per_row: Option<f64>,
+    pub out: &'a Path,
+}
+
+/// The `simulate lasso` JSON: the path, the CV curve and the bootstrap selection.
+pub fn lasso_json(out: &federation::lasso::LassoOutput) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let cv = &out.result.cv;
+    let path = &cv.path;
+    let objective: Vec<f64> = path
+        .lambdas
+        .iter()
+        .enumerate()
+        .map(|(k, lam)| {
+            let deviance = (1.0 - path.dev_ratio[k]) * path.null_deviance;
+            let l1: f64 = path.beta[k].iter().map(|b| b.abs()).sum();
+            deviance / (2.0 * path.sum_w) + lam * l1
+        })
+        .collect();
+    let named = |values: &[f64]| -> Value {
+        Value::Object(
+            out.features
+                .iter()
+                .zip(values)
+                .map(|(f, v)| (f.clone(), json!(v)))
+                .collect::<Map<_, _>>(),
+        )
+    };
+    let (frequency, top_k) = match &out.result.bootstrap {
+        Some(b) => (
+            named(&b.frequency),
+            json!(
+                b.top_k
+                    .iter()
+                    .map(|&j| out.features[j].clone())
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    json!({
+        "features": out.features,
+        "lambda": path.lambdas,
+        "objective": objective,
+        "nzero": path.nzero,
+        "dev_ratio": path.dev_ratio,
+        "cvm": cv.cvm,
+        "cvsd": cv.cvsd,
+        "lambda_min": cv.lambda_min,
+        "lambda_1se": cv.lambda_1se,
+        "coefficients_lambda_min": named(&path.beta[cv.index_min]),
+        "intercept_lambda_min": path.beta0[cv.index_min],
+        "coefficients_lambda_min_original": named(&path.beta_original[cv.index_min]),
+        "intercept_lambda_min_original": path.beta0_original[cv.index_min],
+        "selection_frequency": frequency,
+        "top_k": top_k,
+        "rounds": out.result.rounds,
+        "fit_requests": out.result.fit_requests,
+    })
+}
+
+/// `aggregator simulate lasso`.
+pub async fn simulate_lasso(a: LassoArgs<'_>) -> anyhow::Result<()> {
+    let pooled = PooledTable::read(a.table, a.site_column)?;
+    let mut excluded = vec![a.id_column, a.site_column, a.label_column];
+    if let Some(c) = &a.foldid_column {
+        excluded.push(c);
+    }
+    let features = a
+        .features
+        .unwrap_or_else(|| default_features(&pooled, &excluded));
+    if features.is_empty() {
+        bail!("no feature columns; name them with --features");
+    }
+    let label = a.label_column.to_string();
+    let mut needed: Vec<&String> = features.iter().chain([&label]).collect();
+    if let Some(c) = &a.foldid_column {
+        needed.push(c);
+    }
+    require_columns(&pooled, a.table, &needed)?;
+    let spec = federation::study::LassoSpec {
+        label_column: label.clone(),
+        positive_label: "1".into(),
+        negative_label: "0".into(),
+        features,
+        nfolds: a.nfolds,
+        foldid_column: a.foldid_column,
+        nlambda: a.nlambda,
+        bootstrap: a.bootstrap,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    let study = StudySpec {
+        id: StudyId::new("lasso")?,
+        title: format!("LASSO of {}", a.table.display()),
+        analysis: AnalysisSpec::Lasso(spec),
+    };
+    let opts = SimOptions {
+        min_count: a.min_count,
+        max_params_per_row: a.max_params_per_row,
+        id_column: a.id_column.to_string(),
+        label_column: label,
+        ..SimOptions::default()
+    };
+    let state = run(&pooled, study, &opts).await?;
+    let Some(StudyOutput::Lasso(l)) = &state.output else {
+        bail!("the study produced no LASSO result");
+    };
+    let json = lasso_json(l);
+    write_output(a.out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    eprintln!(
+        "LASSO over {} sites: λ.min = {:.6}, top {:?}; {} round trips; wrote {}",
+        pooled.by_site.len(),
+        l.result.cv.lambda_min,
+        json["top_k"],
+        state.round,
+        a.out.display()
+    );
+    Ok(())
+}

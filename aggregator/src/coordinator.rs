@@ -27,6 +27,8 @@ pub enum CoordError {
     Version { agent: u32, ours: u32 },
     #[error("site {0} is not enrolled with this aggregator (add it to enrolled_sites)")]
     NotEnrolled(SiteId),
+    #[error("the study cannot start: {0}")]
+    Setup(String),
     #[error("study {0} already exists; choose another id")]
     Duplicate(StudyId),
     #[error("no study {0}")]
@@ -252,7 +254,8 @@ impl Coordinator {
             self.enrolled.iter().cloned().collect(),
             now_ms(),
             self.deadline_ms,
-        );
+        )
+        .map_err(CoordError::Setup)?;
         self.store.put_study(&state)?;
         let hash = state.hash.clone();
         tracing::info!("study {} submitted (hash {hash})", state.spec.id);

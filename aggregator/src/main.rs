@@ -59,6 +59,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// The federated LASSO path + CV + bootstrap against the pooled reference.
+    #[command(
+        after_help = "Example:\n  cargo run --release -p aggregator -- bench lasso --sites 50 --patients 10000 --features 56 --nfolds 10 --bootstrap 100"
+    )]
+    Lasso {
+        #[arg(long, default_value_t = 50)]
+        sites: usize,
+        #[arg(long, default_value_t = 10_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 56)]
+        features: usize,
+        #[arg(long, default_value_t = 10)]
+        nfolds: u32,
+        #[arg(long, default_value_t = 100)]
+        bootstrap: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Distributed ComBat against the pooled reference.
     #[command(
         after_help = "Example:\n  cargo run --release -p aggregator -- bench combat --sites 50 --patients 10000 --features 56"
@@ -103,6 +121,11 @@ enum Simulate {
         #[arg(long, default_value = "table1.csv")]
         out: PathBuf,
     },
+    /// Federated LASSO-logistic (glmnet): λ path, CV, bootstrap selection frequencies.
+    #[command(
+        after_help = "Example:\n  aggregator simulate lasso --table ../shared/examples/cohort_example.csv --site-column site \\\n    --label-column response --nfolds 10 --bootstrap 100 --top-k 5 --max-params-per-row inf --out lasso.json\n\nOutput keys: lambda, objective, nzero, cvm, cvsd, lambda_min, lambda_1se,\ncoefficients_lambda_min (standardised scale), intercept_lambda_min, selection_frequency, top_k."
+    )]
+    Lasso(LassoCli),
     /// Distributed ComBat: the same table with its feature columns harmonised.
     #[command(
         after_help = "Example:\n  aggregator simulate harmonize --table ../shared/examples/cohort_example.csv \\\n    --site-column site --covariates age,grade --out harmonized.csv\n\nWithout --features, every numeric column other than the id, site, batch, covariates and the\nstudy's clinical/outcome columns is a feature. The fitted model is written next to --out."
@@ -137,6 +160,45 @@ enum Simulate {
         #[arg(long, default_value = "harmonized.csv")]
         out: PathBuf,
     },
+}
+
+/// Arguments of `simulate lasso` (kept apart from the enum so the variant stays readable).
+#[derive(clap::Args)]
+struct LassoCli {
+    #[arg(long)]
+    table: PathBuf,
+    #[arg(long, default_value = "site")]
+    site_column: String,
+    #[arg(long, default_value = "patient_id")]
+    id_column: String,
+    #[arg(long, default_value = "response")]
+    label_column: String,
+    /// Candidate features (default: every numeric column other than the id, site, label,
+    /// fold-id and the study's clinical/outcome columns).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    #[arg(long, default_value_t = 10)]
+    nfolds: u32,
+    /// Fold ids (1..=nfolds) from this column instead of a stratified draw at each site.
+    #[arg(long)]
+    foldid_column: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    nlambda: usize,
+    /// Bootstrap replicates for selection frequencies (0 = none).
+    #[arg(long, default_value_t = 100)]
+    bootstrap: u32,
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Every simulated site's policy min_count.
+    #[arg(long, default_value_t = 5)]
+    min_count: u64,
+    /// Every simulated site's max_params_per_row (policy default 0.33; `inf` = guard off).
+    #[arg(long)]
+    max_params_per_row: Option<f64>,
+    #[arg(long, default_value = "lasso.json")]
+    out: PathBuf,
 }
 
 /// ComBat's empirical-Bayes variant.
@@ -195,6 +257,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.shutdown().await;
                 anyhow::Ok(())
             })
+        }
+        Command::Simulate(Simulate::Lasso(l)) => {
+            runtime()?.block_on(commands::simulate_lasso(commands::LassoArgs {
+                table: &l.table,
+                site_column: &l.site_column,
+                id_column: &l.id_column,
+                label_column: &l.label_column,
+                features: l.features,
+                nfolds: l.nfolds,
+                foldid_column: l.foldid_column,
+                nlambda: l.nlambda,
+                bootstrap: l.bootstrap,
+                top_k: l.top_k,
+                seed: l.seed,
+                min_count: l.min_count,
+                max_params_per_row: l.max_params_per_row,
+                out: &l.out,
+            }))
+        }
+        Command::Bench(Bench::Lasso {
+            sites,
+            patients,
+            features,
+            nfolds,
+            bootstrap,
+            seed,
+        }) => {
+            let r = runtime()?.block_on(aggregator::bench::bench_lasso(
+                sites, patients, features, nfolds, bootstrap, seed,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("{}", r.markdown_row());
+            Ok(())
         }
         Command::Bench(Bench::Combat {
             sites,

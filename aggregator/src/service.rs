@@ -23,6 +23,7 @@ fn status(e: CoordError) -> Status {
         CoordError::Version { .. } => Status::failed_precondition(e.to_string()),
         CoordError::NotEnrolled(_) => Status::permission_denied(e.to_string()),
         CoordError::Duplicate(_) => Status::already_exists(e.to_string()),
+        CoordError::Setup(_) => Status::invalid_argument(e.to_string()),
         CoordError::UnknownStudy(_) => Status::not_found(e.to_string()),
         CoordError::Engine(_) => Status::invalid_argument(e.to_string()),
         CoordError::Store(_) => Status::internal(e.to_string()),

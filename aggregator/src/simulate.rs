@@ -109,6 +109,8 @@ impl PooledTable {
 pub struct SimOptions {
     /// Every simulated site's policy `min_count`.
     pub min_count: u64,
+    /// Every simulated site's `max_params_per_row` (`None`: the policy default).
+    pub max_params_per_row: Option<f64>,
     pub id_column: String,
     pub label_column: String,
     pub round_deadline: Duration,
@@ -121,6 +123,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         Self {
             min_count: 5,
+            max_params_per_row: None,
             id_column: "patient_id".into(),
             label_column: "response".into(),
             round_deadline: Duration::from_secs(60),
@@ -235,8 +238,11 @@ impl Simulation {
                 rows,
                 &url,
                 &format!(
-                    "min_count = {}\nallow_all_studies = false\nallowed_studies = [\"{hash}\"]\n",
-                    opts.min_count
+                    "min_count = {}\nallow_all_studies = false\nallowed_studies = [\"{hash}\"]\n{}",
+                    opts.min_count,
+                    opts.max_params_per_row
+                        .map(|r| format!("max_params_per_row = {r:?}\n"))
+                        .unwrap_or_default()
                 ),
                 opts,
             )?;

@@ -15,6 +15,7 @@
 
 use crate::harmonize::{HarmonizeDriver, HarmonizeOutput};
 use crate::ids::{SiteId, StudyHash};
+use crate::lasso::{LassoOutput, LassoStudyDriver};
 use crate::study::{AnalysisSpec, StudySpec};
 use crate::table1::{Table1Driver, Table1Output};
 use crate::task::{ResultBody, Task, TaskBody, TaskResult};
@@ -71,6 +72,7 @@ impl StudyStatus {
 pub enum Analysis {
     Table1(Table1Driver),
     Harmonize(HarmonizeDriver),
+    Lasso(LassoStudyDriver),
 }
 
 /// A finished study's result.
@@ -78,6 +80,7 @@ pub enum Analysis {
 pub enum StudyOutput {
     Table1(Table1Output),
     Harmonize(HarmonizeOutput),
+    Lasso(LassoOutput),
 }
 
 /// What an analysis does after a complete round.
@@ -95,8 +98,11 @@ pub fn same_for_all(sites: &[SiteId], task: TaskBody) -> BTreeMap<SiteId, TaskBo
 }
 
 impl Analysis {
-    fn start(spec: &StudySpec, sites: &[SiteId]) -> (Self, BTreeMap<SiteId, TaskBody>) {
-        match &spec.analysis {
+    fn start(
+        spec: &StudySpec,
+        sites: &[SiteId],
+    ) -> Result<(Self, BTreeMap<SiteId, TaskBody>), String> {
+        Ok(match &spec.analysis {
             AnalysisSpec::Table1(t) => {
                 let (driver, task) = Table1Driver::start(t.clone(), sites.to_vec());
                 (Analysis::Table1(driver), same_for_all(sites, task))
@@ -105,13 +111,18 @@ impl Analysis {
                 let (driver, tasks) = HarmonizeDriver::start(h.clone(), sites.to_vec());
                 (Analysis::Harmonize(driver), tasks)
             }
-        }
+            AnalysisSpec::Lasso(l) => {
+                let (driver, tasks) = LassoStudyDriver::start(l.clone(), sites.to_vec())?;
+                (Analysis::Lasso(driver), tasks)
+            }
+        })
     }
 
     fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
         match self {
             Analysis::Table1(d) => d.on_round(results),
             Analysis::Harmonize(d) => d.on_round(results),
+            Analysis::Lasso(d) => d.on_round(results),
         }
     }
 }
@@ -208,12 +219,18 @@ pub struct RoundRecord {
 }
 
 impl StudyState {
-    /// A new study at round 1. `sites` are the enrolled sites that take part.
-    pub fn new(spec: StudySpec, mut sites: Vec<SiteId>, now_ms: u64, deadline_ms: u64) -> Self {
+    /// A new study at round 1. `sites` are the enrolled sites that take part. Fails when the
+    /// analysis cannot be set up from the spec (the message says why).
+    pub fn new(
+        spec: StudySpec,
+        mut sites: Vec<SiteId>,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<Self, String> {
         sites.sort();
         sites.dedup();
-        let (analysis, tasks) = Analysis::start(&spec, &sites);
-        Self {
+        let (analysis, tasks) = Analysis::start(&spec, &sites)?;
+        Ok(Self {
             hash: spec.hash(),
             spec_json: spec.canonical_json(),
             spec,
@@ -229,7 +246,7 @@ impl StudyState {
             deadline_ms,
             analysis,
             output: None,
-        }
+        })
     }
 
     /// The task this site should work on now, if any.

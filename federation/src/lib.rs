@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod harmonize;
 pub mod ids;
+pub mod lasso;
 pub mod local;
 pub mod policy;
 pub mod site;

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 pub enum LocalError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("the study cannot start: {0}")]
+    Start(String),
     #[error("a retried push from site {0} changed the study (results must be idempotent)")]
     NotIdempotent(SiteId),
     #[error("the study did not finish within {0} rounds")]
@@ -28,7 +30,8 @@ pub fn run_local(
     tables: &BTreeMap<SiteId, (SiteTable, SitePolicy)>,
     max_rounds: u32,
 ) -> Result<StudyState, LocalError> {
-    let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, u64::MAX);
+    let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, u64::MAX)
+        .map_err(LocalError::Start)?;
     while !state.status.is_finished() {
         if state.round > max_rounds {
             return Err(LocalError::TooManyRounds(max_rounds));

@@ -24,7 +24,8 @@ pub struct SitePolicy {
     /// Fitted base models may leave the site.
     #[serde(default)]
     pub share_models: bool,
-    /// Disclosure guard for cross-product matrices: parameters ≤ ratio × rows.
+    /// Disclosure guard for cross-product matrices: parameters ≤ ratio × rows (DataSHIELD's
+    /// `nfilter.glm`, default 0.33); `inf` turns it off.
     #[serde(default = "default_params_ratio")]
     pub max_params_per_row: f64,
 }
@@ -73,7 +74,8 @@ impl SitePolicy {
         if self.min_count == 0 {
             return Err(PolicyError::ZeroMinCount);
         }
-        if !(self.max_params_per_row.is_finite() && self.max_params_per_row > 0.0) {
+        // `inf` turns the guard off (a consortium decision, e.g. for wide LASSO designs).
+        if self.max_params_per_row.is_nan() || self.max_params_per_row <= 0.0 {
             return Err(PolicyError::BadRatio(self.max_params_per_row));
         }
         Ok(())

@@ -5,7 +5,7 @@ use crate::policy::SitePolicy;
 use crate::study::{AnalysisSpec, StudySpec, hash_canonical};
 use crate::table::SiteTable;
 use crate::task::{Released, ResultBody, SiteFailure, Task, TaskBody, TaskResult};
-use crate::{harmonize, table1};
+use crate::{harmonize, lasso, table1};
 
 fn failure(task: &Task, message: String) -> TaskResult {
     TaskResult {
@@ -84,6 +84,9 @@ fn compute(
             | TaskBody::ComBatEstimate(_)),
         ) => harmonize::site_answer(table, h, body, policy)
             .map_err(|e| (e.to_string(), e.public_message())),
+        (AnalysisSpec::Lasso(l), TaskBody::LassoSums(t)) => {
+            lasso::site_answer(table, l, t, policy).map_err(|e| (e.to_string(), e.public_message()))
+        }
         (analysis, body) => Err((
             String::new(),
             format!(
@@ -186,6 +189,10 @@ pub fn describe(result: &TaskResult) -> String {
         ResultBody::ComBatEstimates(b) => format!(
             "ComBat location/scale estimates for {} batches (smallest batch {smallest})",
             b.len()
+        ),
+        ResultBody::LassoSums(f) => format!(
+            "LASSO weighted sums for {} fits (moments or IRLS sums; no rows)",
+            f.len()
         ),
         ResultBody::Failure(f) => format!("failure message: {}", f.message),
     }

@@ -22,6 +22,8 @@ pub enum AnalysisSpec {
     Table1(Table1Spec),
     /// Distributed ComBat harmonisation of feature columns (batch = site or a nested column).
     Harmonize(HarmonizeSpec),
+    /// Federated LASSO logistic regression (glmnet), CV λ and bootstrap selection frequencies.
+    Lasso(LassoSpec),
 }
 
 impl AnalysisSpec {
@@ -29,6 +31,7 @@ impl AnalysisSpec {
         match self {
             AnalysisSpec::Table1(_) => "table1",
             AnalysisSpec::Harmonize(_) => "harmonize",
+            AnalysisSpec::Lasso(_) => "lasso",
         }
     }
 }
@@ -51,6 +54,46 @@ pub struct HarmonizeSpec {
     pub categorical: Vec<String>,
     #[serde(default)]
     pub mode: HarmonizeMode,
+}
+
+/// LASSO-logistic feature selection as `cv.glmnet(family = "binomial")` on the pooled rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LassoSpec {
+    pub label_column: String,
+    #[serde(default = "default_positive")]
+    pub positive_label: String,
+    #[serde(default = "default_negative")]
+    pub negative_label: String,
+    /// Feature columns, in output order.
+    pub features: Vec<String>,
+    #[serde(default = "default_nfolds")]
+    pub nfolds: u32,
+    /// Fold ids (1..=nfolds) taken from this column instead of a stratified draw at each site.
+    #[serde(default)]
+    pub foldid_column: Option<String>,
+    #[serde(default = "default_nlambda")]
+    pub nlambda: usize,
+    /// Bootstrap replicates for selection frequencies (0 = none).
+    #[serde(default)]
+    pub bootstrap: u32,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_nfolds() -> u32 {
+    10
+}
+fn default_nlambda() -> usize {
+    100
+}
+fn default_top_k() -> usize {
+    5
+}
+fn default_seed() -> u64 {
+    1
 }
 
 /// The empirical-Bayes variant.
@@ -141,6 +184,35 @@ impl StudySpec {
     /// Checks what the type system cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         match &self.analysis {
+            AnalysisSpec::Lasso(l) => {
+                if l.features.is_empty() {
+                    return Err(SpecError::Invalid(
+                        "analysis.features is empty; list the candidate feature columns".into(),
+                    ));
+                }
+                if l.nfolds < 3 {
+                    return Err(SpecError::Invalid(format!(
+                        "nfolds must be at least 3 (cv.glmnet's minimum), got {}",
+                        l.nfolds
+                    )));
+                }
+                if l.nlambda < 2 {
+                    return Err(SpecError::Invalid("nlambda must be at least 2".into()));
+                }
+                if l.top_k == 0 || l.top_k > l.features.len() {
+                    return Err(SpecError::Invalid(format!(
+                        "top_k must be between 1 and the number of features ({}), got {}",
+                        l.features.len(),
+                        l.top_k
+                    )));
+                }
+                if l.features.contains(&l.label_column) {
+                    return Err(SpecError::Invalid(format!(
+                        "the label column {:?} cannot also be a feature",
+                        l.label_column
+                    )));
+                }
+            }
             AnalysisSpec::Harmonize(h) => {
                 if h.features.is_empty() {
                     return Err(SpecError::Invalid(

@@ -34,6 +34,16 @@ pub enum TaskBody {
     ComBatResiduals(ComBatTask),
     /// ComBat round 3: the empirical-Bayes step for each batch this site holds.
     ComBatEstimate(ComBatTask),
+    /// LASSO: weighted sums for every current fit (moments, or IRLS sums at the given iterate).
+    LassoSums(LassoTask),
+}
+
+/// All current LASSO fits' requests, evaluated by the site on its own rows in one go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LassoTask {
+    /// Seeds this site's fold and bootstrap draws (derived from its site id by the aggregator).
+    pub site_key: u64,
+    pub requests: Vec<models::lasso::FitRequest>,
 }
 
 impl TaskBody {
@@ -45,6 +55,7 @@ impl TaskBody {
             TaskBody::ComBatCrossProducts(_) => "combat_cross_products",
             TaskBody::ComBatResiduals(_) => "combat_residuals",
             TaskBody::ComBatEstimate(_) => "combat_estimate",
+            TaskBody::LassoSums(_) => "lasso_sums",
         }
     }
 }
@@ -125,6 +136,8 @@ pub enum ResultBody {
     ComBatResiduals(models::combat::ComBatResiduals),
     /// Per batch held by the site: its location/scale estimates (aggregates over the batch).
     ComBatEstimates(Vec<models::combat::BatchAdjustment>),
+    /// Per fit, in request order: moments, IRLS sums, or a disclosure-guard refusal.
+    LassoSums(Vec<models::lasso::FitSums>),
     /// The site could not compute the answer (bad data, missing column): the message says what to
     /// fix at the site. The study fails with it; nothing else is sent.
     Failure(SiteFailure),
@@ -139,6 +152,7 @@ impl ResultBody {
             ResultBody::ComBatCrossProducts(_) => "combat_cross_products",
             ResultBody::ComBatResiduals(_) => "combat_residuals",
             ResultBody::ComBatEstimates(_) => "combat_estimate",
+            ResultBody::LassoSums(_) => "lasso_sums",
             ResultBody::Failure(_) => "failure",
         }
     }
@@ -248,7 +262,8 @@ impl TaskResult {
             ResultBody::ComBatCrossProducts(c) => counts.push(c.n),
             ResultBody::ComBatResiduals(r) => counts.push(r.n),
             ResultBody::ComBatEstimates(b) => counts.extend(b.iter().map(|b| b.n)),
-            ResultBody::ComBatLevels(_) | ResultBody::Failure(_) => {}
+            // Weighted sums over the site's rows (each fit covers all rows but a fold), not counts.
+            ResultBody::ComBatLevels(_) | ResultBody::LassoSums(_) | ResultBody::Failure(_) => {}
         }
         counts.into_iter().filter(|&c| c > 0).min()
     }

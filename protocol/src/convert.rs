@@ -4,6 +4,7 @@
 //! error naming the field, never a default value silently standing in for data.
 
 use crate::convert_combat as cc;
+use crate::convert_lasso as cl;
 use crate::pb;
 use federation::ids::{IdError, StudyHash, StudyId};
 use federation::task::{
@@ -102,6 +103,7 @@ impl TryFrom<pb::Task> for Task {
             }
             pb::task::Body::CombatResiduals(t) => TaskBody::ComBatResiduals(cc::task_from(t)?),
             pb::task::Body::CombatEstimate(t) => TaskBody::ComBatEstimate(cc::task_from(t)?),
+            pb::task::Body::LassoSums(t) => TaskBody::LassoSums(cl::task_from(t)?),
             pb::task::Body::Histogram(h) => TaskBody::Histogram(HistogramTask {
                 variables: h
                     .variables
@@ -151,6 +153,7 @@ impl From<&Task> for pb::Task {
             TaskBody::ComBatCrossProducts(t) => pb::task::Body::CombatCrossProducts(cc::task_to(t)),
             TaskBody::ComBatResiduals(t) => pb::task::Body::CombatResiduals(cc::task_to(t)),
             TaskBody::ComBatEstimate(t) => pb::task::Body::CombatEstimate(cc::task_to(t)),
+            TaskBody::LassoSums(t) => pb::task::Body::LassoSums(cl::task_to(t)),
             TaskBody::Histogram(h) => pb::task::Body::Histogram(pb::HistogramTask {
                 variables: h
                     .variables
@@ -219,6 +222,7 @@ impl TryFrom<pb::TaskResult> for TaskResult {
             pb::task_result::Body::CombatEstimates(e) => {
                 ResultBody::ComBatEstimates(cc::estimates_from(e))
             }
+            pb::task_result::Body::LassoSums(s) => ResultBody::LassoSums(cl::sums_from(s)?),
         };
         Ok(TaskResult {
             study_id: StudyId::new(r.study_id)?,
@@ -376,6 +380,7 @@ impl From<&TaskResult> for pb::TaskResult {
             ResultBody::ComBatEstimates(e) => {
                 pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
             }
+            ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
         };
         pb::TaskResult {
             study_id: r.study_id.to_string(),

@@ -6,6 +6,7 @@
 
 pub mod convert;
 mod convert_combat;
+mod convert_lasso;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.

@@ -1,0 +1,184 @@
+//! Conversions of the LASSO messages (`models::lasso` types ↔ protobuf), strict like the rest of
+//! the edge.
+
+use crate::convert::ConvertError;
+use crate::pb;
+use federation::task::LassoTask;
+use models::WeightedMoments;
+use models::lasso::{FitRequest, FitSums, IrlsSums, MomentSums, RequestKind};
+use models::sampling::{FoldRef, Refusal, WeightSpec};
+
+fn fold_to(f: &FoldRef) -> pb::FoldRef {
+    pb::FoldRef {
+        scheme: f.scheme,
+        fold: f.fold,
+    }
+}
+
+fn fold_from(f: pb::FoldRef) -> FoldRef {
+    FoldRef {
+        scheme: f.scheme,
+        fold: f.fold,
+    }
+}
+
+fn request_to(r: &FitRequest) -> pb::FitRequest {
+    pb::FitRequest {
+        fit_id: r.fit_id,
+        weights: Some(pb::WeightSpec {
+            outer: r.weights.outer.as_ref().map(fold_to),
+            exclude: r.weights.exclude.as_ref().map(fold_to),
+            bootstrap: r
+                .weights
+                .bootstrap
+                .map(|(seed, replicate)| pb::BootstrapRef { seed, replicate }),
+        }),
+        kind: Some(match &r.kind {
+            RequestKind::Moments => pb::fit_request::Kind::Moments(pb::MomentsRequest {}),
+            RequestKind::Irls {
+                mean,
+                sd,
+                beta0,
+                beta,
+                hessian,
+                cols,
+            } => pb::fit_request::Kind::Irls(pb::IrlsRequest {
+                mean: mean.clone(),
+                sd: sd.clone(),
+                beta0: *beta0,
+                beta: beta.clone(),
+                hessian: *hessian,
+                cols: cols.as_ref().map(|c| pb::ColumnSet { cols: c.clone() }),
+            }),
+        }),
+    }
+}
+
+fn request_from(r: pb::FitRequest) -> Result<FitRequest, ConvertError> {
+    let w = r
+        .weights
+        .ok_or(ConvertError::Missing("FitRequest.weights"))?;
+    Ok(FitRequest {
+        fit_id: r.fit_id,
+        weights: WeightSpec {
+            outer: w.outer.map(fold_from),
+            exclude: w.exclude.map(fold_from),
+            bootstrap: w.bootstrap.map(|b| (b.seed, b.replicate)),
+        },
+        kind: match r.kind.ok_or(ConvertError::Missing("FitRequest.kind"))? {
+            pb::fit_request::Kind::Moments(_) => RequestKind::Moments,
+            pb::fit_request::Kind::Irls(i) => RequestKind::Irls {
+                mean: i.mean,
+                sd: i.sd,
+                beta0: i.beta0,
+                beta: i.beta,
+                hessian: i.hessian,
+                cols: i.cols.map(|c| c.cols),
+            },
+        },
+    })
+}
+
+pub(crate) fn task_to(t: &LassoTask) -> pb::LassoTask {
+    pb::LassoTask {
+        site_key: t.site_key,
+        requests: t.requests.iter().map(request_to).collect(),
+    }
+}
+
+pub(crate) fn task_from(t: pb::LassoTask) -> Result<LassoTask, ConvertError> {
+    Ok(LassoTask {
+        site_key: t.site_key,
+        requests: t
+            .requests
+            .into_iter()
+            .map(request_from)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
+    pb::LassoSums {
+        fits: s
+            .iter()
+            .map(|f| pb::FitSums {
+                sums: Some(match f {
+                    FitSums::Moments(m) => pb::fit_sums::Sums::Moments(pb::MomentSums {
+                        fit_id: m.fit_id,
+                        sum_w: m.sum_w,
+                        sum_wy: m.sum_wy,
+                        features: m
+                            .features
+                            .iter()
+                            .map(|w| pb::WeightedMoments {
+                                w: w.w,
+                                mean: w.mean,
+                                m2: w.m2,
+                            })
+                            .collect(),
+                    }),
+                    FitSums::Irls(i) => pb::fit_sums::Sums::Irls(pb::IrlsSums {
+                        fit_id: i.fit_id,
+                        sum_w: i.sum_w,
+                        loss: i.loss,
+                        r0: i.r0,
+                        rx: i.rx.clone(),
+                        w0: i.w0,
+                        wx: i.wx.clone(),
+                        hess: i.hess.clone(),
+                        heldout_w: i.heldout_w,
+                        heldout_dev: i.heldout_dev,
+                    }),
+                    FitSums::Refused(r) => pb::fit_sums::Sums::Refused(pb::FitRefusal {
+                        fit_id: r.fit_id,
+                        params: r.params as u64,
+                        rows: r.rows as u64,
+                        max_params_per_row: r.max_params_per_row,
+                    }),
+                }),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> {
+    s.fits
+        .into_iter()
+        .map(|f| {
+            Ok(match f.sums.ok_or(ConvertError::Missing("FitSums.sums"))? {
+                pb::fit_sums::Sums::Moments(m) => FitSums::Moments(MomentSums {
+                    fit_id: m.fit_id,
+                    sum_w: m.sum_w,
+                    sum_wy: m.sum_wy,
+                    features: m
+                        .features
+                        .into_iter()
+                        .map(|w| WeightedMoments {
+                            w: w.w,
+                            mean: w.mean,
+                            m2: w.m2,
+                        })
+                        .collect(),
+                }),
+                pb::fit_sums::Sums::Irls(i) => FitSums::Irls(IrlsSums {
+                    fit_id: i.fit_id,
+                    sum_w: i.sum_w,
+                    loss: i.loss,
+                    r0: i.r0,
+                    rx: i.rx,
+                    w0: i.w0,
+                    wx: i.wx,
+                    hess: i.hess,
+                    heldout_w: i.heldout_w,
+                    heldout_dev: i.heldout_dev,
+                }),
+                pb::fit_sums::Sums::Refused(r) => FitSums::Refused(Refusal {
+                    fit_id: r.fit_id,
+                    params: r.params as usize,
+                    rows: r.rows as usize,
+                    max_params_per_row: r.max_params_per_row,
+                }),
+            })
+        })
+        .collect()
+}
