@@ -606,11 +606,42 @@ pub fn moran_geary(image: &Array3<f64>, mask: &Array3<bool>, spacing: [f64; 3]) 
     }
     let mu = s / n as f64;
     let d = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
-    let sizes = [2 * d[0], 2 * d[1], 2 * d[2]];
+    // Linear (not circular) correlation needs ≥ 2d − 1 points per axis; round up to a size with
+    // only the factors 2, 3, 5 (fast FFT kernels).
+    let sizes = [
+        fast_fft_size(2 * d[0] - 1),
+        fast_fft_size(2 * d[1] - 1),
+        fast_fft_size(2 * d[2] - 1),
+    ];
     let total = sizes[0] * sizes[1] * sizes[2];
-    let mut fm = vec![Complex::new(0.0, 0.0); total];
-    let mut fz = vec![Complex::new(0.0, 0.0); total];
-    let mut fq = vec![Complex::new(0.0, 0.0); total];
+    let (nz, ny, nx) = (sizes[0], sizes[1], sizes[2]);
+    // With K(o) = 1/‖o‖ (mm) for o ≠ 0 and K(0) = 0, and S = K * m, T = K * z (convolutions over
+    // the ROI indicator m and the centred intensities z):
+    //   Σ_{i≠j} w_ij         = Σ_i m_i S_i,
+    //   Σ_{i≠j} w_ij z_i z_j = Σ_i z_i T_i,
+    //   Σ_{i≠j} w_ij (z_i − z_j)² = 2 Σ_i z_i² S_i − 2 Σ_i z_i T_i.
+    // K is real and even, so its spectrum is real: one forward FFT of m + i·z, a product with the
+    // kernel spectrum and one inverse FFT give S + i·T. Offsets up to ±(d − 1) fit in sizes ≥ 2d − 1
+    // without wrap-around.
+    let mut kern = vec![Complex::new(0.0, 0.0); total];
+    for oz in -(d[0] as i64 - 1)..=(d[0] as i64 - 1) {
+        let iz = oz.rem_euclid(nz as i64) as usize;
+        let dz = oz as f64 * spacing[0];
+        for oy in -(d[1] as i64 - 1)..=(d[1] as i64 - 1) {
+            let iy = oy.rem_euclid(ny as i64) as usize;
+            let dy = oy as f64 * spacing[1];
+            let row = (iz * ny + iy) * nx;
+            for ox in -(d[2] as i64 - 1)..=(d[2] as i64 - 1) {
+                if oz == 0 && oy == 0 && ox == 0 {
+                    continue;
+                }
+                let dx = ox as f64 * spacing[2];
+                kern[row + ox.rem_euclid(nx as i64) as usize].re =
+                    1.0 / (dz * dz + dy * dy + dx * dx).sqrt();
+            }
+        }
+    }
+    let mut fc = vec![Complex::new(0.0, 0.0); total];
     let mut ss = 0.0;
     for z in 0..d[0] {
         for y in 0..d[1] {
@@ -618,10 +649,7 @@ pub fn moran_geary(image: &Array3<f64>, mask: &Array3<bool>, spacing: [f64; 3]) 
                 let (gz, gy, gx) = (z + lo[0], y + lo[1], x + lo[2]);
                 if mask[[gz, gy, gx]] {
                     let dev = image[[gz, gy, gx]] - mu;
-                    let i = (z * sizes[1] + y) * sizes[2] + x;
-                    fm[i].re = 1.0;
-                    fz[i].re = dev;
-                    fq[i].re = dev * dev;
+                    fc[(z * ny + y) * nx + x] = Complex::new(1.0, dev);
                     ss += dev * dev;
                 }
             }
@@ -631,55 +659,71 @@ pub fn moran_geary(image: &Array3<f64>, mask: &Array3<bool>, spacing: [f64; 3]) 
         return (1.0, 1.0);
     }
     let mut planner = FftPlanner::<f64>::new();
-    for buf in [&mut fm, &mut fz, &mut fq] {
-        fft3(&mut planner, buf, sizes, false);
+    fft3(&mut planner, &mut kern, sizes, sizes, false);
+    fft3(&mut planner, &mut fc, sizes, d, false);
+    for (c, k) in fc.iter_mut().zip(&kern) {
+        *c *= k.re; // the spectrum of an even real kernel is real (imaginary part is rounding)
     }
-    // Cross-correlation A_fg(o) = Σ_i f_i g_{i+o} = IFFT(conj(F) G).
-    for i in 0..total {
-        let (m, z, q) = (fm[i], fz[i], fq[i]);
-        fz[i] = z.conj() * z; // A_zz
-        fq[i] = q.conj() * m; // A_qm
-        fm[i] = m.conj() * m; // A_mm
-    }
-    for buf in [&mut fm, &mut fz, &mut fq] {
-        fft3(&mut planner, buf, sizes, true);
-    }
+    drop(kern);
+    fft3(&mut planner, &mut fc, sizes, d, true);
     let scale = 1.0 / total as f64;
-    let (mut w_sum, mut moran_num, mut geary_num) = (0.0, 0.0, 0.0);
-    for oz in -(d[0] as i64 - 1)..=(d[0] as i64 - 1) {
-        for oy in -(d[1] as i64 - 1)..=(d[1] as i64 - 1) {
-            for ox in -(d[2] as i64 - 1)..=(d[2] as i64 - 1) {
-                if oz == 0 && oy == 0 && ox == 0 {
-                    continue;
+    let (mut w_sum, mut moran_num, mut qs) = (0.0, 0.0, 0.0);
+    for z in 0..d[0] {
+        for y in 0..d[1] {
+            for x in 0..d[2] {
+                let (gz, gy, gx) = (z + lo[0], y + lo[1], x + lo[2]);
+                if mask[[gz, gy, gx]] {
+                    let dev = image[[gz, gy, gx]] - mu;
+                    let st = fc[(z * ny + y) * nx + x] * scale;
+                    w_sum += st.re;
+                    moran_num += dev * st.im;
+                    qs += dev * dev * st.re;
                 }
-                let i = ((oz.rem_euclid(sizes[0] as i64) as usize) * sizes[1]
-                    + oy.rem_euclid(sizes[1] as i64) as usize)
-                    * sizes[2]
-                    + ox.rem_euclid(sizes[2] as i64) as usize;
-                let mm = fm[i].re * scale;
-                if mm < 0.5 {
-                    continue; // no voxel pair at this offset (exact counts are integers)
-                }
-                let dz = oz as f64 * spacing[0];
-                let dy = oy as f64 * spacing[1];
-                let dx = ox as f64 * spacing[2];
-                let w = 1.0 / (dz * dz + dy * dy + dx * dx).sqrt();
-                w_sum += w * mm.round();
-                let azz = fz[i].re * scale;
-                moran_num += w * azz;
-                geary_num += w * 2.0 * (fq[i].re * scale - azz);
             }
         }
     }
+    let geary_num = 2.0 * qs - 2.0 * moran_num;
     let nf = n as f64;
     let moran = nf / w_sum * moran_num / ss;
     let geary = (nf - 1.0) / (2.0 * w_sum) * geary_num / ss;
     (moran, geary)
 }
 
-/// In-place 3D FFT (forward, or unnormalised inverse) of a row-major `sizes` = `[z, y, x]` buffer.
-fn fft3(planner: &mut FftPlanner<f64>, buf: &mut [Complex<f64>], sizes: [usize; 3], inverse: bool) {
+/// Smallest `n' ≥ n` whose only prime factors are 2, 3 and 5.
+fn fast_fft_size(n: usize) -> usize {
+    let mut m = n.max(1);
+    loop {
+        let mut r = m;
+        for p in [2, 3, 5] {
+            while r % p == 0 {
+                r /= p;
+            }
+        }
+        if r == 1 {
+            return m;
+        }
+        m += 1;
+    }
+}
+
+/// Lanes transformed per batch along the strided axes: gathering a block of neighbouring lanes
+/// reads contiguous runs of memory instead of one cache line per element.
+const FFT_LANE_BLOCK: usize = 32;
+
+/// In-place 3D FFT of a row-major `sizes` = `[z, y, x]` buffer, pruned to a block `[0, block[a])`
+/// per axis: a forward transform assumes the input is zero outside the block (passes x, y, z; the
+/// x pass skips all-zero rows, the y pass all-zero planes); an (unnormalised) inverse transform
+/// computes only the outputs inside the block (passes z, y, x; each later pass only on the lanes
+/// that are kept). `block = sizes` is the full transform.
+fn fft3(
+    planner: &mut FftPlanner<f64>,
+    buf: &mut [Complex<f64>],
+    sizes: [usize; 3],
+    block: [usize; 3],
+    inverse: bool,
+) {
     let (nz, ny, nx) = (sizes[0], sizes[1], sizes[2]);
+    let (dz, dy) = (block[0].min(nz), block[1].min(ny));
     let plan = |p: &mut FftPlanner<f64>, n: usize| {
         if inverse {
             p.plan_fft_inverse(n)
@@ -687,32 +731,90 @@ fn fft3(planner: &mut FftPlanner<f64>, buf: &mut [Complex<f64>], sizes: [usize; 
             p.plan_fft_forward(n)
         }
     };
-    // x: contiguous rows.
-    let fx = plan(planner, nx);
-    fx.process(buf);
-    // y and z: gather lanes into a scratch buffer.
-    let fy = plan(planner, ny);
-    let mut lane = vec![Complex::new(0.0, 0.0); ny.max(nz)];
-    for z in 0..nz {
-        for x in 0..nx {
-            for y in 0..ny {
-                lane[y] = buf[(z * ny + y) * nx + x];
-            }
-            fy.process(&mut lane[..ny]);
-            for y in 0..ny {
-                buf[(z * ny + y) * nx + x] = lane[y];
-            }
+    let mut scratch = vec![Complex::new(0.0, 0.0); FFT_LANE_BLOCK * ny.max(nz)];
+    // x: contiguous rows; the first dy rows of each of the first dz planes are one call each.
+    let x_pass = |p: &mut FftPlanner<f64>, buf: &mut [Complex<f64>]| {
+        let fx = plan(p, nx);
+        for z in 0..dz {
+            fx.process(&mut buf[z * ny * nx..(z * ny + dy) * nx]);
         }
+    };
+    if inverse {
+        strided_pass(
+            &*plan(planner, nz),
+            buf,
+            &mut scratch,
+            nx,
+            nz,
+            ny * nx,
+            ny,
+            nx,
+        );
+        strided_pass(
+            &*plan(planner, ny),
+            buf,
+            &mut scratch,
+            nx,
+            ny,
+            nx,
+            dz,
+            ny * nx,
+        );
+        x_pass(planner, buf);
+    } else {
+        x_pass(planner, buf);
+        strided_pass(
+            &*plan(planner, ny),
+            buf,
+            &mut scratch,
+            nx,
+            ny,
+            nx,
+            dz,
+            ny * nx,
+        );
+        strided_pass(
+            &*plan(planner, nz),
+            buf,
+            &mut scratch,
+            nx,
+            nz,
+            ny * nx,
+            ny,
+            nx,
+        );
     }
-    let fzp = plan(planner, nz);
-    for y in 0..ny {
-        for x in 0..nx {
-            for z in 0..nz {
-                lane[z] = buf[(z * ny + y) * nx + x];
+}
+
+/// FFT of every lane of length `len` and stride `stride`, for `outer` groups `outer_stride` apart,
+/// gathering blocks of neighbouring x lanes (contiguous reads) into `scratch`.
+#[allow(clippy::too_many_arguments)]
+fn strided_pass(
+    f: &dyn rustfft::Fft<f64>,
+    buf: &mut [Complex<f64>],
+    scratch: &mut [Complex<f64>],
+    nx: usize,
+    len: usize,
+    stride: usize,
+    outer: usize,
+    outer_stride: usize,
+) {
+    for o in 0..outer {
+        let base = o * outer_stride;
+        for x0 in (0..nx).step_by(FFT_LANE_BLOCK) {
+            let bw = FFT_LANE_BLOCK.min(nx - x0);
+            for t in 0..len {
+                let src = base + t * stride + x0;
+                for b in 0..bw {
+                    scratch[b * len + t] = buf[src + b];
+                }
             }
-            fzp.process(&mut lane[..nz]);
-            for z in 0..nz {
-                buf[(z * ny + y) * nx + x] = lane[z];
+            f.process(&mut scratch[..bw * len]);
+            for t in 0..len {
+                let dst = base + t * stride + x0;
+                for b in 0..bw {
+                    buf[dst + b] = scratch[b * len + t];
+                }
             }
         }
     }
@@ -1139,5 +1241,19 @@ mod tests {
         let (i2, c2) = moran_geary_bruteforce(&img, &mask, sp);
         assert!((i1 - i2).abs() < 1e-10, "{i1} vs {i2}");
         assert!((c1 - c2).abs() < 1e-10, "{c1} vs {c2}");
+        // Wider than one lane block (x extent 41 → FFT size 81), odd sizes on every axis.
+        let img = Array3::from_shape_fn((3, 7, 43), |(z, y, x)| {
+            ((x * 5 + y * 11 + z * 7) % 13) as f64 - 0.3 * x as f64
+        });
+        let mask = Array3::from_shape_fn((3, 7, 43), |(z, y, x)| {
+            x >= 1 && x <= 41 && (x * y + z) % 4 != 1
+        });
+        let (i1, c1) = moran_geary(&img, &mask, sp);
+        let (i2, c2) = moran_geary_bruteforce(&img, &mask, sp);
+        assert!((i1 - i2).abs() < 1e-10, "{i1} vs {i2}");
+        assert!((c1 - c2).abs() < 1e-10, "{c1} vs {c2}");
+        assert_eq!(fast_fft_size(81), 81);
+        assert_eq!(fast_fft_size(197), 200);
+        assert_eq!(fast_fft_size(7), 8);
     }
 }
