@@ -695,7 +695,7 @@ fn fast_fft_size(n: usize) -> usize {
     loop {
         let mut r = m;
         for p in [2, 3, 5] {
-            while r % p == 0 {
+            while r.is_multiple_of(p) {
                 r /= p;
             }
         }
@@ -1246,7 +1246,7 @@ mod tests {
             ((x * 5 + y * 11 + z * 7) % 13) as f64 - 0.3 * x as f64
         });
         let mask = Array3::from_shape_fn((3, 7, 43), |(z, y, x)| {
-            x >= 1 && x <= 41 && (x * y + z) % 4 != 1
+            (1..=41).contains(&x) && (x * y + z) % 4 != 1
         });
         let (i1, c1) = moran_geary(&img, &mask, sp);
         let (i2, c2) = moran_geary_bruteforce(&img, &mask, sp);
