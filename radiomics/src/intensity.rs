@@ -477,6 +477,30 @@ pub fn local_intensity(
         }
         sum / count as f64
     };
+    // Fast path for voxels whose whole sphere lies inside the box (always the case in the pipeline,
+    // whose box has a 10 mm margin): fixed linear row offsets, no clipping, constant count.
+    let row_len = (lx + 1) as isize;
+    let fast_rows: Vec<(isize, isize)> = rows
+        .iter()
+        .map(|&(dz, dy, wx)| ((dz * ly as isize + dy) * row_len, wx))
+        .collect();
+    let fast_count: isize = rows.iter().map(|r| 2 * r.2 + 1).sum();
+    let (rz_i, ry_i, rx_i) = (rz as isize, ry as isize, rx as isize);
+    let inside = |c: usize, r: isize, b: (usize, usize)| {
+        c as isize - r >= b.0 as isize && c as isize + r <= b.1 as isize
+    };
+    let fast_mean = |[z, y, x]: [usize; 3]| -> Option<f64> {
+        if !(inside(z, rz_i, bz) && inside(y, ry_i, by) && inside(x, rx_i, bx)) {
+            return None;
+        }
+        let base = ((z - bz.0) * ly + (y - by.0)) as isize * row_len + (x - bx.0) as isize;
+        let mut sum = 0.0;
+        for &(off, w) in &fast_rows {
+            let c = base + off;
+            sum += prefix[(c + w + 1) as usize] - prefix[(c - w) as usize];
+        }
+        Some(sum / fast_count as f64)
+    };
     let max_int = roi_vox
         .iter()
         .map(|&[z, y, x]| image[[z, y, x]])
@@ -484,7 +508,7 @@ pub fn local_intensity(
     let mut local = f64::NEG_INFINITY;
     let mut global = f64::NEG_INFINITY;
     for &v in &roi_vox {
-        let m = sphere_mean(v);
+        let m = fast_mean(v).unwrap_or_else(|| sphere_mean(v));
         global = global.max(m);
         if image[[v[0], v[1], v[2]]] == max_int {
             local = local.max(m);
@@ -545,6 +569,48 @@ mod tests {
         assert_eq!(f[1], 0.25); // V90 at k = 3
         assert_eq!(f[2], 8.75); // I10: no nu <= 0.1 -> max G
         assert_eq!(f[3], 3.75); // I90: first nu <= 0.9 is k = 1
+    }
+
+    #[test]
+    fn local_peaks_equal_brute_force_spheres() {
+        // ROI touching the image edge (clipped spheres, slow path) and deep inside (fast path).
+        let sp = [2.0, 0.8, 0.9];
+        let img = Array3::from_shape_fn((12, 30, 28), |(z, y, x)| {
+            ((x * 7 + y * 13 + z * 5) % 17) as f64 + 0.01 * (x * y) as f64
+        });
+        let roi = Array3::from_shape_fn((12, 30, 28), |(z, y, x)| {
+            (z + y + x) % 3 != 0 && (x < 3 || (10..18).contains(&x)) && y > 4
+        });
+        let r = peak_sphere_radius_mm();
+        let mean = |(z, y, x): (usize, usize, usize)| {
+            let (mut s, mut n) = (0.0, 0);
+            for ((a, b, c), &v) in img.indexed_iter() {
+                let d2 = ((a as f64 - z as f64) * sp[0]).powi(2)
+                    + ((b as f64 - y as f64) * sp[1]).powi(2)
+                    + ((c as f64 - x as f64) * sp[2]).powi(2);
+                if d2 <= r * r + 1e-9 {
+                    s += v;
+                    n += 1;
+                }
+            }
+            s / n as f64
+        };
+        let max_int = roi
+            .indexed_iter()
+            .filter(|(_, m)| **m)
+            .map(|(i, _)| img[i])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (mut local, mut global) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for (i, _) in roi.indexed_iter().filter(|(_, m)| **m) {
+            let m = mean(i);
+            global = global.max(m);
+            if img[i] == max_int {
+                local = local.max(m);
+            }
+        }
+        let f = local_intensity(img.view(), roi.view(), sp);
+        assert!((f[0] - local).abs() < 1e-9, "{} vs {local}", f[0]);
+        assert!((f[1] - global).abs() < 1e-9, "{} vs {global}", f[1]);
     }
 
     #[test]
