@@ -47,6 +47,20 @@ fn main() {
         pre.image.geometry.spacing,
     );
     println!("  of which Moran/Geary: {:.3} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let mesh = radiomics::morphology::mesh_from_mask(&pre.morph_mask.data, pre.image.geometry.spacing);
+    println!(
+        "  of which mesh: {:.3} s ({} vertices)",
+        t.elapsed().as_secs_f64(),
+        mesh.vertices.len()
+    );
+    let t = Instant::now();
+    let hull = radiomics::morphology::convex_hull(&mesh.vertices);
+    println!(
+        "  of which convex hull: {:.3} s ({} hull vertices)",
+        t.elapsed().as_secs_f64(),
+        hull.map_or(0, |h| h.vertices.len())
+    );
     let _ = m;
     type Pick = fn(&mut Families);
     let picks: [(&str, Pick); 8] = [
