@@ -355,21 +355,34 @@ pub fn convex_hull(points: &[[f64; 3]]) -> Option<ConvexHull> {
     if points.len() < 4 {
         return None;
     }
-    // Keep only candidates: points that are extreme along x within their (y, z) line.
-    let mut lines: HashMap<(u64, u64), (usize, usize)> = HashMap::new();
-    for (i, p) in points.iter().enumerate() {
-        let key = (p[1].to_bits(), p[2].to_bits());
-        let e = lines.entry(key).or_insert((i, i));
-        if p[0] < points[e.0][0] {
-            e.0 = i;
+    // Keep only candidates: a hull vertex is an extreme point, so it cannot lie strictly between
+    // two points of the set on any axis-parallel line: it must be the minimum or maximum of its
+    // x line (fixed y, z), of its y line and of its z line. (Dropping boundary points that are not
+    // vertices does not change the polytope.)
+    let mut extreme = vec![0u8; points.len()];
+    for axis in 0..3 {
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        let mut lines: HashMap<(u64, u64), (usize, usize)> = HashMap::new();
+        for (i, p) in points.iter().enumerate() {
+            let e = lines
+                .entry((p[u].to_bits(), p[v].to_bits()))
+                .or_insert((i, i));
+            if p[axis] < points[e.0][axis] {
+                e.0 = i;
+            }
+            if p[axis] > points[e.1][axis] {
+                e.1 = i;
+            }
         }
-        if p[0] > points[e.1][0] {
-            e.1 = i;
+        for &(a, b) in lines.values() {
+            extreme[a] |= 1 << axis;
+            extreme[b] |= 1 << axis;
         }
     }
-    let mut cand: Vec<usize> = lines.values().flat_map(|&(a, b)| [a, b]).collect();
-    cand.sort_unstable();
-    cand.dedup();
+    let cand: Vec<usize> = (0..points.len()).filter(|&i| extreme[i] == 7).collect();
+    if cand.len() < 4 {
+        return None;
+    }
     let (mut lo, mut hi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
     for &i in &cand {
         for k in 0..3 {
