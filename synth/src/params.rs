@@ -104,6 +104,13 @@ impl CohortParams {
                 format!("{p}; must be strictly between 0 and 1"),
             );
         }
+        let spread = self.clinical.site_response_rate_spread;
+        if !(0.0..=0.5).contains(&spread) {
+            return bad(
+                "site_response_rate_spread",
+                format!("{spread}; use 0 to 0.5"),
+            );
+        }
         let s = &self.scanner;
         if s.inplane_spacings_mm.is_empty() || s.slice_thicknesses_mm.is_empty() {
             return bad(
@@ -216,16 +223,16 @@ impl Default for LesionEffects {
     fn default() -> Self {
         Self {
             diameter_median_mm: 20.0,
-            responder_log_diameter_shift: -0.33,
+            responder_log_diameter_shift: -0.40,
             log_diameter_sd: 0.42,
             lesion_log_diameter_sd: 0.2,
             diameter_range_mm: [8.0, 35.0],
             enhancement_hu: -20.0,
-            responder_enhancement_shift_hu: 20.0,
+            responder_enhancement_shift_hu: 24.0,
             enhancement_sd_hu: 25.0,
             lesion_enhancement_sd_hu: 8.0,
             heterogeneity_logit: 0.45,
-            responder_heterogeneity_logit_shift: -0.8,
+            responder_heterogeneity_logit_shift: -0.95,
             heterogeneity_logit_sd: 1.0,
             lesion_heterogeneity_logit_sd: 0.3,
             texture_sd_hu: [4.0, 26.0],
@@ -240,8 +247,11 @@ impl Default for LesionEffects {
 /// reaches an AUC of about 0.6). Probabilities are given for non-responders and responders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClinicalEffects {
-    /// Fraction of responders (exactly `round(n * fraction)` responders are drawn).
+    /// Fraction of responders: exactly `round(n × fraction)` patients respond.
     pub responder_fraction: f64,
+    /// Site responder rates are spread evenly over `responder_fraction ± spread` (shuffled over
+    /// sites, then counts adjusted by single patients so the cohort total is exact).
+    pub site_response_rate_spread: f64,
     /// P(grade G1) for `[non-responder, responder]`.
     pub p_grade_g1: [f64; 2],
     /// P(ECOG 1) for `[non-responder, responder]`.
@@ -267,12 +277,13 @@ impl Default for ClinicalEffects {
     fn default() -> Self {
         Self {
             responder_fraction: 0.5,
-            p_grade_g1: [0.40, 0.52],
-            p_ecog1: [0.29, 0.21],
-            p_met_pattern: [[0.38, 0.34, 0.28], [0.45, 0.34, 0.21]],
+            site_response_rate_spread: 0.15,
+            p_grade_g1: [0.38, 0.55],
+            p_ecog1: [0.31, 0.19],
+            p_met_pattern: [[0.35, 0.34, 0.31], [0.47, 0.34, 0.19]],
             ki67_median: [3.2, 6.5],
             ki67_log_sd: 0.5,
-            responder_log_ki67_shift: -0.08,
+            responder_log_ki67_shift: -0.15,
             age: [57.0, 10.0],
             p_male: 0.54,
             p_prior_surgery: 0.44,

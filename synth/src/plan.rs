@@ -6,7 +6,7 @@
 //! sizes, and rendering can run patients in any order or in parallel with identical results.
 //!
 //! Randomness: one ChaCha8 stream seeded with `seed_from_u64(params.seed)` is consumed in a fixed
-//! order (sites, site assignment, responses, then patient by patient); each patient's render seed is
+//! order (sites, site assignment, responses site by site, then patient by patient); each patient's render seed is
 //! the next `u64` of that stream.
 
 use rand::seq::SliceRandom;
@@ -289,9 +289,47 @@ pub fn plan_cohort(params: &CohortParams) -> Result<CohortPlan, SynthError> {
         .flat_map(|(s, &n)| std::iter::repeat_n(s, n))
         .collect();
     site_of.shuffle(&mut rng);
-    let n_resp = (np as f64 * params.clinical.responder_fraction).round() as usize;
-    let mut responds: Vec<bool> = (0..np).map(|i| i < n_resp).collect();
-    responds.shuffle(&mut rng);
+    // Responders per site: site rates are the cohort fraction plus a jitter spread evenly over
+    // ±`site_response_rate_spread` (sites differ, as in real consortia, but no site is nearly all
+    // responders or all non-responders by chance). Counts are rounded, then the total is brought to
+    // exactly round(n × fraction) one patient at a time (adding at the lowest-rate site, removing at
+    // the highest), and responders are shuffled within each site.
+    let c = &params.clinical;
+    let jitter = stratified(
+        &mut rng,
+        ns,
+        [-c.site_response_rate_spread, c.site_response_rate_spread],
+    );
+    let mut k: Vec<usize> = sizes
+        .iter()
+        .zip(&jitter)
+        .map(|(&n_s, j)| (n_s as f64 * (c.responder_fraction + j).clamp(0.0, 1.0)).round() as usize)
+        .collect();
+    let target = (np as f64 * c.responder_fraction).round() as usize;
+    let rate = |k: &[usize], s: usize| k[s] as f64 / sizes[s] as f64;
+    while k.iter().sum::<usize>() < target {
+        let s = (0..ns)
+            .filter(|&s| k[s] < sizes[s])
+            .min_by(|&a, &b| rate(&k, a).total_cmp(&rate(&k, b)))
+            .expect("target <= n");
+        k[s] += 1;
+    }
+    while k.iter().sum::<usize>() > target {
+        let s = (0..ns)
+            .filter(|&s| k[s] > 0)
+            .max_by(|&a, &b| rate(&k, a).total_cmp(&rate(&k, b)).then(b.cmp(&a)))
+            .expect("target >= 0");
+        k[s] -= 1;
+    }
+    let mut responds = vec![false; np];
+    for s in 0..ns {
+        let mut flags: Vec<bool> = (0..sizes[s]).map(|i| i < k[s]).collect();
+        flags.shuffle(&mut rng);
+        let members = (0..np).filter(|&i| site_of[i] == s);
+        for (i, f) in members.zip(flags) {
+            responds[i] = f;
+        }
+    }
 
     let mut patients = Vec::with_capacity(np);
     for i in 0..np {

@@ -282,14 +282,27 @@ fn per_site_scanner_shifts_liver_hu() {
     assert_eq!(order(&means), order(&offsets));
 }
 
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
 #[test]
 fn responders_have_smaller_brighter_more_homogeneous_lesions_in_the_images() {
+    // The population effect sizes are pinned on the plan (next test); here the images must carry
+    // the planned lesion traits faithfully, and the cohort shows the designed direction.
     let plan = plan_cohort(&CohortParams::new(2, 40, 3)).unwrap();
     let (mut vol, mut mean, mut sd, mut y) = (vec![], vec![], vec![], vec![]);
+    let (mut plan_vol, mut plan_mean, mut plan_het) = (vec![], vec![], vec![]);
     for (i, p) in plan.patients.iter().enumerate() {
         let img = render_patient(&plan, i);
+        let sc = &plan.sites[p.site].scanner;
         let sp = img.ct.geometry.spacing;
-        for m in &img.lesions {
+        for (l, m) in p.lesions.iter().zip(&img.lesions) {
             let v: Vec<f64> = img
                 .ct
                 .data
@@ -300,12 +313,27 @@ fn responders_have_smaller_brighter_more_homogeneous_lesions_in_the_images() {
                 .collect();
             let n = v.len() as f64;
             let mu = v.iter().sum::<f64>() / n;
-            vol.push(n * sp[0] * sp[1] * sp[2]);
+            vol.push((n * sp[0] * sp[1] * sp[2]).ln());
             mean.push(mu);
             sd.push((v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / n).sqrt());
             y.push(p.clinical.response);
+            let r = l.shape.radii;
+            plan_vol.push((4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2]).ln());
+            plan_mean.push(sc.hu_scale * (p.liver.base_hu + l.enhancement_hu) + sc.hu_offset);
+            plan_het.push(l.heterogeneity);
         }
     }
+    let (cv, cm, cs) = (
+        pearson(&vol, &plan_vol),
+        pearson(&mean, &plan_mean),
+        pearson(&sd, &plan_het),
+    );
+    // Volume is measured almost exactly; mean HU follows the viable-tissue HU (necrosis, partial
+    // volume and noise blur it); SD follows heterogeneity (site noise levels add scatter).
+    assert!(cv > 0.99, "log volume vs planned: r = {cv}");
+    assert!(cm > 0.9, "mean HU vs planned viable HU: r = {cm}");
+    assert!(cs > 0.5, "HU SD vs planned heterogeneity: r = {cs}");
+
     let group_mean = |v: &[f64], r: bool| {
         let s: Vec<f64> = v
             .iter()
@@ -315,19 +343,9 @@ fn responders_have_smaller_brighter_more_homogeneous_lesions_in_the_images() {
             .collect();
         s.iter().sum::<f64>() / s.len() as f64
     };
-    assert!(group_mean(&vol, true) < 0.8 * group_mean(&vol, false));
+    assert!(group_mean(&vol, true) < group_mean(&vol, false));
     assert!(group_mean(&mean, true) > group_mean(&mean, false) + 8.0);
     assert!(group_mean(&sd, true) < group_mean(&sd, false));
-    // Informative but not separable: each image feature alone has an AUC well below 1.
-    for (name, v, dir) in [
-        ("volume", &vol, -1.0),
-        ("mean", &mean, 1.0),
-        ("sd", &sd, -1.0),
-    ] {
-        let s: Vec<f64> = v.iter().map(|x| dir * x).collect();
-        let a = auc(&s, &y);
-        assert!((0.6..0.9).contains(&a), "{name} AUC {a}");
-    }
 }
 
 #[test]
@@ -337,9 +355,15 @@ fn plan_level_effect_sizes_match_the_design() {
     let n = plan.patients.len() as f64;
     let y: Vec<bool> = plan.patients.iter().map(|p| p.clinical.response).collect();
     assert_eq!(y.iter().filter(|&&r| r).count(), 3000);
+    // Site responder rates differ, but within the designed ±15 % band (plus rounding).
+    for s in &plan.sites {
+        let k = s.patients.iter().filter(|&&i| y[i]).count() as f64;
+        let rate = k / s.patients.len() as f64;
+        assert!((0.34..=0.66).contains(&rate), "{} rate {rate}", s.id);
+    }
 
     // Oracle AUC of the true patient traits with the design's own log-likelihood-ratio weights
-    // (equal-variance Gaussians: weight = shift / sd²): ~0.84 by construction.
+    // (equal-variance Gaussians: weight = shift / sd²): ~0.88 by construction.
     let e = &plan.params.lesions;
     let score: Vec<f64> = plan
         .patients
@@ -353,10 +377,10 @@ fn plan_level_effect_sizes_match_the_design() {
         })
         .collect();
     let a = auc(&score, &y);
-    assert!((0.81..0.87).contains(&a), "trait oracle AUC {a}");
+    assert!((0.85..0.91).contains(&a), "trait oracle AUC {a}");
 
     // Clinical oracle: naive-Bayes log-likelihood ratio of grade, ECOG and pattern (+ Ki-67 rank):
-    // weak on purpose, ~0.6.
+    // weak on purpose, ~0.65 in the population (~0.6 cross-validated on 102 patients).
     let c = &plan.params.clinical;
     let lr = |p1: f64, p0: f64| (p1 / p0).ln();
     let clin: Vec<f64> = plan
@@ -383,7 +407,7 @@ fn plan_level_effect_sizes_match_the_design() {
         })
         .collect();
     let a = auc(&clin, &y);
-    assert!((0.56..0.66).contains(&a), "clinical oracle AUC {a}");
+    assert!((0.60..0.70).contains(&a), "clinical oracle AUC {a}");
     // Variables without a designed effect carry none.
     let age: Vec<f64> = plan
         .patients
