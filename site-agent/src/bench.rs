@@ -95,6 +95,18 @@ pub fn thread_cpu_seconds() -> Option<f64> {
     Some(ns * 1e-9)
 }
 
+/// CPU time (s, user + system) of the whole process so far, from `/proc/self/stat` (clock ticks,
+/// assumed 100 per second as on every Linux configuration in use).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn best_median(t: &mut [f64]) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
     (t[0], t[t.len() / 2])
@@ -250,9 +262,10 @@ fn cohort(
         t.elapsed().as_secs_f64(),
         dir.display()
     );
-    let mut times = Vec::new();
+    let (mut times, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
+        let c0 = process_cpu_seconds();
         let summary = crate::extract::run_manifest(
             &manifest,
             &Settings::paper(),
@@ -262,13 +275,23 @@ fn cohort(
         )
         .map_err(err)?;
         times.push(t.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (c0, process_cpu_seconds()) {
+            cpus.push(b - a);
+        }
         println!("  {summary}");
     }
     let (b, m) = best_median(&mut times);
     println!(
-        "cohort of {n} lesions, preset paper, {threads} threads: best {b:.1} s, median {m:.1} s ({} runs)",
+        "cohort of {n} lesions, preset paper, {threads} threads: best {b:.1} s, median {m:.1} s wall ({} runs)",
         times.len()
     );
+    if !cpus.is_empty() {
+        let (cb, cm) = best_median(&mut cpus);
+        println!(
+            "  process CPU time (user + system): best {cb:.1} s, median {cm:.1} s (/ {threads} = wall on {threads} idle cores: {:.1} s)",
+            cb / threads as f64
+        );
+    }
     if let Some(m) = peak_memory_mib() {
         println!("  peak memory (VmHWM, includes the generator): {m:.0} MiB");
     }
