@@ -342,7 +342,7 @@ pub fn plan_cohort(params: &CohortParams) -> Result<CohortPlan, SynthError> {
             site,
             &sites[site].id,
             responds[i],
-        ));
+        )?);
     }
     Ok(CohortPlan {
         params: params.clone(),
@@ -358,7 +358,7 @@ fn plan_patient(
     site: usize,
     site_id: &str,
     response: bool,
-) -> PatientPlan {
+) -> Result<PatientPlan, SynthError> {
     let id = format!("P{:05}", index + 1);
     let mut clinical =
         clinical::draw_clinical(rng, id, site_id.to_string(), response, &params.clinical);
@@ -477,7 +477,13 @@ fn plan_patient(
         }
         let Some(shape) = placed else {
             if k == 0 {
-                unreachable!("the first lesion always fits inside the liver of the default FOV");
+                return Err(SynthError::InvalidParams {
+                    what: "fov_mm".into(),
+                    problem: format!(
+                        "a {:.0} mm lesion does not fit inside the liver within the {:?} mm crop; use a larger field of view",
+                        e.diameter_range_mm[0], params.fov_mm
+                    ),
+                });
             }
             continue;
         };
@@ -527,7 +533,7 @@ fn plan_patient(
         round_to(20.0 + uniform(rng, -8.0, 8.0), 0.125),
         round_to(-180.0 + uniform(rng, -20.0, 20.0), 0.125),
     ];
-    PatientPlan {
+    Ok(PatientPlan {
         index,
         site,
         clinical,
@@ -538,7 +544,7 @@ fn plan_patient(
         lesions,
         crop_centre_lps,
         render_seed: rng.next_u64(),
-    }
+    })
 }
 
 #[cfg(test)]
