@@ -48,7 +48,8 @@ fn main() {
     );
     println!("  of which Moran/Geary: {:.3} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let mesh = radiomics::morphology::mesh_from_mask(&pre.morph_mask.data, pre.image.geometry.spacing);
+    let mesh =
+        radiomics::morphology::mesh_from_mask(&pre.morph_mask.data, pre.image.geometry.spacing);
     println!(
         "  of which mesh: {:.3} s ({} vertices)",
         t.elapsed().as_secs_f64(),
