@@ -172,7 +172,8 @@ fn manifest_cohort_is_deterministic_and_reports_failures() {
          P2,L1,p2_ct.nii.gz,p2_labels.nii.gz,1\n\
          P1,L2,p1_ct.nii.gz,p1_labels.nii.gz,2\n\
          P2,L2,p2_ct.nii.gz,p2_labels.nii.gz,7\n\
-         P3,L1,missing.nii.gz,p3_labels.nii.gz,1\n",
+         P3,L1,missing.nii.gz,p3_labels.nii.gz,1\n\
+         P3,L2,missing.nii.gz,p3_labels.nii.gz,1\n",
     )
     .unwrap();
     let run = |threads: &str, agg: &str, out: &Path| {
@@ -222,8 +223,13 @@ fn manifest_cohort_is_deterministic_and_reports_failures() {
     let errors = std::fs::read_to_string(d.join("t1.csv.errors.csv")).unwrap();
     let e: Vec<&str> = errors.lines().collect();
     assert_eq!(e[0], "patient_id,lesion_id,reason");
-    assert_eq!(e.len(), 4, "{errors}");
-    assert!(e[1].starts_with("P2,L2,") && e[2].starts_with("P3,L1,") && e[3].starts_with("P3,,"));
+    assert_eq!(e.len(), 5, "{errors}");
+    assert!(e[1].starts_with("P2,L2,") && e[2].starts_with("P3,L1,") && e[4].starts_with("P3,,"));
+    // The second lesion of the unreadable image gets the same reason (image read once).
+    assert!(
+        e[3].starts_with("P3,L2,") && e[3].contains("missing.nii.gz"),
+        "{errors}"
+    );
 
     // P1 = mean of its two lesions extracted one by one.
     let single = |label: &str| {
