@@ -50,6 +50,8 @@ pub struct Coordinator {
     enrolled: BTreeSet<SiteId>,
     deadline_ms: u64,
     inner: Mutex<Inner>,
+    /// Set when a transition could not be persisted: no more work is handed out until restart.
+    degraded: std::sync::atomic::AtomicBool,
     /// Woken on every state change (long-polls and status writers wait on it).
     pub changed: Notify,
 }
@@ -117,6 +119,7 @@ impl Coordinator {
             enrolled: enrolled.into_iter().collect(),
             deadline_ms,
             inner: Mutex::new(Inner { studies, sites }),
+            degraded: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -193,6 +196,9 @@ impl Coordinator {
         self.check_enrolled(site)?;
         let mut inner = self.lock();
         self.touch(&mut inner, site, None)?;
+        if self.degraded.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
         Ok(inner.studies.values().find_map(|s| s.task_for(site)))
     }
 
@@ -207,36 +213,46 @@ impl Coordinator {
         let mut inner = self.lock();
         self.touch(&mut inner, site, None)?;
         let study_id = result.study_id.clone();
-        let current = inner
-            .studies
-            .get(&study_id)
+        let Inner { studies, .. } = &mut *inner;
+        let state = studies
+            .get_mut(&study_id)
             .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
-        let mut next = current.clone();
-        let round_before = next.round;
-        let status_before = next.status.clone();
+        // Applied in place: cloning a state whose round holds every site's sums so far would
+        // cost O(sites²) copying per round. If persisting fails below, the in-memory state is
+        // ahead of the disk; the aggregator then stops handing out work (see `degraded`) and a
+        // restart resumes from the last persisted transition, re-asking for what was lost.
+        let round_before = state.round;
+        let status_before = state.status.clone();
         let body = result.body.clone();
-        let accepted = next.accept(site, result, bytes, now_ms())?;
+        let accepted = state.accept(site, result, bytes, now_ms())?;
         if accepted != Accepted::Duplicate {
-            // The result first, so a crash after this line loses nothing (see `restore`).
-            self.store
-                .put_result(study_id.as_str(), round_before, site, &body, bytes)?;
-            if let Some(rec) = next.completed.take() {
-                self.store.put_round(study_id.as_str(), &rec)?;
+            let persisted = (|| -> Result<(), StoreError> {
+                self.store
+                    .put_result(study_id.as_str(), round_before, site, &body, bytes)?;
+                if let Some(rec) = state.completed.take() {
+                    self.store.put_round(study_id.as_str(), &rec)?;
+                }
+                if accepted == Accepted::RoundComplete || state.status != status_before {
+                    self.store.put_study(state)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = persisted {
+                tracing::error!("cannot persist study {study_id}: {e}; no more work is handed out");
+                self.degraded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e.into());
             }
-            if accepted == Accepted::RoundComplete || next.status != status_before {
-                self.store.put_study(&next)?;
-            }
-            if next.round != round_before || next.status.is_finished() {
+            if state.round != round_before || state.status.is_finished() {
                 tracing::info!(
                     "study {study_id}: round {round_before} complete -> {}",
-                    if next.status.is_finished() {
-                        next.status.describe()
+                    if state.status.is_finished() {
+                        state.status.describe()
                     } else {
-                        format!("round {}", next.round)
+                        format!("round {}", state.round)
                     }
                 );
             }
-            inner.studies.insert(study_id, next);
             drop(inner);
             self.changed.notify_waiters();
         }
@@ -302,8 +318,23 @@ impl Coordinator {
         Ok(self.store.rounds(study)?)
     }
 
-    pub fn studies(&self) -> Vec<StudyState> {
-        self.lock().studies.values().cloned().collect()
+    /// Where a study stands and its round, without copying its state.
+    pub fn study_status(&self, id: &str) -> Option<(StudyStatus, u32)> {
+        self.lock()
+            .studies
+            .values()
+            .find(|s| s.spec.id.as_str() == id)
+            .map(|s| (s.status.clone(), s.round))
+    }
+
+    /// Ids of the finished studies.
+    pub fn finished_studies(&self) -> Vec<String> {
+        self.lock()
+            .studies
+            .values()
+            .filter(|s| s.status.is_finished())
+            .map(|s| s.spec.id.to_string())
+            .collect()
     }
 
     pub fn status(&self) -> StatusReport {

@@ -116,20 +116,22 @@ async fn housekeeping(
             tracing::error!("deadline check failed: {e}");
         }
         process_inbox(&coordinator, &state_dir);
-        for study in coordinator.studies() {
-            let id = study.spec.id.as_str();
-            if study.status.is_finished()
-                && !results::results_dir(&state_dir, id)
-                    .join("study.json")
-                    .exists()
+        for id in coordinator.finished_studies() {
+            if results::results_dir(&state_dir, &id)
+                .join("study.json")
+                .exists()
             {
-                let written = coordinator
-                    .rounds(id)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rounds| results::write_if_new(&state_dir, &study, &rounds));
-                if let Err(e) = written {
-                    tracing::error!("cannot write results of {id}: {e:#}");
-                }
+                continue;
+            }
+            let written = coordinator
+                .study(&id)
+                .ok_or_else(|| anyhow::anyhow!("study {id} vanished"))
+                .and_then(|study| {
+                    let rounds = coordinator.rounds(&id)?;
+                    results::write_if_new(&state_dir, &study, &rounds)
+                });
+            if let Err(e) = written {
+                tracing::error!("cannot write results of {id}: {e:#}");
             }
         }
         let report = coordinator.status();

@@ -292,8 +292,9 @@ impl Simulation {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.server.coordinator.changed.notified();
-            if let Some(s) = self.server.coordinator.study(id)
-                && s.status.is_finished()
+            if let Some((status, _)) = self.server.coordinator.study_status(id)
+                && status.is_finished()
+                && let Some(s) = self.server.coordinator.study(id)
             {
                 return Ok(s);
             }
@@ -301,8 +302,8 @@ impl Simulation {
                 let status = self
                     .server
                     .coordinator
-                    .study(id)
-                    .map_or("unknown".into(), |s| s.status.describe());
+                    .study_status(id)
+                    .map_or("unknown".into(), |(s, _)| s.describe());
                 bail!("study {id} did not finish within {timeout:?} (status: {status})");
             }
         }

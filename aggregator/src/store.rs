@@ -31,14 +31,6 @@ pub struct SiteRecord {
     pub last_seen_ms: u64,
 }
 
-/// One site's result as stored on arrival.
-#[derive(Serialize, Deserialize)]
-struct StoredResult {
-    site: SiteId,
-    body: ResultBody,
-    bytes: u64,
-}
-
 /// The aggregator's durable state.
 pub trait Store: Send + Sync {
     /// Saves a study's state durably (flushed before returning).
@@ -127,10 +119,24 @@ impl Store for SledStore {
         self.scan("study/")
     }
     fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
-        self.put(format!("round/{study}/{:010}", record.round), record)
+        // The results are already stored one by one (`put_result`); the round keeps its tasks
+        // and traffic only, so nothing is written twice.
+        let meta = RoundRecord {
+            results: Default::default(),
+            ..record.clone()
+        };
+        self.put(format!("round/{study}/{:010}", record.round), &meta)
     }
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
-        self.scan(&format!("round/{study}/"))
+        let mut rounds: Vec<RoundRecord> = self.scan(&format!("round/{study}/"))?;
+        for r in &mut rounds {
+            r.results = self
+                .results(study, r.round)?
+                .into_iter()
+                .map(|(s, b, _)| (s, b))
+                .collect();
+        }
+        Ok(rounds)
     }
     fn put_result(
         &self,
@@ -140,25 +146,53 @@ impl Store for SledStore {
         body: &ResultBody,
         bytes: u64,
     ) -> Result<(), StoreError> {
-        let rec = StoredResult {
-            site: site.clone(),
+        // Protobuf, as it travelled: compact and fast (JSON of a LASSO round's sums cost more
+        // than computing them).
+        let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
+            study_id: federation::StudyId::new(study).map_err(|e| self.err(e))?,
+            round,
             body: body.clone(),
-            bytes,
-        };
+        });
+        let mut value = bytes.to_le_bytes().to_vec();
+        prost::Message::encode(&msg, &mut value).map_err(|e| self.err(e))?;
         // Not forced to disk: a result lost in a crash is simply asked for again (the site
         // recomputes the same answer); what must be durable is the round transition.
-        self.put_lazy(format!("result/{study}/{round:010}/{site}"), &rec)
+        self.db
+            .insert(
+                format!("result/{study}/{round:010}/{site}").as_bytes(),
+                value,
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
     fn results(
         &self,
         study: &str,
         round: u32,
     ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError> {
-        Ok(self
-            .scan::<StoredResult>(&format!("result/{study}/{round:010}/"))?
-            .into_iter()
-            .map(|r| (r.site, r.body, r.bytes))
-            .collect())
+        let prefix = format!("result/{study}/{round:010}/");
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let corrupt = |message: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                message,
+            };
+            if v.len() < 8 {
+                return Err(corrupt("too short".into()));
+            }
+            let bytes = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+            let msg: protocol::pb::TaskResult =
+                prost::Message::decode(&v[8..]).map_err(|e| corrupt(e.to_string()))?;
+            let result =
+                federation::task::TaskResult::try_from(msg).map_err(|e| corrupt(e.to_string()))?;
+            let site = SiteId::new(key.rsplit('/').next().unwrap_or_default())
+                .map_err(|e| corrupt(e.to_string()))?;
+            out.push((site, result.body, bytes));
+        }
+        Ok(out)
     }
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError> {
         self.put(format!("site/{}", record.site), record)

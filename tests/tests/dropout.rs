@@ -26,7 +26,7 @@ async fn dropout_pauses_naming_the_site_and_resumes_when_it_returns() {
     // Wait for round 2, then take S03 offline.
     let s03 = sim.sites.iter().position(|s| s.as_str() == "S03").unwrap();
     for _ in 0..400 {
-        if coordinator.study("table1").unwrap().round >= 2 {
+        if coordinator.study_status("table1").unwrap().1 >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
