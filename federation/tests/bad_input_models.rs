@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 /// Three sites of 12 rows: id, response, age, scanner, f1, f2, f3.
 fn sites(edit: impl Fn(usize, usize, &mut Vec<String>)) -> BTreeMap<SiteId, SiteTable> {
-    let header: Vec<String> = ["patient_id", "response", "age", "flag", "f1", "f2", "f3"].map(String::from).to_vec();
+    let header: Vec<String> = ["patient_id", "response", "age", "flag", "f1", "f2", "f3"]
+        .map(String::from)
+        .to_vec();
     (0..3)
         .map(|s| {
             let rows = (0..12)
@@ -30,20 +32,30 @@ fn sites(edit: impl Fn(usize, usize, &mut Vec<String>)) -> BTreeMap<SiteId, Site
                     r
                 })
                 .collect();
-            (SiteId::new(format!("S0{}", s + 1)).unwrap(), SiteTable::new(header.clone(), rows).unwrap())
+            (
+                SiteId::new(format!("S0{}", s + 1)).unwrap(),
+                SiteTable::new(header.clone(), rows).unwrap(),
+            )
         })
         .collect()
 }
 
 fn run(analysis: AnalysisSpec, tables: BTreeMap<SiteId, SiteTable>) -> StudyState {
-    let spec = StudySpec { id: StudyId::new("t").unwrap(), title: String::new(), analysis };
+    let spec = StudySpec {
+        id: StudyId::new("t").unwrap(),
+        title: String::new(),
+        analysis,
+    };
     let policy = SitePolicy {
         min_count: 3,
         max_params_per_row: f64::INFINITY,
         allowed_studies: vec![spec.hash().0],
         ..SitePolicy::default()
     };
-    let sites = tables.into_iter().map(|(s, t)| (s, (t, policy.clone()))).collect();
+    let sites = tables
+        .into_iter()
+        .map(|(s, t)| (s, (t, policy.clone())))
+        .collect();
     run_local(spec, &sites, 500).unwrap()
 }
 
@@ -66,9 +78,19 @@ fn failed(state: &StudyState) -> String {
 
 #[test]
 fn a_missing_feature_value_names_the_column_not_the_patient() {
-    let state = run(combat(&["age"]), sites(|s, i, r| if s == 1 && i == 4 { r[5] = "NA".into() }));
+    let state = run(
+        combat(&["age"]),
+        sites(|s, i, r| {
+            if s == 1 && i == 4 {
+                r[5] = "NA".into()
+            }
+        }),
+    );
     let reason = failed(&state);
-    assert!(reason.contains("S02") && reason.contains("\"f2\"") && reason.contains("missing"), "{reason}");
+    assert!(
+        reason.contains("S02") && reason.contains("\"f2\"") && reason.contains("missing"),
+        "{reason}"
+    );
     assert!(!reason.contains("P104"), "{reason}");
     assert!(state.output.is_none());
 }
@@ -83,8 +105,17 @@ fn a_design_collinear_with_the_batch_is_reported_as_singular() {
 
 #[test]
 fn a_feature_constant_within_a_batch_is_left_unadjusted_as_sva_does() {
-    let state = run(combat(&["age"]), sites(|s, _, r| if s == 2 { r[4] = "1.5".into() }));
-    let Some(StudyOutput::Harmonize(h)) = &state.output else { panic!("{:?}", state.status) };
+    let state = run(
+        combat(&["age"]),
+        sites(|s, _, r| {
+            if s == 2 {
+                r[4] = "1.5".into()
+            }
+        }),
+    );
+    let Some(StudyOutput::Harmonize(h)) = &state.output else {
+        panic!("{:?}", state.status)
+    };
     assert_eq!(h.model.global.fit.unadjusted, vec![true, false, false]);
 }
 
@@ -106,14 +137,35 @@ fn lasso() -> AnalysisSpec {
 #[test]
 fn a_site_with_one_class_still_contributes_to_the_lasso() {
     // Site S03's rows are all non-responders: its sums are still valid for the pooled fit.
-    let state = run(lasso(), sites(|s, _, r| if s == 2 { r[1] = "0".into() }));
-    assert!(matches!(state.output, Some(StudyOutput::Lasso(_))), "{:?}", state.status);
+    let state = run(
+        lasso(),
+        sites(|s, _, r| {
+            if s == 2 {
+                r[1] = "0".into()
+            }
+        }),
+    );
+    assert!(
+        matches!(state.output, Some(StudyOutput::Lasso(_))),
+        "{:?}",
+        state.status
+    );
 }
 
 #[test]
 fn a_label_that_is_neither_class_is_refused_without_the_value() {
-    let state = run(lasso(), sites(|s, i, r| if s == 0 && i == 3 { r[1] = "yes".into() }));
+    let state = run(
+        lasso(),
+        sites(|s, i, r| {
+            if s == 0 && i == 3 {
+                r[1] = "yes".into()
+            }
+        }),
+    );
     let reason = failed(&state);
-    assert!(reason.contains("S01") && reason.contains("\"response\""), "{reason}");
+    assert!(
+        reason.contains("S01") && reason.contains("\"response\""),
+        "{reason}"
+    );
     assert!(!reason.contains("yes"), "{reason}");
 }
