@@ -1,13 +1,13 @@
 //! Federated Table 1 (engine + site halves, in process, no network) against the pooled golden
 //! values that `tests/golden/gen_table1.py` computed with scipy on the same rows.
 
+use federation::SiteId;
 use federation::engine::{StudyOutput, StudyState, StudyStatus};
 use federation::local::run_local;
 use federation::policy::SitePolicy;
-use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
+use federation::study::StudySpec;
 use federation::table::SiteTable;
 use federation::table1::{Table1Output, VariableResult};
-use federation::{SiteId, StudyId};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,34 +39,10 @@ fn site_tables() -> BTreeMap<SiteId, SiteTable> {
         .collect()
 }
 
+/// The documented example study (`examples/table1-study.toml`).
 fn spec() -> StudySpec {
-    StudySpec {
-        id: StudyId::new("t1").unwrap(),
-        title: String::new(),
-        analysis: AnalysisSpec::Table1(Table1Spec {
-            label_column: "response".into(),
-            positive_label: "1".into(),
-            negative_label: "0".into(),
-            variables: [
-                "age",
-                "sex",
-                "ecog",
-                "grade",
-                "ki67",
-                "months_dx_to_tx",
-                "met_pattern",
-                "prior_surgery",
-                "max_diameter_mm",
-            ]
-            .map(String::from)
-            .to_vec(),
-            categorical: ["sex", "ecog", "grade", "met_pattern", "prior_surgery"]
-                .map(String::from)
-                .to_vec(),
-            resolution: 1e-9,
-            depth_per_round: 4,
-        }),
-    }
+    let text = std::fs::read_to_string(repo().join("examples/table1-study.toml")).unwrap();
+    StudySpec::from_toml(&text).unwrap()
 }
 
 /// Runs the study in process, every site answering through the agent's gate with `policy`

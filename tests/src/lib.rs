@@ -111,36 +111,13 @@ pub fn handshake() -> protocol::pb::HandshakeRequest {
     }
 }
 
-/// The Table 1 study the end-to-end tests run on the cohort example.
+/// The Table 1 study the end-to-end tests run: `examples/table1-study.toml` (so the documented
+/// example cannot rot), under the id `table1`.
 pub fn table1_spec() -> federation::study::StudySpec {
-    use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
-    StudySpec {
-        id: federation::StudyId::new("table1").unwrap(),
-        title: "baseline characteristics".into(),
-        analysis: AnalysisSpec::Table1(Table1Spec {
-            label_column: "response".into(),
-            positive_label: "1".into(),
-            negative_label: "0".into(),
-            variables: [
-                "age",
-                "sex",
-                "ecog",
-                "grade",
-                "ki67",
-                "months_dx_to_tx",
-                "met_pattern",
-                "prior_surgery",
-                "max_diameter_mm",
-            ]
-            .map(String::from)
-            .to_vec(),
-            categorical: ["sex", "ecog", "grade", "met_pattern", "prior_surgery"]
-                .map(String::from)
-                .to_vec(),
-            resolution: 1e-9,
-            depth_per_round: 4,
-        }),
-    }
+    let text = std::fs::read_to_string(repo_root().join("examples/table1-study.toml")).unwrap();
+    let mut spec = federation::study::StudySpec::from_toml(&text).unwrap();
+    spec.id = federation::StudyId::new("table1").unwrap();
+    spec
 }
 
 /// The pooled table's sites as in-memory site tables with one policy, for `run_local`.
