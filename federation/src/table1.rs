@@ -846,19 +846,32 @@ impl Table1Output {
         };
         let mut row = |v: &str, l: &str, cols: [String; 3], t: Option<&Test>| {
             let (name, stat, p) = match t {
-                Some(t) => (
-                    match &t.bounds {
-                        // The p-value column keeps the estimate; the test column says how far off
-                        // it may be.
-                        Some(b) => format!(
+                // A rank test the sites' min_count left unresolved: the statistic and p-value
+                // columns keep the estimate only while its range is narrow; otherwise they are
+                // left empty and the test column gives the range.
+                Some(t) => match &t.bounds {
+                    Some(b) if b.p_value[1] - b.p_value[0] > 0.05 => (
+                        format!(
+                            "\"{} (not resolvable at min_count: p in [{:.3}, {:.3}])\"",
+                            t.name, b.p_value[0], b.p_value[1]
+                        ),
+                        String::new(),
+                        String::new(),
+                    ),
+                    Some(b) => (
+                        format!(
                             "\"{} (estimate; p in [{:.3}, {:.3}] given min_count)\"",
                             t.name, b.p_value[0], b.p_value[1]
                         ),
-                        None => t.name.clone(),
-                    },
-                    t.statistic.to_string(),
-                    t.p_value.to_string(),
-                ),
+                        t.statistic.to_string(),
+                        t.p_value.to_string(),
+                    ),
+                    None => (
+                        t.name.clone(),
+                        t.statistic.to_string(),
+                        t.p_value.to_string(),
+                    ),
+                },
                 None => (String::new(), String::new(), String::new()),
             };
             out.push_str(&format!(
@@ -882,8 +895,21 @@ impl Table1Output {
                     t_test,
                     mann_whitney,
                     missing,
+                    resolution,
                     ..
                 } => {
+                    // Quartiles read from histogram cells wider than the variable's SD say
+                    // nothing (the sites' min_count kept the tree coarse): show them as
+                    // suppressed rather than as numbers; otherwise state the resolution when it
+                    // is not negligible.
+                    let sd = stats[0].as_ref().map_or(f64::INFINITY, |s| s.sd);
+                    let res = resolution.unwrap_or(0.0);
+                    let coarse = res > sd;
+                    let note = if res > 1e-6 * sd {
+                        format!(" (±{res:.2})")
+                    } else {
+                        String::new()
+                    };
                     let ms = stats
                         .clone()
                         .map(|s| cell(s.map(|s| format!("{:.2} ± {:.2}", s.mean, s.sd))));
@@ -891,7 +917,8 @@ impl Table1Output {
                     let md = stats.clone().map(|s| {
                         cell(
                             s.and_then(|s| s.quartiles)
-                                .map(|q| format!("{:.2} [{:.2}, {:.2}]", q[1], q[0], q[2])),
+                                .filter(|_| !coarse)
+                                .map(|q| format!("{:.2} [{:.2}, {:.2}]{note}", q[1], q[0], q[2])),
                         )
                     });
                     row(variable, "median [IQR]", md, mann_whitney.as_ref());
