@@ -116,15 +116,12 @@ impl BenchResult {
     }
 }
 
+/// Runs `study` over simulated sites and measures it; `pooled_s` is left for the caller.
 async fn timed_study(
     table: &PooledTable,
     study: StudySpec,
-) -> anyhow::Result<(
-    f64,
-    f64,
-    federation::engine::StudyState,
-    Vec<federation::engine::RoundRecord>,
-)> {
+    what: String,
+) -> anyhow::Result<(BenchResult, federation::engine::StudyState)> {
     let t0 = Instant::now();
     // A performance benchmark: the sites' parameters-per-row guard is off (57 LASSO parameters
     // exceed 0.33 × the smallest synthetic site); min_count stays at the default 5.
@@ -135,18 +132,32 @@ async fn timed_study(
     };
     opts.agent.poll_wait = Duration::from_secs(5);
     let sim = Simulation::start(table, &study, &opts).await?;
-    let setup = t0.elapsed().as_secs_f64();
+    let setup_s = t0.elapsed().as_secs_f64();
     let id = study.id.to_string();
     let t1 = Instant::now();
     let state = sim.run_study(study, Duration::from_secs(3600)).await;
-    let federated = t1.elapsed().as_secs_f64();
+    let federated_s = t1.elapsed().as_secs_f64();
     let rounds = sim.server.coordinator.rounds(&id);
     sim.shutdown().await;
     let state = state?;
     if state.status != StudyStatus::Completed {
         bail!("benchmark study failed: {}", state.status.describe());
     }
-    Ok((setup, federated, state, rounds?))
+    let (max_round, max_total) = traffic(&rounds?);
+    let features = table.header.len() - 4;
+    let result = BenchResult {
+        what,
+        sites: table.by_site.len(),
+        patients: table.order.len(),
+        features,
+        setup_s,
+        federated_s,
+        rounds: state.round,
+        max_bytes_per_site_round: max_round,
+        max_bytes_per_site_total: max_total,
+        pooled_s: 0.0,
+    };
+    Ok((result, state))
 }
 
 fn traffic(rounds: &[federation::engine::RoundRecord]) -> (u64, u64) {
@@ -184,7 +195,8 @@ pub async fn bench_combat(
         title: String::new(),
         analysis: AnalysisSpec::Harmonize(spec.clone()),
     };
-    let (setup_s, federated_s, state, rounds) = timed_study(&table, study).await?;
+    let (mut result, state) =
+        timed_study(&table, study, "ComBat (parametric, 4 rounds)".into()).await?;
     let Some(StudyOutput::Harmonize(_)) = state.output else {
         bail!("no ComBat model");
     };
@@ -212,20 +224,8 @@ pub async fn bench_combat(
         &[models::combat::site_levels(&batch, &covs)],
     )?;
     models::combat::combat_pooled(&design, &rows, &models::combat::ComBatOptions::default())?;
-    let pooled_s = t.elapsed().as_secs_f64();
-    let (max_round, max_total) = traffic(&rounds);
-    Ok(BenchResult {
-        what: "ComBat (parametric, 4 rounds)".into(),
-        sites,
-        patients,
-        features,
-        setup_s,
-        federated_s,
-        rounds: state.round,
-        max_bytes_per_site_round: max_round,
-        max_bytes_per_site_total: max_total,
-        pooled_s,
-    })
+    result.pooled_s = t.elapsed().as_secs_f64();
+    Ok(result)
 }
 
 /// The federated LASSO (full path, `nfolds`-fold CV, `bootstrap` replicates at λ.min) vs the
@@ -256,7 +256,8 @@ pub async fn bench_lasso(
         title: String::new(),
         analysis: AnalysisSpec::Lasso(spec.clone()),
     };
-    let (setup_s, federated_s, state, rounds) = timed_study(&table, study).await?;
+    let what = format!("LASSO path + {nfolds}-fold CV + {bootstrap} bootstrap");
+    let (mut result, state) = timed_study(&table, study, what).await?;
     let Some(StudyOutput::Lasso(_)) = state.output else {
         bail!("no LASSO result");
     };
@@ -272,18 +273,6 @@ pub async fn bench_lasso(
     }
     let pooled = models::lasso::PooledData::from_sites(&data);
     models::lasso::lasso_pooled(&federation::lasso::config(&spec), &pooled)?;
-    let pooled_s = t.elapsed().as_secs_f64();
-    let (max_round, max_total) = traffic(&rounds);
-    Ok(BenchResult {
-        what: format!("LASSO path + {nfolds}-fold CV + {bootstrap} bootstrap"),
-        sites,
-        patients,
-        features,
-        setup_s,
-        federated_s,
-        rounds: state.round,
-        max_bytes_per_site_round: max_round,
-        max_bytes_per_site_total: max_total,
-        pooled_s,
-    })
+    result.pooled_s = t.elapsed().as_secs_f64();
+    Ok(result)
 }
