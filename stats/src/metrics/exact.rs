@@ -15,9 +15,7 @@ use super::calibration::{Calibration, CalibrationBin, HosmerLemeshow};
 use super::dca::DcaPoint;
 use super::error::MetricsError;
 use super::paired::PairedDelong;
-use super::roc::{
-    AucEstimate, Confusion, RocPoint, YoudenCutoff, normal_quantile_two_sided, normal_two_sided_p,
-};
+use super::roc::{AucEstimate, Confusion, RocPoint, YoudenCutoff, normal_quantile_two_sided};
 use super::table::{check_lengths, check_probability};
 use super::{MetricOptions, MetricSet};
 use crate::quantile::quantile_type7;
@@ -435,24 +433,5 @@ pub fn paired_delong(
     let var_a = cov(&a10, a, &a10, a) / n1f + cov(&a01, a, &a01, a) / n0f;
     let var_b = cov(&b10, b, &b10, b) / n1f + cov(&b01, b, &b01, b) / n0f;
     let c = cov(&a10, a, &b10, b) / n1f + cov(&a01, a, &b01, b) / n0f;
-    let d = a - b;
-    let se = (var_a + var_b - 2.0 * c).max(0.0).sqrt();
-    let z = d / se;
-    Ok(PairedDelong {
-        auc_a: a,
-        auc_b: b,
-        var_a,
-        var_b,
-        covariance: c,
-        difference: d,
-        se_difference: se,
-        ci_lower: d - z_ci * se,
-        ci_upper: d + z_ci * se,
-        z,
-        p_value: if se > 0.0 {
-            normal_two_sided_p(z)
-        } else {
-            f64::NAN
-        },
-    })
+    Ok(PairedDelong::from_variances(a, b, var_a, var_b, c, z_ci))
 }

@@ -282,6 +282,33 @@ pub struct PairedDelong {
     pub p_value: f64,
 }
 
+impl PairedDelong {
+    /// The test from the two AUCs, their DeLong variances and covariance: difference, its SE,
+    /// the normal CI at multiplier `z_ci`, z and the two-sided p (NaN when the SE is 0).
+    pub fn from_variances(a: f64, b: f64, var_a: f64, var_b: f64, cov: f64, z_ci: f64) -> Self {
+        let d = a - b;
+        let se = (var_a + var_b - 2.0 * cov).max(0.0).sqrt();
+        let z = d / se;
+        PairedDelong {
+            auc_a: a,
+            auc_b: b,
+            var_a,
+            var_b,
+            covariance: cov,
+            difference: d,
+            se_difference: se,
+            ci_lower: d - z_ci * se,
+            ci_upper: d + z_ci * se,
+            z,
+            p_value: if se > 0.0 {
+                normal_two_sided_p(z)
+            } else {
+                f64::NAN
+            },
+        }
+    }
+}
+
 /// Placement values under one model: (V₁₀, V₀₁) per cell.
 fn placements_by(
     cells: &[PairedCell],
@@ -363,26 +390,7 @@ pub fn paired_delong(cells: &[PairedCell], conf_level: f64) -> Result<PairedDelo
     }
     let var = |k: usize| s10[k] / (n1 - 1.0) / n1 + s01[k] / (n0 - 1.0) / n0;
     let (var_a, var_b, cov) = (var(0), var(1), var(2));
-    let d = a - b;
-    let se = (var_a + var_b - 2.0 * cov).max(0.0).sqrt();
-    let z = d / se;
-    Ok(PairedDelong {
-        auc_a: a,
-        auc_b: b,
-        var_a,
-        var_b,
-        covariance: cov,
-        difference: d,
-        se_difference: se,
-        ci_lower: d - z_ci * se,
-        ci_upper: d + z_ci * se,
-        z,
-        p_value: if se > 0.0 {
-            normal_two_sided_p(z)
-        } else {
-            f64::NAN
-        },
-    })
+    Ok(PairedDelong::from_variances(a, b, var_a, var_b, cov, z_ci))
 }
 
 /// Round-2 reply of one site for one of its released model-A cells.
@@ -496,24 +504,12 @@ pub fn paired_delong_from_tables(
     }
     let (a, b) = (ea.auc, eb.auc);
     let cov = (cross10 - n1 * a * b) / (n1 - 1.0) / n1 + (cross01 - n0 * a * b) / (n0 - 1.0) / n0;
-    let d = a - b;
-    let se = (ea.variance + eb.variance - 2.0 * cov).max(0.0).sqrt();
-    let z = d / se;
-    Ok(PairedDelong {
-        auc_a: a,
-        auc_b: b,
-        var_a: ea.variance,
-        var_b: eb.variance,
-        covariance: cov,
-        difference: d,
-        se_difference: se,
-        ci_lower: d - z_ci * se,
-        ci_upper: d + z_ci * se,
-        z,
-        p_value: if se > 0.0 {
-            normal_two_sided_p(z)
-        } else {
-            f64::NAN
-        },
-    })
+    Ok(PairedDelong::from_variances(
+        a,
+        b,
+        ea.variance,
+        eb.variance,
+        cov,
+        z_ci,
+    ))
 }
