@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{close, run_federated, sorted};
+use common::{assert_close, floats, num, run_federated, sorted};
 use serde_json::Value;
 use stats::{
     Moments, chi_square_independence, mann_whitney_from_tied_cells, mann_whitney_pooled,
@@ -17,22 +17,6 @@ const SMALL: &str = include_str!("../../tests/golden/stats_small_cases.json");
 /// Tolerances from the brief: means/SDs/statistics relative 1e-10, p-values absolute 1e-8.
 const TOL_VALUE: f64 = 1e-10;
 const TOL_P: f64 = 1e-8;
-
-fn num(v: &Value) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("expected a number, got {v}"))
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(num).collect()
-}
-
-fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!(
-        close(got, want, tol),
-        "{what}: got {got:.17e}, want {want:.17e} (tol {tol:e})"
-    );
-}
 
 fn assert_p(what: &str, got: f64, want: f64) {
     assert!(

@@ -2,6 +2,9 @@
 //! (tests/golden/metrics_golden.json, made by `python3 stats/tests/golden/gen_metrics.py`), per
 //! patient and through the federated survival tables of 7 simulated sites.
 
+mod common;
+
+use common::{assert_close as close, floats, num};
 use serde_json::Value;
 use stats::metrics::MergeRule;
 use stats::survival::{
@@ -10,23 +13,6 @@ use stats::survival::{
 };
 
 const GOLDEN: &str = include_str!("golden/metrics_golden.json");
-
-fn num(v: &Value) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("expected a number, got {v}"))
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(num).collect()
-}
-
-fn close(what: &str, got: f64, want: f64, tol: f64) {
-    let scale = want.abs().max(1.0);
-    assert!(
-        (got - want).abs() <= tol * scale,
-        "{what}: got {got:.17e}, want {want:.17e} (tol {tol:e})"
-    );
-}
 
 struct Case {
     name: String,

@@ -127,6 +127,25 @@ pub fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * b.abs().max(1.0)
 }
 
+/// Panics naming `what` unless `close(got, want, tol)`.
+pub fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        close(got, want, tol),
+        "{what}: got {got:.17e}, want {want:.17e} (tol {tol:e})"
+    );
+}
+
+/// A golden-file number.
+pub fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+/// A golden-file array of numbers.
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(num).collect()
+}
+
 pub fn sorted(v: &[f64]) -> Vec<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
