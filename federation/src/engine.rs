@@ -73,6 +73,7 @@ pub enum Analysis {
     Table1(Table1Driver),
     Harmonize(HarmonizeDriver),
     Lasso(LassoStudyDriver),
+    Pipeline(Box<crate::pipeline::PipelineDriver>),
 }
 
 /// A finished study's result.
@@ -81,6 +82,7 @@ pub enum StudyOutput {
     Table1(Table1Output),
     Harmonize(HarmonizeOutput),
     Lasso(LassoOutput),
+    Pipeline(Box<crate::pipeline::PipelineOutput>),
 }
 
 /// What an analysis does after a complete round.
@@ -115,6 +117,11 @@ impl Analysis {
                 let (driver, tasks) = LassoStudyDriver::start(l.clone(), sites.to_vec())?;
                 (Analysis::Lasso(driver), tasks)
             }
+            AnalysisSpec::Pipeline(p) => {
+                let (driver, tasks) =
+                    crate::pipeline::PipelineDriver::start((**p).clone(), sites.to_vec())?;
+                (Analysis::Pipeline(Box::new(driver)), tasks)
+            }
         })
     }
 
@@ -123,6 +130,7 @@ impl Analysis {
             Analysis::Table1(d) => d.on_round(results),
             Analysis::Harmonize(d) => d.on_round(results),
             Analysis::Lasso(d) => d.on_round(results),
+            Analysis::Pipeline(d) => d.on_round(results),
         }
     }
 }

@@ -153,7 +153,7 @@ pub fn site_rows(
 /// batch, each categorical level, and each (batch, level) and (level, level) cell of W'W. Also
 /// applies the parameters-per-row guard to the design columns this site's rows touch (its own
 /// batches and the covariate columns): each feature's regression has that many parameters.
-fn check_counts(
+pub(crate) fn check_counts(
     rows: &SiteRows,
     policy: &SitePolicy,
     design: &DesignSpec,
@@ -209,7 +209,7 @@ fn check_counts(
     Ok(())
 }
 
-fn options(mode: HarmonizeMode) -> ComBatOptions {
+pub(crate) fn options(mode: HarmonizeMode) -> ComBatOptions {
     let mut o = ComBatOptions::default();
     match mode {
         HarmonizeMode::Parametric => {}

@@ -9,6 +9,7 @@ pub mod harmonize;
 pub mod ids;
 pub mod lasso;
 pub mod local;
+pub mod pipeline;
 pub mod policy;
 pub mod site;
 pub mod study;

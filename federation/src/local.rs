@@ -32,6 +32,8 @@ pub fn run_local(
 ) -> Result<StudyState, LocalError> {
     let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, u64::MAX)
         .map_err(LocalError::Start)?;
+    // Each site's own memory between rounds (multi-stage studies keep state at the site).
+    let mut memories: BTreeMap<SiteId, site::SiteMemory> = BTreeMap::new();
     while !state.status.is_finished() {
         if state.round > max_rounds {
             return Err(LocalError::TooManyRounds(max_rounds));
@@ -40,7 +42,8 @@ pub fn run_local(
             let Some(task) = state.task_for(site) else {
                 continue;
             };
-            let result = site::answer(&task, table, policy).result;
+            let memory = memories.entry(site.clone()).or_default();
+            let result = site::answer_with_memory(&task, table, policy, memory).result;
             let retry = result.clone();
             state.accept(site, result, 0, 0)?;
             // A retried push of the same payload (a lost reply) must change nothing.

@@ -26,8 +26,26 @@ pub struct Answer {
 /// Computes this site's answer to a task. Never returns row-level data: a refusal or an error
 /// becomes a `Failure` carrying only a message for the statistician.
 pub fn answer(task: &Task, table: &SiteTable, policy: &SitePolicy) -> Answer {
+    answer_with_memory(task, table, policy, &mut SiteMemory::default())
+}
+
+/// What a site keeps between rounds of its multi-stage studies (the pipeline's fitted
+/// preprocessing, meta-features and per-patient score sums), keyed by study hash. It is the
+/// site's own: it never leaves the site, and the agent persists it locally.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SiteMemory {
+    pub studies: std::collections::BTreeMap<String, crate::pipeline::SitePipelineState>,
+}
+
+/// [`answer`] for studies that keep state at the site between rounds.
+pub fn answer_with_memory(
+    task: &Task,
+    table: &SiteTable,
+    policy: &SitePolicy,
+    memory: &mut SiteMemory,
+) -> Answer {
     let mut local_note = None;
-    let result = compute(task, table, policy, &mut local_note);
+    let result = compute(task, table, policy, &mut local_note, memory);
     Answer { result, local_note }
 }
 
@@ -36,6 +54,7 @@ fn compute(
     table: &SiteTable,
     policy: &SitePolicy,
     note: &mut Option<String>,
+    memory: &mut SiteMemory,
 ) -> TaskResult {
     let hash = hash_canonical(&task.study_spec_json);
     if hash != task.study_hash {
@@ -86,6 +105,12 @@ fn compute(
             .map_err(|e| (e.to_string(), e.public_message())),
         (AnalysisSpec::Lasso(l), TaskBody::LassoSums(t)) => {
             lasso::site_answer(table, l, t, policy).map_err(|e| (e.to_string(), e.public_message()))
+        }
+        (AnalysisSpec::Pipeline(p), TaskBody::Pipeline(t)) => {
+            let state = memory.studies.entry(hash.to_string()).or_default();
+            crate::pipeline::site_answer(table, p, t, task.round, policy, state)
+                .map(ResultBody::Pipeline)
+                .map_err(|e| (e.to_string(), e.public_message()))
         }
         (analysis, body) => Err((
             String::new(),
@@ -194,6 +219,7 @@ pub fn describe(result: &TaskResult) -> String {
             "LASSO weighted sums for {} fits (moments or IRLS sums; no rows)",
             f.len()
         ),
+        ResultBody::Pipeline(r) => r.describe(),
         ResultBody::Failure(f) => format!("failure message: {}", f.message),
     }
 }

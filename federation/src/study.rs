@@ -24,6 +24,7 @@ pub enum AnalysisSpec {
     Harmonize(HarmonizeSpec),
     /// Federated LASSO logistic regression (glmnet), CV λ and bootstrap selection frequencies.
     Lasso(LassoSpec),
+    Pipeline(Box<crate::pipeline::PipelineSpec>),
 }
 
 impl AnalysisSpec {
@@ -32,6 +33,7 @@ impl AnalysisSpec {
             AnalysisSpec::Table1(_) => "table1",
             AnalysisSpec::Harmonize(_) => "harmonize",
             AnalysisSpec::Lasso(_) => "lasso",
+            AnalysisSpec::Pipeline(_) => "pipeline",
         }
     }
 }
@@ -184,6 +186,7 @@ impl StudySpec {
     /// Checks what the type system cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         match &self.analysis {
+            AnalysisSpec::Pipeline(p) => p.validate().map_err(SpecError::Invalid)?,
             AnalysisSpec::Lasso(l) => {
                 if l.features.is_empty() {
                     return Err(SpecError::Invalid(

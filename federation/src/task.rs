@@ -36,6 +36,8 @@ pub enum TaskBody {
     ComBatEstimate(ComBatTask),
     /// LASSO: weighted sums for every current fit (moments, or IRLS sums at the given iterate).
     LassoSums(LassoTask),
+    /// A stage of the nested-CV pipeline study (`crate::pipeline`).
+    Pipeline(crate::pipeline::PipelineTask),
 }
 
 /// All current LASSO fits' requests, evaluated by the site on its own rows in one go.
@@ -56,6 +58,7 @@ impl TaskBody {
             TaskBody::ComBatResiduals(_) => "combat_residuals",
             TaskBody::ComBatEstimate(_) => "combat_estimate",
             TaskBody::LassoSums(_) => "lasso_sums",
+            TaskBody::Pipeline(_) => "pipeline",
         }
     }
 }
@@ -138,6 +141,8 @@ pub enum ResultBody {
     ComBatEstimates(Vec<models::combat::BatchAdjustment>),
     /// Per fit, in request order: moments, IRLS sums, or a disclosure-guard refusal.
     LassoSums(Vec<models::lasso::FitSums>),
+    /// A stage of the nested-CV pipeline study (`crate::pipeline`).
+    Pipeline(crate::pipeline::StageResult),
     /// The site could not compute the answer (bad data, missing column): the message says what to
     /// fix at the site. The study fails with it; nothing else is sent.
     Failure(SiteFailure),
@@ -153,6 +158,7 @@ impl ResultBody {
             ResultBody::ComBatResiduals(_) => "combat_residuals",
             ResultBody::ComBatEstimates(_) => "combat_estimate",
             ResultBody::LassoSums(_) => "lasso_sums",
+            ResultBody::Pipeline(_) => "pipeline",
             ResultBody::Failure(_) => "failure",
         }
     }
@@ -262,6 +268,7 @@ impl TaskResult {
             ResultBody::ComBatCrossProducts(c) => counts.push(c.n),
             ResultBody::ComBatResiduals(r) => counts.push(r.n),
             ResultBody::ComBatEstimates(b) => counts.extend(b.iter().map(|b| b.n)),
+            ResultBody::Pipeline(r) => counts.extend(r.released_counts()),
             // Weighted sums over the site's rows (each fit covers all rows but a fold), not counts.
             ResultBody::ComBatLevels(_) | ResultBody::LassoSums(_) | ResultBody::Failure(_) => {}
         }

@@ -26,6 +26,7 @@ use crate::error::{Result, param};
 
 /// Optimiser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LbfgsConfig {
     /// Stored (s, y) pairs (scipy's `maxcor`, 10).
     pub memory: usize,

@@ -105,6 +105,7 @@ fn int(low: i64, high: i64) -> Range {
 
 /// SVM search space (scikit-learn names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SvmSpace {
     pub c: Range,
     pub gamma: Range,
@@ -121,6 +122,7 @@ impl Default for SvmSpace {
 
 /// Random-forest search space. `max_depth` 0 means "no limit".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ForestSpace {
     pub n_trees: Range,
     pub max_depth: Range,
@@ -145,6 +147,7 @@ impl Default for ForestSpace {
 
 /// Gradient-boosting search space (XGBoost names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GbmSpace {
     pub n_rounds: Range,
     pub eta: Range,
@@ -173,6 +176,7 @@ impl Default for GbmSpace {
 
 /// Candidates tried per learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Budget {
     pub svm: u32,
     pub forest: u32,
@@ -210,7 +214,7 @@ pub enum SelectionMetric {
 
 /// The whole search configuration of a site's base learners.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     pub svm: SvmSpace,
     pub forest: ForestSpace,

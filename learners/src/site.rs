@@ -10,7 +10,7 @@ use crate::search::{self, LearnerParams, SearchConfig, SearchResult, fit_learner
 
 /// When a site is too small to train, and the search itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SiteTrainingConfig {
     /// Fewest outer training rows a site trains on (default 10).
     pub min_train_rows: usize,

@@ -1,0 +1,645 @@
+//! Aggregator half of a pipeline study: the stage machine that runs every outer fit of a batch
+//! of repeats through ComBat → z-score → LASSO → base learners → relay → meta-model and clinical
+//! comparator → scoring, then the next batch, then the pooled metrics.
+//!
+//! All state is serde, so the aggregator persists it on every transition and a restarted
+//! aggregator resumes at the same round with the same bits. Each stage reuses the exact
+//! aggregator halves of `models` (ComBat, standardisation, LASSO, logistic IRLS) and `learners`
+//! (the batched MLP driver), once per fit, advanced in lock-step.
+
+use super::messages::{FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome};
+use super::metrics::{MetricsDriver, PipelineOutput};
+use super::site::{fit_index, lasso_seed};
+use super::spec::PipelineSpec;
+use crate::engine::Step;
+use crate::ids::SiteId;
+use crate::task::{ResultBody, TaskBody};
+use learners::FitId;
+use learners::driver::MlpDriver;
+use learners::site::SharedModel;
+use models::combat::{self, BatchAdjustment, ComBatModel, DesignSpec};
+use models::lasso::{BootstrapConfig, BootstrapLambda, FitSums, LassoConfig, LassoDriver};
+use models::logistic::{LogisticDriver, LogisticFitSpec, LogisticOptions, LogisticReply};
+use models::sampling::WeightSpec;
+use models::standardize::{Standardizer, VarianceConvention};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where the current batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    ComBat(u8),
+    Moments,
+    Lasso,
+    Train,
+    Relay,
+    Fit,
+    Score,
+    Metrics,
+}
+
+impl Stage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::ComBat(_) => "ComBat",
+            Stage::Moments => "z-score",
+            Stage::Lasso => "LASSO + bootstrap",
+            Stage::Train => "base learners",
+            Stage::Relay => "model relay",
+            Stage::Fit => "meta-model + clinical",
+            Stage::Score => "scoring",
+            Stage::Metrics => "pooled metrics",
+        }
+    }
+}
+
+/// What the study learnt along the way (no per-patient values): the statistician's view of the
+/// nested CV.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    pub features: Vec<String>,
+    /// Outer fits completed.
+    pub fits: u32,
+    /// Per feature: in how many outer fits it was among the top-k.
+    pub selected_count: Vec<u32>,
+    /// Per site: outer fits where it trained, and where it refused (with the last reason).
+    pub sites: Vec<SiteTraining>,
+    /// MLP objective per fit (mean over fits).
+    pub mlp_objective_mean: f64,
+    /// Clinical fits that did not converge.
+    pub clinical_not_converged: u32,
+    /// Round trips per stage name.
+    pub rounds: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteTraining {
+    pub site: String,
+    pub trained: u32,
+    pub refused: u32,
+    pub last_refusal: Option<String>,
+    /// Models this site shared (relayed to the others).
+    pub shared: u32,
+}
+
+/// Aggregator state of a pipeline study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDriver {
+    spec: PipelineSpec,
+    sites: Vec<SiteId>,
+    batch: u32,
+    stage: Stage,
+    fits: Vec<FitId>,
+    combat: Vec<FitComBat>,
+    models: Vec<(FitId, ComBatModel)>,
+    standardizers: Vec<(FitId, Standardizer)>,
+    lasso: Vec<(FitId, LassoDriver)>,
+    lasso_rounds: u32,
+    selected: Vec<(FitId, Vec<usize>)>,
+    shared: Vec<(FitId, Vec<SharedModel>)>,
+    mlp: Option<MlpDriver>,
+    clinical: Option<LogisticDriver>,
+    summary: CvSummary,
+    metrics: Option<MetricsDriver>,
+}
+
+type Tasks = BTreeMap<SiteId, TaskBody>;
+
+impl PipelineDriver {
+    pub fn start(spec: PipelineSpec, sites: Vec<SiteId>) -> Result<(Self, Tasks), String> {
+        spec.validate()?;
+        let summary = CvSummary {
+            features: spec.features.clone(),
+            selected_count: vec![0; spec.features.len()],
+            sites: sites
+                .iter()
+                .map(|s| SiteTraining {
+                    site: s.to_string(),
+                    ..SiteTraining::default()
+                })
+                .collect(),
+            ..CvSummary::default()
+        };
+        let mut d = Self {
+            spec,
+            sites,
+            batch: 0,
+            stage: Stage::ComBat(0),
+            fits: vec![],
+            combat: vec![],
+            models: vec![],
+            standardizers: vec![],
+            lasso: vec![],
+            lasso_rounds: 0,
+            selected: vec![],
+            shared: vec![],
+            mlp: None,
+            clinical: None,
+            summary,
+            metrics: None,
+        };
+        d.begin_batch();
+        let tasks = d.tasks();
+        Ok((d, tasks))
+    }
+
+    fn n_batches(&self) -> u32 {
+        self.spec
+            .cv
+            .repeats
+            .div_ceil(self.spec.cv.repeats_per_batch)
+    }
+
+    /// One line for `aggregator status`: batch, repeats, stage.
+    pub fn progress(&self) -> String {
+        if self.stage == Stage::Metrics {
+            return "pooled metrics".into();
+        }
+        let first = self.batch * self.spec.cv.repeats_per_batch + 1;
+        let last = ((self.batch + 1) * self.spec.cv.repeats_per_batch).min(self.spec.cv.repeats);
+        format!(
+            "batch {}/{} (repeats {first}–{last} of {}, {} outer fits): {}",
+            self.batch + 1,
+            self.n_batches(),
+            self.spec.cv.repeats,
+            self.fits.len(),
+            self.stage.name()
+        )
+    }
+
+    /// Fraction of the outer fits completed (for an ETA).
+    pub fn fraction_done(&self) -> f64 {
+        let total = self.spec.cv.repeats * self.spec.cv.outer_folds;
+        f64::from(self.summary.fits) / f64::from(total.max(1))
+    }
+
+    fn begin_batch(&mut self) {
+        let per = self.spec.cv.repeats_per_batch;
+        let r0 = self.batch * per;
+        let r1 = (r0 + per).min(self.spec.cv.repeats);
+        self.fits = (r0..r1)
+            .flat_map(|repeat| {
+                (0..self.spec.cv.outer_folds).map(move |fold| FitId { repeat, fold })
+            })
+            .collect();
+        self.combat = self
+            .fits
+            .iter()
+            .map(|&fit| FitComBat {
+                fit,
+                design: None,
+                regression: None,
+                global: None,
+            })
+            .collect();
+        self.models.clear();
+        self.standardizers.clear();
+        self.lasso.clear();
+        self.lasso_rounds = 0;
+        self.selected.clear();
+        self.shared.clear();
+        self.mlp = None;
+        self.clinical = None;
+        self.stage = Stage::ComBat(0);
+    }
+
+    fn stage_task(&self) -> StageTask {
+        match self.stage {
+            Stage::ComBat(round) => StageTask::ComBat {
+                round,
+                fits: self.combat.clone(),
+            },
+            Stage::Moments => StageTask::Moments {
+                models: self.models.clone(),
+            },
+            Stage::Lasso => StageTask::Lasso {
+                standardizers: if self.lasso_rounds == 0 {
+                    self.standardizers.clone()
+                } else {
+                    vec![]
+                },
+                requests: self
+                    .lasso
+                    .iter()
+                    .filter(|(_, d)| !d.is_done())
+                    .map(|(id, d)| (*id, d.next_requests()))
+                    .collect(),
+            },
+            Stage::Train => StageTask::Train {
+                selected: self.selected.clone(),
+            },
+            Stage::Relay => StageTask::Relay {
+                models: self.shared.clone(),
+            },
+            Stage::Fit => StageTask::Fit {
+                mlp: self
+                    .mlp
+                    .as_ref()
+                    .map(MlpDriver::next_requests)
+                    .unwrap_or_default(),
+                clinical: self
+                    .clinical
+                    .as_ref()
+                    .map(|c| {
+                        c.next_requests()
+                            .into_iter()
+                            .map(|r| (self.fit_of(r.fit_id), r.beta))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+            Stage::Score => {
+                let mlp = self
+                    .mlp
+                    .as_ref()
+                    .and_then(|m| m.result().ok())
+                    .map(|r| r.into_iter().map(|(id, f)| (id, f.model.weights)).collect())
+                    .unwrap_or_default();
+                let clinical = self
+                    .clinical
+                    .as_ref()
+                    .and_then(LogisticDriver::results)
+                    .map(|r| {
+                        r.into_iter()
+                            .map(|f| (self.fit_of(f.fit_id), f.coef))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                StageTask::Score { mlp, clinical }
+            }
+            Stage::Metrics => unreachable!("the metrics stage builds its own tasks"),
+        }
+    }
+
+    fn fit_of(&self, index: u32) -> FitId {
+        FitId {
+            repeat: index / self.spec.cv.outer_folds,
+            fold: index % self.spec.cv.outer_folds,
+        }
+    }
+
+    fn tasks(&self) -> Tasks {
+        let stage = match (self.stage, &self.metrics) {
+            (Stage::Metrics, Some(m)) => StageTask::Metrics(m.task()),
+            _ => self.stage_task(),
+        };
+        self.sites
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    TaskBody::Pipeline(PipelineTask {
+                        site: s.to_string(),
+                        batch: self.batch,
+                        stage: stage.clone(),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
+        if self.stage == Stage::Metrics {
+            let Some(m) = self.metrics.as_mut() else {
+                return Step::Failed("metrics stage without state".into());
+            };
+            return match m.on_round(results) {
+                Ok(None) => Step::Next(self.tasks()),
+                Ok(Some(metrics)) => Step::Done(crate::engine::StudyOutput::Pipeline(Box::new(
+                    PipelineOutput {
+                        spec: self.spec.clone(),
+                        cv: self.summary.clone(),
+                        metrics,
+                    },
+                ))),
+                Err(e) => Step::Failed(e),
+            };
+        }
+        let name = self.stage.name().to_string();
+        *self.summary.rounds.entry(name).or_default() += 1;
+        match self.advance(results) {
+            Ok(()) => Step::Next(self.tasks()),
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    fn advance(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Result<(), String> {
+        let mut per_site: Vec<(&SiteId, &StageResult)> = Vec::with_capacity(results.len());
+        for (site, body) in results {
+            match body {
+                ResultBody::Pipeline(r) => per_site.push((site, r)),
+                other => return Err(format!("site {site} answered with {}", other.kind())),
+            }
+        }
+        macro_rules! collect {
+            ($variant:ident) => {
+                per_site
+                    .iter()
+                    .map(|(site, r)| match r {
+                        StageResult::$variant(x) => Ok(x),
+                        other => Err(format!(
+                            "site {site} answered a {} round with {}",
+                            self.stage.name(),
+                            other.name()
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?
+            };
+        }
+        let err = |e: models::ModelsError| format!("{}: {e}", self.stage.name());
+        match self.stage {
+            Stage::ComBat(0) => {
+                let levels = collect!(ComBatLevels);
+                for (i, f) in self.combat.iter_mut().enumerate() {
+                    let per: Vec<_> = levels
+                        .iter()
+                        .map(|l| pick(l, i, f.fit))
+                        .collect::<Result<_, _>>()?;
+                    let lv: Vec<_> = per.into_iter().cloned().collect();
+                    f.design = Some(DesignSpec::from_site_levels(&[], &lv).map_err(err)?);
+                }
+                self.stage = Stage::ComBat(1);
+            }
+            Stage::ComBat(1) => {
+                let xps = collect!(ComBatCrossProducts);
+                for (i, f) in self.combat.iter_mut().enumerate() {
+                    let per: Vec<_> = xps
+                        .iter()
+                        .map(|x| pick(x, i, f.fit).cloned())
+                        .collect::<Result<_, _>>()?;
+                    let design = f.design.as_ref().ok_or("no ComBat design")?;
+                    f.regression =
+                        Some(combat::aggregate_cross_products(design, &per).map_err(err)?);
+                }
+                self.stage = Stage::ComBat(2);
+            }
+            Stage::ComBat(2) => {
+                let rs = collect!(ComBatResiduals);
+                for (i, f) in self.combat.iter_mut().enumerate() {
+                    let per: Vec<_> = rs
+                        .iter()
+                        .map(|x| pick(x, i, f.fit).cloned())
+                        .collect::<Result<_, _>>()?;
+                    let reg = f.regression.as_ref().ok_or("no ComBat regression")?;
+                    f.global = Some(combat::aggregate_residuals(reg, &per).map_err(err)?);
+                }
+                self.stage = Stage::ComBat(3);
+            }
+            Stage::ComBat(_) => {
+                let est = collect!(ComBatEstimates);
+                let options = crate::harmonize::options(self.spec.combat_mode);
+                self.models.clear();
+                for (i, f) in self.combat.iter().enumerate() {
+                    let global = f.global.clone().ok_or("no ComBat global fit")?;
+                    let mut batches: Vec<BatchAdjustment> = Vec::new();
+                    for e in &est {
+                        batches.extend(pick(e, i, f.fit)?.iter().cloned());
+                    }
+                    let order = &global.fit.spec.batches;
+                    batches.sort_by_key(|b| order.iter().position(|o| *o == b.batch));
+                    self.models.push((
+                        f.fit,
+                        ComBatModel {
+                            global,
+                            options,
+                            batches,
+                        },
+                    ));
+                }
+                self.stage = Stage::Moments;
+            }
+            Stage::Moments => {
+                let moments = collect!(Moments);
+                self.standardizers.clear();
+                self.lasso.clear();
+                for (i, &fit) in self.fits.iter().enumerate() {
+                    let per: Vec<_> = moments
+                        .iter()
+                        .map(|m| pick(m, i, fit).cloned())
+                        .collect::<Result<_, _>>()?;
+                    let z = Standardizer::from_site_moments(&per, VarianceConvention::Sample)
+                        .map_err(err)?;
+                    self.standardizers.push((fit, z));
+                    let driver = LassoDriver::new(self.lasso_config(fit)).map_err(err)?;
+                    self.lasso.push((fit, driver));
+                }
+                self.lasso_rounds = 0;
+                self.stage = Stage::Lasso;
+            }
+            Stage::Lasso => {
+                let sums = collect!(Lasso);
+                let active: Vec<usize> = (0..self.lasso.len())
+                    .filter(|&i| !self.lasso[i].1.is_done())
+                    .collect();
+                for (k, &i) in active.iter().enumerate() {
+                    let fit = self.lasso[i].0;
+                    let mut replies: Vec<Vec<FitSums>> = Vec::with_capacity(sums.len());
+                    for (s, site_sums) in sums.iter().enumerate() {
+                        let v = pick(site_sums, k, fit)?;
+                        if let Some(FitSums::Refused(r)) =
+                            v.iter().find(|f| matches!(f, FitSums::Refused(_)))
+                        {
+                            return Err(format!(
+                                "site {} refused the LASSO of fit (repeat {}, fold {}): {} parameters for {} rows exceeds its max_params_per_row = {}; use fewer features or ask the site to relax its policy",
+                                per_site[s].0,
+                                fit.repeat,
+                                fit.fold,
+                                r.params,
+                                r.rows,
+                                r.max_params_per_row
+                            ));
+                        }
+                        replies.push(v.clone());
+                    }
+                    self.lasso[i].1.apply(&replies).map_err(err)?;
+                }
+                self.lasso_rounds += 1;
+                if self.lasso.iter().all(|(_, d)| d.is_done()) {
+                    self.selected.clear();
+                    for (fit, d) in &self.lasso {
+                        let r = d.result().ok_or("LASSO finished without a result")?;
+                        let top = r
+                            .bootstrap
+                            .map(|b| b.top_k)
+                            .ok_or("LASSO finished without bootstrap frequencies")?;
+                        for &j in &top {
+                            self.summary.selected_count[j] += 1;
+                        }
+                        self.selected.push((*fit, top));
+                    }
+                    self.stage = Stage::Train;
+                }
+            }
+            Stage::Train => {
+                let trained = collect!(Trained);
+                self.shared = self.fits.iter().map(|&f| (f, Vec::new())).collect();
+                for (s, outcomes) in trained.iter().enumerate() {
+                    for (i, &fit) in self.fits.iter().enumerate() {
+                        let o: &TrainOutcome = pick(outcomes, i, fit)?;
+                        let st = &mut self.summary.sites[s];
+                        match &o.refused {
+                            None => st.trained += 1,
+                            Some(r) => {
+                                st.refused += 1;
+                                st.last_refusal = Some(r.clone());
+                            }
+                        }
+                        st.shared += o.shared.len() as u32;
+                        self.shared[i].1.extend(o.shared.iter().cloned());
+                    }
+                }
+                self.stage = Stage::Relay;
+            }
+            Stage::Relay => {
+                let _ = per_site
+                    .iter()
+                    .map(|(site, r)| match r {
+                        StageResult::Relayed { .. } => Ok(()),
+                        other => Err(format!(
+                            "site {site} answered a relay round with {}",
+                            other.name()
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                // The relayed models have served their purpose; don't keep them in the state.
+                self.shared.clear();
+                let mlp_spec = self.spec.meta.mlp(learners::LearnerKind::ALL.len());
+                self.mlp = Some(
+                    MlpDriver::new(mlp_spec, &self.fits, self.spec.cv.seed)
+                        .map_err(|e| format!("meta-model: {e}"))?,
+                );
+                self.clinical = match &self.spec.clinical {
+                    None => None,
+                    Some(c) => Some(
+                        LogisticDriver::new(
+                            c.column_names().len(),
+                            self.fits
+                                .iter()
+                                .map(|&f| LogisticFitSpec {
+                                    fit_id: fit_index(&self.spec, f),
+                                    weights: WeightSpec::default(),
+                                })
+                                .collect(),
+                            LogisticOptions::default(),
+                        )
+                        .map_err(err)?,
+                    ),
+                };
+                self.stage = Stage::Fit;
+            }
+            Stage::Fit => {
+                let mut mlp_sums = Vec::with_capacity(per_site.len());
+                let mut clin = Vec::with_capacity(per_site.len());
+                for (site, r) in &per_site {
+                    match r {
+                        StageResult::Fit { mlp, clinical } => {
+                            mlp_sums.push(mlp.clone());
+                            let mut replies = Vec::with_capacity(clinical.len());
+                            for (fit, reply) in clinical {
+                                if let LogisticReply::Refused(x) = reply {
+                                    return Err(format!(
+                                        "site {site} refused the clinical model of fit (repeat {}, fold {}): {} parameters for {} rows exceeds its max_params_per_row = {}",
+                                        fit.repeat,
+                                        fit.fold,
+                                        x.params,
+                                        x.rows,
+                                        x.max_params_per_row
+                                    ));
+                                }
+                                replies.push(reply.clone());
+                            }
+                            clin.push(replies);
+                        }
+                        other => {
+                            return Err(format!(
+                                "site {site} answered a meta-model round with {}",
+                                other.name()
+                            ));
+                        }
+                    }
+                }
+                if let Some(m) = self.mlp.as_mut()
+                    && !m.is_done()
+                {
+                    m.apply(&mlp_sums).map_err(|e| format!("meta-model: {e}"))?;
+                }
+                if let Some(c) = self.clinical.as_mut()
+                    && !c.is_done()
+                {
+                    c.apply(&clin).map_err(|e| format!("clinical model: {e}"))?;
+                }
+                let mlp_done = self.mlp.as_ref().is_none_or(MlpDriver::is_done);
+                let clin_done = self.clinical.as_ref().is_none_or(LogisticDriver::is_done);
+                if mlp_done && clin_done {
+                    if let Some(m) = &self.mlp {
+                        let fits = m.result().map_err(|e| format!("meta-model: {e}"))?;
+                        let done = f64::from(self.summary.fits);
+                        let batch_sum: f64 = fits.values().map(|f| f.objective).sum();
+                        let total = self.summary.mlp_objective_mean * done + batch_sum;
+                        self.summary.mlp_objective_mean = total / (done + fits.len() as f64);
+                    }
+                    if let Some(c) = &self.clinical {
+                        self.summary.clinical_not_converged +=
+                            c.results()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter(|f| !f.converged)
+                                .count() as u32;
+                    }
+                    self.stage = Stage::Score;
+                }
+            }
+            Stage::Score => {
+                for (site, r) in &per_site {
+                    if !matches!(r, StageResult::Scored { .. }) {
+                        return Err(format!(
+                            "site {site} answered a scoring round with {}",
+                            r.name()
+                        ));
+                    }
+                }
+                self.summary.fits += self.fits.len() as u32;
+                self.batch += 1;
+                if self.batch < self.n_batches() {
+                    self.begin_batch();
+                } else {
+                    self.fits.clear();
+                    self.combat.clear();
+                    self.models.clear();
+                    self.standardizers.clear();
+                    self.lasso.clear();
+                    self.mlp = None;
+                    self.clinical = None;
+                    self.metrics = Some(MetricsDriver::new(&self.spec, self.sites.len()));
+                    self.stage = Stage::Metrics;
+                }
+            }
+            Stage::Metrics => unreachable!("handled in on_round"),
+        }
+        Ok(())
+    }
+
+    fn lasso_config(&self, fit: FitId) -> LassoConfig {
+        let l = &self.spec.lasso;
+        let mut c = LassoConfig::new(self.spec.features.len(), l.nfolds);
+        c.nlambda = l.nlambda;
+        c.bootstrap = Some(BootstrapConfig {
+            replicates: l.bootstrap,
+            seed: lasso_seed(self.spec.cv.seed, fit),
+            top_k: l.top_k,
+            lambda: BootstrapLambda::MainLambdaMin,
+        });
+        c
+    }
+}
+
+/// The `i`-th entry of a site's per-fit answer, checked to be for `fit`.
+fn pick<T>(list: &[(FitId, T)], i: usize, fit: FitId) -> Result<&T, String> {
+    match list.get(i) {
+        Some((id, v)) if *id == fit => Ok(v),
+        _ => Err(format!(
+            "a site's answer does not list fit (repeat {}, fold {}) in position {i}",
+            fit.repeat, fit.fold
+        )),
+    }
+}

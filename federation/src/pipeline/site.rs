@@ -1,0 +1,651 @@
+//! Site half of a pipeline study: each stage on the site's own rows, and the little state a site
+//! keeps between stages (fitted preprocessing, its own base models until they are relayed, the
+//! meta-features, and each patient's running sum of validation probabilities).
+//!
+//! The state is the site's own and never leaves it; the agent persists it next to its audit log
+//! so an agent restart loses nothing. Answers are idempotent: a repeated round (the aggregator
+//! restarted before recording the answer) gets the stored answer again, so no validation
+//! probability is ever counted twice.
+
+use super::messages::{FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome};
+use super::spec::PipelineSpec;
+use crate::harmonize::{self, HarmonizeError, SiteRows};
+use crate::lasso::site_key;
+use crate::policy::SitePolicy;
+use crate::study::HarmonizeSpec;
+use crate::table::{SiteTable, TableError};
+use crate::task::BatchSource;
+use learners::driver::{FitRows, site_mlp_sums};
+use learners::mlp::MlpModel;
+use learners::site::{SharedModel, SiteModels, SiteOutcome, fit_seed, train_site};
+use learners::stacking::meta_features;
+use learners::{FitId, LearnerKind, ProbabilisticModel, SiteFit, SitePlan};
+use models::combat::{self, ComBatModel, ComBatRows};
+use models::logistic::{LogisticRequest, site_logistic_sums};
+use models::sampling::{SiteData, WeightSpec, assign_stratified_folds};
+use models::standardize::Standardizer;
+use ndarray::{Array2, Axis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why a site cannot answer a pipeline round.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Harmonize(#[from] HarmonizeError),
+    #[error("column {column:?} has a missing value (row {row}); the pipeline needs complete rows")]
+    Missing { column: String, row: usize },
+    #[error(
+        "clinical column {column:?} row {row} holds {value:?}, which is not one of the declared levels {levels:?}"
+    )]
+    UnknownLevel {
+        column: String,
+        row: usize,
+        value: String,
+        levels: Vec<String>,
+    },
+    #[error("{0}")]
+    Disclosure(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Models(#[from] models::ModelsError),
+    #[error("{0}")]
+    Learners(#[from] learners::LearnerError),
+}
+
+impl PipelineError {
+    /// What may leave the site (no patient ids or values).
+    pub fn public_message(&self) -> String {
+        match self {
+            PipelineError::Table(TableError::NotNumeric { column, .. }) => format!(
+                "column {column:?} holds a value that is not a number at this site (details in the agent's log)"
+            ),
+            PipelineError::Table(TableError::MissingColumn { column, .. }) => {
+                format!("column {column:?} is missing from this site's table")
+            }
+            PipelineError::Table(TableError::BadLabel { column, .. }) => format!(
+                "label column {column:?} holds an unexpected value at this site (details in the agent's log)"
+            ),
+            PipelineError::Harmonize(h) => h.public_message(),
+            PipelineError::Missing { column, .. } => format!(
+                "column {column:?} has missing values at this site; the pipeline needs complete rows"
+            ),
+            PipelineError::UnknownLevel { column, levels, .. } => format!(
+                "clinical column {column:?} holds a level outside the study's declared levels {levels:?} at this site"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, PipelineError>;
+
+/// Serialises a `BTreeMap<FitId, T>` as a list of pairs (JSON object keys must be strings).
+mod pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+    pub fn serialize<S: Serializer, T: Serialize>(
+        m: &BTreeMap<FitId, T>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> std::result::Result<BTreeMap<FitId, T>, D::Error> {
+        let v: Vec<(FitId, T)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+/// Meta-features of one fit at this site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitMeta {
+    /// Training rows × learner types (own models contribute out-of-fold values).
+    pub train: Array2<f64>,
+    pub train_y: Vec<bool>,
+    /// Validation rows × learner types.
+    pub test: Array2<f64>,
+}
+
+/// Running mean of each patient's validation probabilities over repeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSums {
+    pub sum: Vec<f64>,
+    pub count: Vec<u32>,
+}
+
+impl ScoreSums {
+    fn new(n: usize) -> Self {
+        Self {
+            sum: vec![0.0; n],
+            count: vec![0; n],
+        }
+    }
+    fn add(&mut self, rows: &[usize], probs: &[f64]) {
+        for (&r, &p) in rows.iter().zip(probs) {
+            self.sum[r] += p;
+            self.count[r] += 1;
+        }
+    }
+    /// Each row's mean probability, `None` for rows never scored.
+    pub fn means(&self) -> Vec<Option<f64>> {
+        self.sum
+            .iter()
+            .zip(&self.count)
+            .map(|(s, &c)| (c > 0).then(|| s / f64::from(c)))
+            .collect()
+    }
+}
+
+/// Everything a site keeps for one pipeline study.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SitePipelineState {
+    /// The last answered round and its answer (idempotent repeats).
+    pub last: Option<(u32, StageResult)>,
+    /// The batch the per-fit state below belongs to.
+    pub batch: u32,
+    #[serde(with = "pairs")]
+    pub combat: BTreeMap<FitId, ComBatModel>,
+    #[serde(with = "pairs")]
+    pub standardizers: BTreeMap<FitId, Standardizer>,
+    #[serde(with = "pairs")]
+    pub selected: BTreeMap<FitId, Vec<usize>>,
+    #[serde(with = "pairs")]
+    pub own_models: BTreeMap<FitId, SiteModels>,
+    #[serde(with = "pairs")]
+    pub meta: BTreeMap<FitId, FitMeta>,
+    /// Per-patient sums of the stacked model's validation probabilities (all batches).
+    pub ml: Option<ScoreSums>,
+    /// Same for the clinical comparator.
+    pub clinical: Option<ScoreSums>,
+    /// (repeat, fold) pairs already added to the sums.
+    pub scored: Vec<FitId>,
+}
+
+/// The site's rows, read once per answer.
+pub struct SiteInputs {
+    pub site: String,
+    pub labels: Vec<bool>,
+    pub combat_rows: SiteRows,
+    pub plan: SitePlan,
+    /// Clinical design (rows × columns, no intercept), when the study has a comparator.
+    pub clinical: Option<Array2<f64>>,
+}
+
+/// Reads and checks the site's table for the spec.
+pub fn site_inputs(table: &SiteTable, spec: &PipelineSpec, site: &str) -> Result<SiteInputs> {
+    let labels: Vec<bool> = table
+        .label_column(
+            &spec.label_column,
+            &spec.positive_label,
+            &spec.negative_label,
+        )?
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.ok_or(PipelineError::Missing {
+                column: spec.label_column.clone(),
+                row: i + 1,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let hspec = HarmonizeSpec {
+        features: spec.features.clone(),
+        batch_column: spec.batch_column.clone(),
+        covariates: vec![],
+        categorical: vec![],
+        mode: spec.combat_mode,
+    };
+    let batch = match &spec.batch_column {
+        Some(c) => BatchSource::Column(c.clone()),
+        None => BatchSource::Label(site.to_string()),
+    };
+    let combat_rows = harmonize::site_rows(table, &hspec, &batch)?;
+    let plan = SitePlan::new(spec.cv.scheme(), site, &labels)?;
+    let clinical = match &spec.clinical {
+        None => None,
+        Some(c) => {
+            let names = c.column_names();
+            let mut x = Array2::zeros((labels.len(), names.len()));
+            let mut col = 0;
+            for name in &c.numeric {
+                for (i, v) in table.numeric_column(name)?.into_iter().enumerate() {
+                    x[[i, col]] = v.ok_or(PipelineError::Missing {
+                        column: name.clone(),
+                        row: i + 1,
+                    })?;
+                }
+                col += 1;
+            }
+            for cat in &c.categorical {
+                let values = table.text_column(&cat.column)?;
+                for (i, v) in values.into_iter().enumerate() {
+                    let v = v.ok_or(PipelineError::Missing {
+                        column: cat.column.clone(),
+                        row: i + 1,
+                    })?;
+                    let level = cat.levels.iter().position(|l| l == v).ok_or_else(|| {
+                        PipelineError::UnknownLevel {
+                            column: cat.column.clone(),
+                            row: i + 1,
+                            value: v.to_string(),
+                            levels: cat.levels.clone(),
+                        }
+                    })?;
+                    if level > 0 {
+                        x[[i, col + level - 1]] = 1.0;
+                    }
+                }
+                col += cat.levels.len() - 1;
+            }
+            Some(x)
+        }
+    };
+    Ok(SiteInputs {
+        site: site.to_string(),
+        labels,
+        combat_rows,
+        plan,
+        clinical,
+    })
+}
+
+impl SiteInputs {
+    fn fit(&self, id: FitId) -> Result<&SiteFit> {
+        Ok(self.plan.fit(id)?)
+    }
+
+    /// ComBat rows of a subset.
+    fn combat_subset(&self, rows: &[usize]) -> SiteRows {
+        let r = &self.combat_rows;
+        SiteRows {
+            batch: rows.iter().map(|&i| r.batch[i].clone()).collect(),
+            covariates: vec![],
+            features: r.features.select(Axis(0), rows),
+        }
+    }
+
+    fn labels_of(&self, rows: &[usize]) -> Vec<bool> {
+        rows.iter().map(|&i| self.labels[i]).collect()
+    }
+
+    /// Harmonised and z-scored rows of a subset with the fit's frozen preprocessing.
+    fn preprocessed(
+        &self,
+        state: &SitePipelineState,
+        id: FitId,
+        rows: &[usize],
+    ) -> Result<Array2<f64>> {
+        let model = state
+            .combat
+            .get(&id)
+            .ok_or_else(|| lost("ComBat model", id))?;
+        let z = state
+            .standardizers
+            .get(&id)
+            .ok_or_else(|| lost("z-score", id))?;
+        let sub = self.combat_subset(rows);
+        let h = model.apply(&sub.view())?;
+        Ok(z.transform(h.view())?)
+    }
+}
+
+fn lost(what: &str, id: FitId) -> PipelineError {
+    PipelineError::Protocol(format!(
+        "this site has no {what} for fit (repeat {}, fold {}): its local study state was lost or the aggregator skipped a stage; restart the study",
+        id.repeat, id.fold
+    ))
+}
+
+/// Seed of the LASSO's CV folds and bootstrap inside one outer fit.
+pub fn lasso_seed(cv_seed: u64, id: FitId) -> u64 {
+    learners::rng::derive_seed(cv_seed, &[0x1A55, u64::from(id.repeat), u64::from(id.fold)])
+}
+
+/// Global id of a fit among all repeats (the clinical driver's fit id).
+pub fn fit_index(spec: &PipelineSpec, id: FitId) -> u32 {
+    id.repeat * spec.cv.outer_folds + id.fold
+}
+
+/// Answers one pipeline round. `state` is this study's state at this site.
+pub fn site_answer(
+    table: &SiteTable,
+    spec: &PipelineSpec,
+    task: &PipelineTask,
+    round: u32,
+    policy: &SitePolicy,
+    state: &mut SitePipelineState,
+) -> Result<StageResult> {
+    if let Some((r, answer)) = &state.last
+        && *r == round
+    {
+        return Ok(answer.clone());
+    }
+    let inputs = site_inputs(table, spec, &task.site)?;
+    if state.batch != task.batch {
+        // A new batch of repeats: the per-fit state of the previous one is no longer needed.
+        let keep = (
+            state.ml.take(),
+            state.clinical.take(),
+            std::mem::take(&mut state.scored),
+        );
+        *state = SitePipelineState {
+            batch: task.batch,
+            ml: keep.0,
+            clinical: keep.1,
+            scored: keep.2,
+            ..SitePipelineState::default()
+        };
+    }
+    let n = inputs.labels.len();
+    if n > 0 && (n as u64) < policy.min_count {
+        return Err(PipelineError::Disclosure(format!(
+            "this site has {n} patients, fewer than its min_count; it cannot take part"
+        )));
+    }
+    let result = match &task.stage {
+        StageTask::ComBat { round, fits } => combat_round(&inputs, spec, policy, *round, fits)?,
+        StageTask::Moments { models } => {
+            let mut out = Vec::new();
+            for (id, model) in models {
+                state.combat.insert(*id, model.clone());
+                let fit = inputs.fit(*id)?;
+                let h = model.apply(&inputs.combat_subset(&fit.train).view())?;
+                out.push((*id, models::standardize::site_moments(h.view())?));
+            }
+            StageResult::Moments(out)
+        }
+        StageTask::Lasso {
+            standardizers,
+            requests,
+        } => {
+            for (id, z) in standardizers {
+                state.standardizers.insert(*id, z.clone());
+            }
+            let key =
+                site_key(&crate::ids::SiteId::new(&inputs.site).map_err(|e| {
+                    PipelineError::Protocol(format!("site id {:?}: {e}", inputs.site))
+                })?);
+            let mut out = Vec::new();
+            for (id, reqs) in requests {
+                let fit = inputs.fit(*id)?;
+                let x = inputs.preprocessed(state, *id, &fit.train)?;
+                let y: Vec<f64> = inputs
+                    .labels_of(&fit.train)
+                    .into_iter()
+                    .map(|b| f64::from(u8::from(b)))
+                    .collect();
+                let folds = assign_stratified_folds(
+                    &y,
+                    spec.lasso.nfolds,
+                    lasso_seed(spec.cv.seed, *id),
+                    key,
+                );
+                let data = SiteData {
+                    site_id: key,
+                    x,
+                    y,
+                    fold_schemes: vec![folds],
+                };
+                out.push((
+                    *id,
+                    models::lasso::site_irls_sums(&data, reqs, policy.max_params_per_row)?,
+                ));
+            }
+            StageResult::Lasso(out)
+        }
+        StageTask::Train { selected } => {
+            let mut out = Vec::new();
+            for (id, sel) in selected {
+                state.selected.insert(*id, sel.clone());
+                let fit = inputs.fit(*id)?;
+                let x = inputs
+                    .preprocessed(state, *id, &fit.train)?
+                    .select(Axis(1), sel);
+                let y = inputs.labels_of(&fit.train);
+                let seed = fit_seed(spec.cv.seed, *id, &inputs.site);
+                let outcome = match train_site(x.view(), &y, &fit.inner_fold, &spec.learners, seed)?
+                {
+                    SiteOutcome::Trained(m) => {
+                        let shared = if policy.share_models {
+                            m.shareable(&inputs.site)
+                        } else {
+                            vec![]
+                        };
+                        state.own_models.insert(*id, m);
+                        TrainOutcome {
+                            n_train: fit.train.len() as u32,
+                            refused: None,
+                            shared,
+                        }
+                    }
+                    SiteOutcome::Refused(r) => TrainOutcome {
+                        n_train: fit.train.len() as u32,
+                        refused: Some(r.to_string()),
+                        shared: vec![],
+                    },
+                };
+                out.push((*id, outcome));
+            }
+            StageResult::Trained(out)
+        }
+        StageTask::Relay { models } => {
+            let mut fits = 0;
+            let mut rows = 0;
+            for (id, others) in models {
+                let fit = inputs.fit(*id)?;
+                let sel = state
+                    .selected
+                    .get(id)
+                    .ok_or_else(|| lost("feature selection", *id))?
+                    .clone();
+                let own = state.own_models.remove(id);
+                let mut available: Vec<SharedModel> = others
+                    .iter()
+                    .filter(|m| m.site != inputs.site)
+                    .cloned()
+                    .collect();
+                if let Some(m) = &own {
+                    available.extend(m.shareable(&inputs.site));
+                }
+                if available.is_empty() {
+                    // No site trained for this fit: its rows get no meta-features.
+                    continue;
+                }
+                let xtr = inputs
+                    .preprocessed(state, *id, &fit.train)?
+                    .select(Axis(1), &sel);
+                let xte = inputs
+                    .preprocessed(state, *id, &fit.test)?
+                    .select(Axis(1), &sel);
+                let train = meta_features(
+                    &inputs.site,
+                    xtr.view(),
+                    own.as_ref(),
+                    &available,
+                    &LearnerKind::ALL,
+                )?;
+                let test = meta_features(
+                    &inputs.site,
+                    xte.view(),
+                    None,
+                    &available,
+                    &LearnerKind::ALL,
+                )?;
+                fits += 1;
+                rows += fit.train.len() as u32;
+                state.meta.insert(
+                    *id,
+                    FitMeta {
+                        train,
+                        train_y: inputs.labels_of(&fit.train),
+                        test,
+                    },
+                );
+            }
+            StageResult::Relayed { fits, rows }
+        }
+        StageTask::Fit { mlp, clinical } => {
+            let rows: BTreeMap<FitId, FitRows> = state
+                .meta
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        *id,
+                        FitRows {
+                            x: m.train.clone(),
+                            y: m.train_y.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let mlp_spec = spec.meta.mlp(LearnerKind::ALL.len());
+            let mlp_sums = site_mlp_sums(&mlp_spec, mlp, &rows)?;
+            let mut clin = Vec::new();
+            for (id, beta) in clinical {
+                let fit = inputs.fit(*id)?;
+                let data = clinical_data(&inputs, &fit.train)?;
+                let req = LogisticRequest {
+                    fit_id: fit_index(spec, *id),
+                    weights: WeightSpec::default(),
+                    beta: beta.clone(),
+                };
+                let mut reply = site_logistic_sums(&data, &[req], policy.max_params_per_row)?;
+                clin.push((*id, reply.remove(0)));
+            }
+            StageResult::Fit {
+                mlp: mlp_sums,
+                clinical: clin,
+            }
+        }
+        StageTask::Score { mlp, clinical } => {
+            let ml = state.ml.get_or_insert_with(|| ScoreSums::new(n));
+            let mut fits = 0;
+            let mut rows = 0;
+            for (id, weights) in mlp {
+                if state.scored.contains(id) {
+                    continue;
+                }
+                let Some(meta) = state.meta.get(id) else {
+                    continue;
+                };
+                let fit = inputs.fit(*id)?;
+                let model = MlpModel {
+                    spec: spec.meta.mlp(LearnerKind::ALL.len()),
+                    weights: weights.clone(),
+                };
+                let p = model.predict_proba(meta.test.view())?;
+                ml.add(&fit.test, &p);
+                fits += 1;
+                rows += fit.test.len() as u32;
+            }
+            if let Some(x) = &inputs.clinical {
+                let cl = state.clinical.get_or_insert_with(|| ScoreSums::new(n));
+                for (id, beta) in clinical {
+                    if state.scored.contains(id) {
+                        continue;
+                    }
+                    let fit = inputs.fit(*id)?;
+                    let p: Vec<f64> = fit
+                        .test
+                        .iter()
+                        .map(|&i| {
+                            let eta = beta[0]
+                                + x.row(i)
+                                    .iter()
+                                    .zip(&beta[1..])
+                                    .map(|(a, b)| a * b)
+                                    .sum::<f64>();
+                            1.0 / (1.0 + (-eta).exp())
+                        })
+                        .collect();
+                    cl.add(&fit.test, &p);
+                }
+            }
+            for (id, _) in mlp.iter().chain(clinical) {
+                if !state.scored.contains(id) {
+                    state.scored.push(*id);
+                }
+            }
+            StageResult::Scored { fits, rows }
+        }
+        StageTask::Metrics(m) => {
+            StageResult::Metrics(super::metrics::site_answer(&inputs, m, policy, state)?)
+        }
+    };
+    state.last = Some((round, result.clone()));
+    Ok(result)
+}
+
+fn clinical_data(inputs: &SiteInputs, rows: &[usize]) -> Result<SiteData> {
+    let x = inputs
+        .clinical
+        .as_ref()
+        .ok_or_else(|| PipelineError::Protocol("the study has no clinical comparator".into()))?;
+    Ok(SiteData {
+        site_id: 0,
+        x: x.select(Axis(0), rows),
+        y: inputs
+            .labels_of(rows)
+            .into_iter()
+            .map(|b| f64::from(u8::from(b)))
+            .collect(),
+        fold_schemes: vec![],
+    })
+}
+
+fn combat_round(
+    inputs: &SiteInputs,
+    spec: &PipelineSpec,
+    policy: &SitePolicy,
+    round: u8,
+    fits: &[FitComBat],
+) -> Result<StageResult> {
+    let options = harmonize::options(spec.combat_mode);
+    let mut levels = Vec::new();
+    let mut xps = Vec::new();
+    let mut rss = Vec::new();
+    let mut est = Vec::new();
+    for f in fits {
+        let fit = inputs.fit(f.fit)?;
+        let rows = inputs.combat_subset(&fit.train);
+        let view: ComBatRows = rows.view();
+        match round {
+            0 => levels.push((f.fit, combat::site_levels(&rows.batch, &rows.covariates))),
+            1 => {
+                let d = f.design.as_ref().ok_or_else(|| incomplete("design"))?;
+                harmonize::check_counts(&rows, policy, d)?;
+                xps.push((f.fit, combat::site_cross_products(d, &view)?));
+            }
+            2 => {
+                let r = f
+                    .regression
+                    .as_ref()
+                    .ok_or_else(|| incomplete("regression"))?;
+                harmonize::check_counts(&rows, policy, &r.spec)?;
+                rss.push((f.fit, combat::site_residuals(r, &view)?));
+            }
+            _ => {
+                let g = f.global.as_ref().ok_or_else(|| incomplete("global fit"))?;
+                harmonize::check_counts(&rows, policy, &g.fit.spec)?;
+                est.push((f.fit, combat::site_estimate(g, &view, &options)?));
+            }
+        }
+    }
+    Ok(match round {
+        0 => StageResult::ComBatLevels(levels),
+        1 => StageResult::ComBatCrossProducts(xps),
+        2 => StageResult::ComBatResiduals(rss),
+        _ => StageResult::ComBatEstimates(est),
+    })
+}
+
+fn incomplete(what: &str) -> PipelineError {
+    PipelineError::Protocol(format!(
+        "the ComBat task is missing its {what}; the aggregator sent an incomplete round"
+    ))
+}

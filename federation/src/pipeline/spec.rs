@@ -1,0 +1,295 @@
+//! The `kind = "pipeline"` study: the published protocol (ComBat → z-score → LASSO + bootstrap →
+//! stacked SVM / forest / boosted trees → MLP, and the clinical comparator) under repeated nested
+//! cross-validation, as the statistician writes it in `study.toml`.
+
+use crate::study::HarmonizeMode;
+use learners::CvScheme;
+use learners::lbfgs::LbfgsConfig;
+use learners::mlp::{Activation, MlpSpec};
+use learners::site::SiteTrainingConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole pipeline study. Every table here has defaults except the columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Outcome column (responder = `positive_label`).
+    pub label_column: String,
+    #[serde(default = "default_positive")]
+    pub positive_label: String,
+    #[serde(default = "default_negative")]
+    pub negative_label: String,
+    /// Candidate radiomics feature columns (harmonised, z-scored, then selected by the LASSO).
+    pub features: Vec<String>,
+    /// ComBat batch: a column nested within sites (e.g. scanner); absent = the site is the batch.
+    #[serde(default)]
+    pub batch_column: Option<String>,
+    #[serde(default)]
+    pub combat_mode: HarmonizeMode,
+    #[serde(default)]
+    pub cv: CvSpec,
+    #[serde(default)]
+    pub lasso: PipelineLasso,
+    /// The sites' base learners: size rules and random-search spaces (`learners::site`).
+    #[serde(default)]
+    pub learners: SiteTrainingConfig,
+    #[serde(default)]
+    pub meta: MetaSpec,
+    /// The clinical comparator; absent = no comparator.
+    #[serde(default)]
+    pub clinical: Option<ClinicalSpec>,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+/// Repeated nested cross-validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CvSpec {
+    pub seed: u64,
+    /// R (the study: 100).
+    pub repeats: u32,
+    /// K outer folds (the study: 5).
+    pub outer_folds: u32,
+    /// Inner folds of the base learners' hyper-parameter search (the study: 5).
+    pub inner_folds: u32,
+    /// Repeats run together in one batch of rounds. Larger batches mean fewer round trips but
+    /// bigger messages and more state at the sites; every batch's rounds carry all its fits.
+    pub repeats_per_batch: u32,
+}
+
+impl Default for CvSpec {
+    fn default() -> Self {
+        Self {
+            seed: 20240101,
+            repeats: 100,
+            outer_folds: 5,
+            inner_folds: 5,
+            repeats_per_batch: 10,
+        }
+    }
+}
+
+impl CvSpec {
+    pub fn scheme(&self) -> CvScheme {
+        CvScheme {
+            seed: self.seed,
+            repeats: self.repeats,
+            outer_folds: self.outer_folds,
+            inner_folds: self.inner_folds,
+        }
+    }
+}
+
+/// LASSO + bootstrap selection inside each outer training set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineLasso {
+    /// CV folds for λ (cv.glmnet's default 10).
+    pub nfolds: u32,
+    pub nlambda: usize,
+    /// Bootstrap replicates B for the selection frequencies (the study: 100).
+    pub bootstrap: u32,
+    /// Features kept: the top k by bootstrap frequency (the study: 5).
+    pub top_k: usize,
+}
+
+impl Default for PipelineLasso {
+    fn default() -> Self {
+        Self {
+            nfolds: 10,
+            nlambda: 100,
+            bootstrap: 100,
+            top_k: 5,
+        }
+    }
+}
+
+/// The MLP meta-model on the three base-learner probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaSpec {
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    /// L2 penalty (scikit-learn `alpha`).
+    pub alpha: f64,
+    pub optimiser: LbfgsConfig,
+}
+
+impl Default for MetaSpec {
+    /// scikit-learn's `MLPClassifier(solver="lbfgs")` defaults (100 relu units, α = 1e-4).
+    fn default() -> Self {
+        let d = MlpSpec::default();
+        Self {
+            hidden: d.hidden,
+            activation: d.activation,
+            alpha: d.alpha,
+            optimiser: d.optimiser,
+        }
+    }
+}
+
+impl MetaSpec {
+    pub fn mlp(&self, n_inputs: usize) -> MlpSpec {
+        MlpSpec {
+            n_inputs,
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            alpha: self.alpha,
+            optimiser: self.optimiser,
+        }
+    }
+}
+
+/// The clinical comparator: multivariable logistic regression by exact federated IRLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicalSpec {
+    /// Numeric columns, entered as they are.
+    #[serde(default)]
+    pub numeric: Vec<String>,
+    /// Categorical columns with their levels; the first level is the reference. Levels are
+    /// declared (not discovered) so that no site reveals which levels it holds.
+    #[serde(default)]
+    pub categorical: Vec<CategoricalColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoricalColumn {
+    pub column: String,
+    pub levels: Vec<String>,
+}
+
+impl ClinicalSpec {
+    /// Design columns after dummy coding (without the intercept).
+    pub fn column_names(&self) -> Vec<String> {
+        let mut out = self.numeric.clone();
+        for c in &self.categorical {
+            for l in c.levels.iter().skip(1) {
+                out.push(format!("{}={l}", c.column));
+            }
+        }
+        out
+    }
+}
+
+/// The pooled metrics at the end of the study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// Bins of the shared score grid for the count tables.
+    pub bins: u32,
+    /// Stratified bootstrap replicates for the CIs.
+    pub bootstrap: u32,
+    pub seed: u64,
+    /// Progression-free survival time column (months), for Kaplan-Meier / Cox.
+    pub time_column: Option<String>,
+    /// Event indicator column (1 = progression or death, 0 = censored).
+    pub event_column: Option<String>,
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        Self {
+            bins: 1000,
+            bootstrap: 2000,
+            seed: 1,
+            time_column: None,
+            event_column: None,
+        }
+    }
+}
+
+fn default_positive() -> String {
+    "1".into()
+}
+fn default_negative() -> String {
+    "0".into()
+}
+
+impl PipelineSpec {
+    /// Every check that does not need data: the message says which key to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.features.is_empty() {
+            return Err("analysis.features is empty; list the candidate feature columns".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.features {
+            if !seen.insert(f) {
+                return Err(format!(
+                    "feature {f:?} is listed twice in analysis.features"
+                ));
+            }
+        }
+        if seen.contains(&self.label_column) {
+            return Err(format!(
+                "the label column {:?} cannot also be a feature",
+                self.label_column
+            ));
+        }
+        if self.positive_label == self.negative_label {
+            return Err("positive_label and negative_label must differ".into());
+        }
+        self.cv
+            .scheme()
+            .validate()
+            .map_err(|e| format!("analysis.cv: {e}"))?;
+        if self.cv.repeats_per_batch == 0 {
+            return Err("analysis.cv.repeats_per_batch must be at least 1".into());
+        }
+        let l = &self.lasso;
+        if l.nfolds < 3 {
+            return Err(format!(
+                "analysis.lasso.nfolds must be at least 3 (cv.glmnet's minimum), got {}",
+                l.nfolds
+            ));
+        }
+        if l.nlambda < 2 {
+            return Err("analysis.lasso.nlambda must be at least 2".into());
+        }
+        if l.top_k == 0 || l.top_k > self.features.len() {
+            return Err(format!(
+                "analysis.lasso.top_k must be between 1 and the number of features ({}), got {}",
+                self.features.len(),
+                l.top_k
+            ));
+        }
+        if l.bootstrap == 0 {
+            return Err(
+                "analysis.lasso.bootstrap must be at least 1 (the top-k comes from the bootstrap frequencies)"
+                    .into(),
+            );
+        }
+        self.learners
+            .search
+            .validate()
+            .map_err(|e| format!("analysis.learners: {e}"))?;
+        self.meta
+            .mlp(3)
+            .validate()
+            .map_err(|e| format!("analysis.meta: {e}"))?;
+        if let Some(c) = &self.clinical {
+            if c.numeric.is_empty() && c.categorical.is_empty() {
+                return Err("analysis.clinical lists no columns; remove the table or add numeric/categorical columns".into());
+            }
+            for cat in &c.categorical {
+                if cat.levels.len() < 2 {
+                    return Err(format!(
+                        "clinical categorical column {:?} needs at least two levels (the first is the reference)",
+                        cat.column
+                    ));
+                }
+            }
+        }
+        if self.metrics.bins < 2 {
+            return Err("analysis.metrics.bins must be at least 2".into());
+        }
+        if self.metrics.time_column.is_some() != self.metrics.event_column.is_some() {
+            return Err(
+                "analysis.metrics: give both time_column and event_column, or neither".into(),
+            );
+        }
+        Ok(())
+    }
+}
