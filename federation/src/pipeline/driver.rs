@@ -70,6 +70,33 @@ pub struct CvSummary {
     pub clinical_not_converged: u32,
     /// Round trips per stage name.
     pub rounds: BTreeMap<String, u32>,
+    /// One record per outer fit, in fit order.
+    pub per_fit: Vec<FitRecord>,
+}
+
+/// What one outer fit produced (aggregates and digests only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitRecord {
+    pub fit: FitId,
+    /// SHA-256 of the fit's frozen preprocessing (ComBat model and z-score), so two runs can be
+    /// compared fit by fit without storing the models.
+    pub preprocessing_digest: String,
+    /// Indices of the top-k features.
+    pub selected: Vec<usize>,
+    /// λ.min of the fit's LASSO CV.
+    pub lambda_min: f64,
+    /// MLP objective at the returned weights and a digest of the weights.
+    pub mlp_objective: Option<f64>,
+    pub mlp_digest: String,
+    /// Clinical coefficients (intercept first), when there is a comparator.
+    pub clinical_coef: Option<Vec<f64>>,
+}
+
+fn digest<T: Serialize>(value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(value).expect("serialisable"),
+    ))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +123,7 @@ pub struct PipelineDriver {
     lasso: Vec<(FitId, LassoDriver)>,
     lasso_rounds: u32,
     selected: Vec<(FitId, Vec<usize>)>,
+    lambda_min: Vec<f64>,
     shared: Vec<(FitId, Vec<SharedModel>)>,
     mlp: Option<MlpDriver>,
     clinical: Option<LogisticDriver>,
@@ -132,6 +160,7 @@ impl PipelineDriver {
             lasso: vec![],
             lasso_rounds: 0,
             selected: vec![],
+            lambda_min: vec![],
             shared: vec![],
             mlp: None,
             clinical: None,
@@ -197,6 +226,7 @@ impl PipelineDriver {
         self.lasso.clear();
         self.lasso_rounds = 0;
         self.selected.clear();
+        self.lambda_min.clear();
         self.shared.clear();
         self.mlp = None;
         self.clinical = None;
@@ -456,8 +486,10 @@ impl PipelineDriver {
                 self.lasso_rounds += 1;
                 if self.lasso.iter().all(|(_, d)| d.is_done()) {
                     self.selected.clear();
+                    self.lambda_min.clear();
                     for (fit, d) in &self.lasso {
                         let r = d.result().ok_or("LASSO finished without a result")?;
+                        self.lambda_min.push(r.cv.lambda_min);
                         let top = r
                             .bootstrap
                             .map(|b| b.top_k)
@@ -571,6 +603,7 @@ impl PipelineDriver {
                 let mlp_done = self.mlp.as_ref().is_none_or(MlpDriver::is_done);
                 let clin_done = self.clinical.as_ref().is_none_or(LogisticDriver::is_done);
                 if mlp_done && clin_done {
+                    self.record_fits()?;
                     if let Some(m) = &self.mlp {
                         let fits = m.result().map_err(|e| format!("meta-model: {e}"))?;
                         let done = f64::from(self.summary.fits);
@@ -615,6 +648,27 @@ impl PipelineDriver {
                 }
             }
             Stage::Metrics => unreachable!("handled in on_round"),
+        }
+        Ok(())
+    }
+
+    fn record_fits(&mut self) -> Result<(), String> {
+        let mlp = match &self.mlp {
+            Some(m) => Some(m.result().map_err(|e| format!("meta-model: {e}"))?),
+            None => None,
+        };
+        let clinical = self.clinical.as_ref().and_then(LogisticDriver::results);
+        for (i, &fit) in self.fits.iter().enumerate() {
+            let m = mlp.as_ref().and_then(|m| m.get(&fit));
+            self.summary.per_fit.push(FitRecord {
+                fit,
+                preprocessing_digest: digest(&(&self.models[i].1, &self.standardizers[i].1)),
+                selected: self.selected[i].1.clone(),
+                lambda_min: self.lambda_min[i],
+                mlp_objective: m.map(|m| m.objective),
+                mlp_digest: m.map_or_else(String::new, |m| digest(&m.model.weights)),
+                clinical_coef: clinical.as_ref().map(|c| c[i].coef.clone()),
+            });
         }
         Ok(())
     }
