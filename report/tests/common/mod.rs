@@ -1,0 +1,2 @@
+//! Shared test helpers: the fixture study.
+pub mod fixture;
