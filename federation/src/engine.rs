@@ -22,11 +22,14 @@ use crate::task::{ResultBody, Task, TaskBody, TaskResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// SHA-256 of a result's canonical JSON.
+/// SHA-256 of a result's postcard encoding (deterministic: f64s as their 8 bytes, fields in
+/// declaration order). Postcard rather than JSON because formatting every float of a large
+/// result as text dominated the aggregator's time per round.
 pub fn digest(body: &ResultBody) -> String {
     use sha2::{Digest, Sha256};
-    let json = serde_json::to_vec(body).expect("a result always serialises");
-    hex::encode(Sha256::digest(json))
+    let mut h = Sha256::new();
+    postcard::to_io(body, &mut h).expect("a result always serialises");
+    hex::encode(h.finalize())
 }
 
 /// Where a study stands.
