@@ -309,19 +309,24 @@ impl PipelineDriver {
     }
 
     fn tasks(&self) -> Tasks {
-        let stage = match (self.stage, &self.metrics) {
-            (Stage::Metrics, Some(m)) => StageTask::Metrics(m.task()),
-            _ => self.stage_task(),
+        // The metrics stage's follow-up round differs per site; every other stage's does not.
+        let common = match (self.stage, &self.metrics) {
+            (Stage::Metrics, Some(_)) => None,
+            _ => Some(self.stage_task()),
         };
         self.sites
             .iter()
             .map(|s| {
+                let stage = match (&common, &self.metrics) {
+                    (None, Some(m)) => StageTask::Metrics(m.task_for(s)),
+                    (c, _) => c.clone().expect("a common task outside the metrics stage"),
+                };
                 (
                     s.clone(),
                     TaskBody::Pipeline(PipelineTask {
                         site: s.to_string(),
                         batch: self.batch,
-                        stage: stage.clone(),
+                        stage,
                     }),
                 )
             })

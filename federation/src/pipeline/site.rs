@@ -174,6 +174,8 @@ pub struct SiteInputs {
     pub plan: SitePlan,
     /// Clinical design (rows × columns, no intercept), when the study has a comparator.
     pub clinical: Option<Array2<f64>>,
+    /// Survival columns for the metrics stage (`super::metrics::read_survival`).
+    pub survival: Option<std::result::Result<super::metrics::SurvivalColumns, String>>,
 }
 
 /// Reads and checks the site's table for the spec.
@@ -251,6 +253,7 @@ pub fn site_inputs(table: &SiteTable, spec: &PipelineSpec, site: &str) -> Result
         combat_rows,
         plan,
         clinical,
+        survival: super::metrics::read_survival(table, spec),
     })
 }
 
