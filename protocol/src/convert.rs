@@ -5,6 +5,7 @@
 
 use crate::convert_combat as cc;
 use crate::convert_lasso as cl;
+use crate::convert_pipeline as cp;
 use crate::pb;
 use federation::ids::{IdError, StudyHash, StudyId};
 use federation::task::{
@@ -26,6 +27,11 @@ pub enum ConvertError {
     },
     #[error("message field {field}: {value} is out of range")]
     Range { field: &'static str, value: u64 },
+    #[error("message field {field} is malformed: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// A domain value this build has no message for (the sender must not send it).
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error(transparent)]
     Id(#[from] IdError),
 }
@@ -104,6 +110,7 @@ impl TryFrom<pb::Task> for Task {
             pb::task::Body::CombatResiduals(t) => TaskBody::ComBatResiduals(cc::task_from(t)?),
             pb::task::Body::CombatEstimate(t) => TaskBody::ComBatEstimate(cc::task_from(t)?),
             pb::task::Body::LassoSums(t) => TaskBody::LassoSums(cl::task_from(t)?),
+            pb::task::Body::Pipeline(p) => TaskBody::Pipeline(cp::task_from(p)?),
             pb::task::Body::Histogram(h) => TaskBody::Histogram(HistogramTask {
                 variables: h
                     .variables
@@ -154,6 +161,17 @@ impl From<&Task> for pb::Task {
             TaskBody::ComBatResiduals(t) => pb::task::Body::CombatResiduals(cc::task_to(t)),
             TaskBody::ComBatEstimate(t) => pb::task::Body::CombatEstimate(cc::task_to(t)),
             TaskBody::LassoSums(t) => pb::task::Body::LassoSums(cl::task_to(t)),
+            // `From` cannot fail. A stage with no message yet (the metrics stage, until its
+            // messages land) goes out without a stage, which the site refuses as
+            // `PipelineTask.stage is missing`; the reason is logged here, at the sender.
+            TaskBody::Pipeline(p) => pb::task::Body::Pipeline(cp::task_to(p).unwrap_or_else(|e| {
+                tracing::error!("cannot encode the pipeline task for site {}: {e}", p.site);
+                pb::PipelineTask {
+                    site: p.site.clone(),
+                    batch: p.batch,
+                    stage: None,
+                }
+            })),
             TaskBody::Histogram(h) => pb::task::Body::Histogram(pb::HistogramTask {
                 variables: h
                     .variables
@@ -223,6 +241,7 @@ impl TryFrom<pb::TaskResult> for TaskResult {
                 ResultBody::ComBatEstimates(cc::estimates_from(e))
             }
             pb::task_result::Body::LassoSums(s) => ResultBody::LassoSums(cl::sums_from(s)?),
+            pb::task_result::Body::Pipeline(p) => ResultBody::Pipeline(cp::result_from(p)?),
         };
         Ok(TaskResult {
             study_id: StudyId::new(r.study_id)?,
@@ -381,6 +400,15 @@ impl From<&TaskResult> for pb::TaskResult {
                 pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
             }
             ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
+            // `From` cannot fail. An answer with no message yet (the metrics stage, until its
+            // messages land) goes out as the site's failure naming the reason, so the study
+            // stops with it; nothing of the answer leaves the site.
+            ResultBody::Pipeline(r) => match cp::result_to(r) {
+                Ok(m) => pb::task_result::Body::Pipeline(m),
+                Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
+                    message: format!("this site cannot send its {} answer: {e}", r.name()),
+                }),
+            },
         };
         pb::TaskResult {
             study_id: r.study_id.to_string(),

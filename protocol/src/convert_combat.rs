@@ -49,7 +49,7 @@ fn batch_from(b: Option<pb::BatchSource>) -> Result<BatchSource, ConvertError> {
     }
 }
 
-fn design_to(d: &DesignSpec) -> pb::DesignSpec {
+pub(crate) fn design_to(d: &DesignSpec) -> pb::DesignSpec {
     pb::DesignSpec {
         batches: d.batches.clone(),
         covariates: d
@@ -71,7 +71,10 @@ fn design_to(d: &DesignSpec) -> pb::DesignSpec {
     }
 }
 
-fn design_from(d: Option<pb::DesignSpec>, field: &'static str) -> Result<DesignSpec, ConvertError> {
+pub(crate) fn design_from(
+    d: Option<pb::DesignSpec>,
+    field: &'static str,
+) -> Result<DesignSpec, ConvertError> {
     let d = d.ok_or(ConvertError::Missing(field))?;
     Ok(DesignSpec {
         batches: d.batches,
@@ -90,7 +93,7 @@ fn design_from(d: Option<pb::DesignSpec>, field: &'static str) -> Result<DesignS
     })
 }
 
-fn fit_to(f: &ComBatFit) -> pb::ComBatFit {
+pub(crate) fn fit_to(f: &ComBatFit) -> pb::ComBatFit {
     pb::ComBatFit {
         spec: Some(design_to(&f.spec)),
         beta: Some(matrix_to(&f.beta)),
@@ -101,7 +104,10 @@ fn fit_to(f: &ComBatFit) -> pb::ComBatFit {
     }
 }
 
-fn fit_from(f: Option<pb::ComBatFit>, field: &'static str) -> Result<ComBatFit, ConvertError> {
+pub(crate) fn fit_from(
+    f: Option<pb::ComBatFit>,
+    field: &'static str,
+) -> Result<ComBatFit, ConvertError> {
     let f = f.ok_or(ConvertError::Missing(field))?;
     Ok(ComBatFit {
         spec: design_from(f.spec, "ComBatFit.spec")?,
@@ -113,21 +119,21 @@ fn fit_from(f: Option<pb::ComBatFit>, field: &'static str) -> Result<ComBatFit, 
     })
 }
 
-fn global_to(g: &ComBatGlobal) -> pb::ComBatGlobal {
+pub(crate) fn global_to(g: &ComBatGlobal) -> pb::ComBatGlobal {
     pb::ComBatGlobal {
         fit: Some(fit_to(&g.fit)),
         var_pooled: g.var_pooled.clone(),
     }
 }
 
-fn global_from(g: pb::ComBatGlobal) -> Result<ComBatGlobal, ConvertError> {
+pub(crate) fn global_from(g: pb::ComBatGlobal) -> Result<ComBatGlobal, ConvertError> {
     Ok(ComBatGlobal {
         fit: fit_from(g.fit, "ComBatGlobal.fit")?,
         var_pooled: g.var_pooled,
     })
 }
 
-fn options_to(o: &ComBatOptions) -> pb::ComBatOptions {
+pub(crate) fn options_to(o: &ComBatOptions) -> pb::ComBatOptions {
     use pb::com_bat_options::Mode;
     pb::ComBatOptions {
         mode: match o.mode {
@@ -141,7 +147,7 @@ fn options_to(o: &ComBatOptions) -> pb::ComBatOptions {
     }
 }
 
-fn options_from(o: pb::ComBatOptions) -> Result<ComBatOptions, ConvertError> {
+pub(crate) fn options_from(o: pb::ComBatOptions) -> Result<ComBatOptions, ConvertError> {
     use pb::com_bat_options::Mode;
     let mode = match Mode::try_from(o.mode) {
         Ok(Mode::Parametric) => EbMode::Parametric,

@@ -7,6 +7,7 @@
 pub mod convert;
 mod convert_combat;
 mod convert_lasso;
+pub mod convert_pipeline;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.
