@@ -161,8 +161,8 @@ impl From<&Task> for pb::Task {
             TaskBody::ComBatResiduals(t) => pb::task::Body::CombatResiduals(cc::task_to(t)),
             TaskBody::ComBatEstimate(t) => pb::task::Body::CombatEstimate(cc::task_to(t)),
             TaskBody::LassoSums(t) => pb::task::Body::LassoSums(cl::task_to(t)),
-            // `From` cannot fail. A stage with no message yet (the metrics stage, until its
-            // messages land) goes out without a stage, which the site refuses as
+            // `From` cannot fail. A stage that cannot be encoded (a value out of its message's
+            // range) goes out without a stage, which the site refuses as
             // `PipelineTask.stage is missing`; the reason is logged here, at the sender.
             TaskBody::Pipeline(p) => pb::task::Body::Pipeline(cp::task_to(p).unwrap_or_else(|e| {
                 tracing::error!("cannot encode the pipeline task for site {}: {e}", p.site);
@@ -400,8 +400,8 @@ impl From<&TaskResult> for pb::TaskResult {
                 pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
             }
             ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
-            // `From` cannot fail. An answer with no message yet (the metrics stage, until its
-            // messages land) goes out as the site's failure naming the reason, so the study
+            // `From` cannot fail. An answer that cannot be encoded (a value out of its message's
+            // range) goes out as the site's failure naming the reason, so the study
             // stops with it; nothing of the answer leaves the site.
             ResultBody::Pipeline(r) => match cp::result_to(r) {
                 Ok(m) => pb::task_result::Body::Pipeline(m),

@@ -6,10 +6,9 @@
 //! travel as the LASSO study's own `LassoTask`, its sums as `LassoSums`), so a change of those
 //! messages reaches the pipeline without a second copy of their fields.
 //!
-//! Encoding is fallible too. The metrics stage's messages (`PipelineMetricsTask` /
-//! `PipelineMetricsResult`, field 20 of the stage oneofs) belong to the metrics stage's owner;
-//! until their conversions are wired here, its variants give [`ConvertError::Unsupported`] in
-//! both directions instead of a panic (the four arms returning [`METRICS_UNSUPPORTED`]). See
+//! The metrics stage's messages (`PipelineMetricsTask` / `PipelineMetricsResult`, field 20 of the
+//! stage oneofs) have their own module, `convert_pipeline_metrics`; the four arms here delegate.
+//! Encoding stays fallible (a value out of a message's range is an error, not a panic). See
 //! `convert.rs` for what the infallible `From<&Task>` / `From<&TaskResult>` send in that case.
 //!
 //! Received models are checked before any site scores with them: every internal tree node's
@@ -20,6 +19,7 @@
 use crate::convert::ConvertError;
 use crate::convert_combat as cc;
 use crate::convert_lasso as cl;
+use crate::convert_pipeline_metrics as cpm;
 use crate::pb;
 use federation::pipeline::messages::{FitComBat, TrainOutcome};
 use federation::pipeline::{PipelineTask, StageResult, StageTask};
@@ -36,10 +36,6 @@ use models::logistic::{LogisticReply, LogisticSums};
 use models::sampling::Refusal;
 use models::standardize::{Standardizer, VarianceConvention};
 use stats::Moments;
-
-/// What the metrics stage's variants answer until their conversions land.
-pub const METRICS_UNSUPPORTED: &str = "metrics messages not yet supported: this build cannot \
-     convert the pipeline's metrics stage (PipelineMetricsTask / PipelineMetricsResult)";
 
 /// A leaf's `feature` in `learners`' flat trees.
 const LEAF: u32 = u32::MAX;
@@ -561,7 +557,7 @@ pub fn task_to(t: &PipelineTask) -> Result<pb::PipelineTask> {
             mlp: vectors_to(mlp.iter().map(|(f, v)| (f, v))),
             clinical: vectors_to(clinical.iter().map(|(f, v)| (f, v))),
         }),
-        StageTask::Metrics(_) => return Err(ConvertError::Unsupported(METRICS_UNSUPPORTED)),
+        StageTask::Metrics(m) => Stage::Metrics(cpm::task_to(m)),
     };
     Ok(pb::PipelineTask {
         site: t.site.clone(),
@@ -682,11 +678,7 @@ pub fn task_from(t: pb::PipelineTask) -> Result<PipelineTask> {
             mlp: vectors_from(s.mlp)?,
             clinical: vectors_from(s.clinical)?,
         },
-        // The metrics stage (oneof field 20, owned by the metrics messages): refused until its
-        // conversions replace this arm. A wildcard, so this compiles whether or not field 20 is
-        // in the proto yet.
-        #[allow(unreachable_patterns)]
-        _ => return Err(ConvertError::Unsupported(METRICS_UNSUPPORTED)),
+        Stage::Metrics(m) => StageTask::Metrics(cpm::task_from(m)?),
     };
     Ok(PipelineTask {
         site: t.site,
@@ -863,7 +855,7 @@ pub fn result_to(r: &StageResult) -> Result<pb::PipelineResult> {
             fits: *fits,
             rows: *rows,
         }),
-        StageResult::Metrics(_) => return Err(ConvertError::Unsupported(METRICS_UNSUPPORTED)),
+        StageResult::Metrics(m) => Stage::Metrics(cpm::result_to(m)),
     };
     Ok(pb::PipelineResult { stage: Some(stage) })
 }
@@ -997,9 +989,7 @@ pub fn result_from(r: pb::PipelineResult) -> Result<StageResult> {
                 fits: a.fits,
                 rows: a.rows,
             },
-            // The metrics stage (field 20), as in `task_from`.
-            #[allow(unreachable_patterns)]
-            _ => return Err(ConvertError::Unsupported(METRICS_UNSUPPORTED)),
+            Stage::Metrics(m) => StageResult::Metrics(cpm::result_from(m)?),
         },
     )
 }
@@ -1813,46 +1803,18 @@ mod tests {
     }
 
     #[test]
-    fn metrics_stage_is_refused_until_its_messages_land() {
-        let t = PipelineTask {
-            site: "S01".into(),
-            batch: 0,
-            stage: StageTask::Metrics(MetricsTask::Scores { bins: 20 }),
-        };
-        assert_eq!(
-            task_to(&t).unwrap_err(),
-            ConvertError::Unsupported(METRICS_UNSUPPORTED)
-        );
-        // Through the infallible `From`, the site gets a task it refuses by name.
-        assert_eq!(
-            through_bytes_task(&task_of(t.stage)).unwrap_err(),
-            ConvertError::Missing("PipelineTask.stage")
-        );
-
-        let r = StageResult::Metrics(MetricsResult::Scores {
+    fn metrics_stage_crosses_the_wire() {
+        // Every variant's own round trip is in `convert_pipeline_metrics`; here the stage slot.
+        let t = task_of(StageTask::Metrics(MetricsTask::Scores { bins: 20 }));
+        assert_eq!(through_bytes_task(&t).unwrap(), t);
+        let r = result_of(StageResult::Metrics(MetricsResult::Scores {
             ml: ScoreRelease::Rows {
                 probs: vec![0.25],
                 labels: vec![true],
             },
             clinical: None,
             unscored: 0,
-        });
-        assert_eq!(
-            result_to(&r).unwrap_err(),
-            ConvertError::Unsupported(METRICS_UNSUPPORTED)
-        );
-        // Through `From`, the answer becomes the site's failure and carries none of its values.
-        let back = through_bytes_result(&result_of(r)).unwrap();
-        let ResultBody::Failure(f) = back.body else {
-            panic!("{back:?}")
-        };
-        assert!(
-            f.message.starts_with(
-                "this site cannot send its metrics answer: metrics messages not yet supported"
-            ),
-            "{}",
-            f.message
-        );
-        assert!(!f.message.contains("0.25"));
+        }));
+        assert_eq!(through_bytes_result(&r).unwrap(), r);
     }
 }

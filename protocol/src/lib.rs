@@ -8,6 +8,7 @@ pub mod convert;
 mod convert_combat;
 mod convert_lasso;
 pub mod convert_pipeline;
+pub mod convert_pipeline_metrics;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.

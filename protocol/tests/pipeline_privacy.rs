@@ -30,7 +30,6 @@ use federation::table::SiteTable;
 use federation::task::{ResultBody, Task, TaskBody, TaskResult};
 use prost::Message;
 use protocol::convert::ConvertError;
-use protocol::convert_pipeline::METRICS_UNSUPPORTED;
 use protocol::pb;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -411,12 +410,13 @@ fn run_through_wire(tables: &BTreeMap<SiteId, (SiteTable, SitePolicy)>) -> WireR
             let Some(task) = state.task_for(site) else {
                 continue;
             };
-            // Until the metrics stage's conversions exist, its task cannot be encoded.
+            // A stage without conversions would be handed over in process (none is now: the
+            // metrics stage crosses the wire too).
             let task = match protocol::convert_pipeline::task_to(match &task.body {
                 TaskBody::Pipeline(p) => p,
                 other => panic!("{other:?}"),
             }) {
-                Err(ConvertError::Unsupported(m)) if m == METRICS_UNSUPPORTED => {
+                Err(ConvertError::Unsupported(_)) => {
                     assert!(is_metrics_task(&task));
                     bypassed += 1;
                     task
@@ -563,6 +563,22 @@ const ROW_SHAPED: &[(&str, &str)] = &[
     (
         "trained.fits.shared.model.svm.model_json",
         "the SVM's JSON, which holds the two above",
+    ),
+    // Not per-row vectors: one entry per released score cell, each of ≥ min_count patients
+    // (checked on the message contents in `federation/tests/pipeline_metrics.rs`). The site's
+    // merge releases as many cells as it can, about n / min_count, and with min_count = 5 =
+    // outer folds that is also a fold's validation row count, which the detector then matches.
+    (
+        "metrics.scores.ml.table.cells",
+        "the ML score count table's cells (each ≥ min_count patients), about n / min_count of them",
+    ),
+    (
+        "metrics.scores.clinical.table.cells",
+        "the clinical score count table's cells (each ≥ min_count patients)",
+    ),
+    (
+        "metrics.follow_up.cross_placements.cells",
+        "one pair of placement sums per released ML cell (as above)",
     ),
 ];
 
