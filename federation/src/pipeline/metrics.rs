@@ -131,7 +131,8 @@ pub enum MetricsResult {
         ml: ScoreRelease,
         /// Clinical comparator (absent without one).
         clinical: Option<ScoreRelease>,
-        /// Patients left out because no outer fit scored them.
+        /// Patients left out of the analysis set: no outer fit gave them an ML probability (or,
+        /// with a comparator, a clinical one).
         unscored: u32,
     },
     FollowUp(FollowUpResult),
