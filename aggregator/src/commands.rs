@@ -399,3 +399,90 @@ pub async fn simulate_lasso(a: LassoArgs<'_>) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Arguments of `simulate study`.
+pub struct StudyArgs<'a> {
+    pub table: &'a Path,
+    pub study: &'a Path,
+    pub site_column: &'a str,
+    pub id_column: &'a str,
+    /// Overrides the study file's `cv.repeats` (and caps `repeats_per_batch`).
+    pub repeats: Option<u32>,
+    pub min_count: u64,
+    pub max_params_per_row: Option<f64>,
+    pub share_models: bool,
+    pub release_predictions: bool,
+    pub out: &'a Path,
+}
+
+/// Loads a pipeline study file, applying the command-line overrides.
+pub fn load_pipeline_study(path: &Path, repeats: Option<u32>) -> anyhow::Result<StudySpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut spec = StudySpec::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+    let AnalysisSpec::Pipeline(p) = &mut spec.analysis else {
+        bail!(
+            "{}: kind = {:?}; `simulate study` runs kind = \"pipeline\" studies",
+            path.display(),
+            spec.analysis.kind()
+        );
+    };
+    if let Some(r) = repeats {
+        p.cv.repeats = r;
+        p.cv.repeats_per_batch = p.cv.repeats_per_batch.min(r);
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// `simulate study`: the whole nested-CV pipeline over loopback mTLS; writes `pipeline.json`
+/// (settings, CV summary, metrics) and `metrics.json` into `out`.
+pub async fn simulate_study(
+    a: StudyArgs<'_>,
+) -> anyhow::Result<federation::pipeline::PipelineOutput> {
+    let spec = load_pipeline_study(a.study, a.repeats)?;
+    let AnalysisSpec::Pipeline(p) = &spec.analysis else {
+        unreachable!("checked by load_pipeline_study")
+    };
+    let pooled = PooledTable::read(a.table, a.site_column)?;
+    let mut needed: Vec<&String> = p.features.iter().chain([&p.label_column]).collect();
+    if let Some(c) = &p.clinical {
+        needed.extend(&c.numeric);
+        needed.extend(c.categorical.iter().map(|c| &c.column));
+    }
+    needed.extend(p.metrics.time_column.iter().chain(&p.metrics.event_column));
+    require_columns(&pooled, a.table, &needed)?;
+    let opts = SimOptions {
+        min_count: a.min_count,
+        max_params_per_row: a.max_params_per_row,
+        share_models: a.share_models,
+        release_predictions: a.release_predictions,
+        id_column: a.id_column.to_string(),
+        label_column: p.label_column.clone(),
+        timeout: std::time::Duration::from_secs(24 * 3600),
+        ..SimOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let state = run(&pooled, spec, &opts).await?;
+    let Some(StudyOutput::Pipeline(out)) = state.output else {
+        bail!("the study produced no pipeline result");
+    };
+    std::fs::create_dir_all(a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    write_output(
+        &a.out.join("pipeline.json"),
+        serde_json::to_string_pretty(&out)?.as_bytes(),
+    )?;
+    write_output(
+        &a.out.join("metrics.json"),
+        serde_json::to_string_pretty(&out.metrics)?.as_bytes(),
+    )?;
+    eprintln!(
+        "pipeline over {} sites: {} outer fits in {:.1} s, {} round trips; wrote {}",
+        pooled.by_site.len(),
+        out.cv.fits,
+        started.elapsed().as_secs_f64(),
+        state.round,
+        a.out.display()
+    );
+    Ok(*out)
+}

@@ -78,6 +78,12 @@ pub struct StudySummary {
     pub status: String,
     pub finished: bool,
     pub failed: bool,
+    /// Multi-stage studies: where the study is (e.g. "batch 2/10 (repeats 11–20 …): LASSO").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Fraction of the work done (multi-stage studies), for an ETA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction_done: Option<f64>,
 }
 
 /// The whole status report.
@@ -327,6 +333,15 @@ impl Coordinator {
             .map(|s| (s.status.clone(), s.round))
     }
 
+    /// Status, round and stage progress of a study, without copying its state.
+    pub fn study_progress(&self, id: &str) -> Option<(StudyStatus, u32, Option<(String, f64)>)> {
+        self.lock()
+            .studies
+            .values()
+            .find(|s| s.spec.id.as_str() == id)
+            .map(|s| (s.status.clone(), s.round, s.stage_progress()))
+    }
+
     /// Ids of the finished studies.
     pub fn finished_studies(&self) -> Vec<String> {
         self.lock()
@@ -371,6 +386,8 @@ impl Coordinator {
                     status: s.status.describe(),
                     finished: s.status.is_finished(),
                     failed: matches!(s.status, StudyStatus::Failed { .. }),
+                    stage: s.stage_progress().map(|p| p.0),
+                    fraction_done: s.stage_progress().map(|p| p.1),
                 }
             })
             .collect();

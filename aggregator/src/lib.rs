@@ -5,6 +5,8 @@ pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
+pub mod demo;
+pub mod reporting;
 pub mod results;
 pub mod server;
 pub mod service;

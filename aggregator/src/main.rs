@@ -55,6 +55,39 @@ enum Command {
     /// Timed federated steps on synthetic data over loopback mTLS (numbers for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(Bench),
+    /// The whole federated study on a synthetic 7-hospital cohort, on this machine: images →
+    /// extraction at each site → Table 1 → ComBat → LASSO → stacking under nested CV → metrics
+    /// and survival → report.html.
+    #[command(
+        after_help = "Example:\n  cargo run --release -p aggregator -- demo\n  aggregator demo --out fedrad-demo --repeats 100   # the published protocol (slow)\n\nEach hospital runs as its own site-agent process over mutual TLS on loopback. The output\nfolder holds report.html, metrics.json, CSVs and figures/; work/ holds the cohort, the PKI,\neach site's kit (data, audit log) and the aggregator's state."
+    )]
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "fedrad-demo")]
+        out: PathBuf,
+        /// Repeats of the 5-fold nested cross-validation (the study: 100).
+        #[arg(long, default_value_t = 2)]
+        repeats: u32,
+        #[arg(long, default_value_t = 7)]
+        sites: usize,
+        #[arg(long, default_value_t = 102)]
+        patients: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The site-agent commands the demo's site processes run (same code as `site-agent`).
+    #[command(subcommand, hide = true)]
+    SiteAgent(SiteAgentCommand),
+}
+
+/// What a demo site process runs when the `site-agent` binary is not next to this one.
+#[derive(Subcommand)]
+enum SiteAgentCommand {
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    Extract(site_agent::extract::ExtractArgs),
 }
 
 #[derive(Subcommand)]
@@ -126,6 +159,38 @@ enum Simulate {
         after_help = "Example:\n  aggregator simulate lasso --table ../shared/examples/cohort_example.csv --site-column site \\\n    --label-column response --nfolds 10 --bootstrap 100 --top-k 5 --max-params-per-row inf --out lasso.json\n\nOutput keys: lambda, objective, nzero, cvm, cvsd, lambda_min, lambda_1se,\ncoefficients_lambda_min (standardised scale), intercept_lambda_min, selection_frequency, top_k."
     )]
     Lasso(LassoCli),
+    /// The whole published protocol (nested-CV pipeline study) from one pooled feature table.
+    #[command(
+        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv \\\n    --study examples/pipeline-study.toml --repeats 2 --max-params-per-row inf --out fedrad-study\n\nWrites pipeline.json (settings, nested-CV summary, metrics) and metrics.json into --out."
+    )]
+    Study {
+        #[arg(long)]
+        table: PathBuf,
+        /// The study file (kind = "pipeline"), e.g. examples/pipeline-study.toml.
+        #[arg(long)]
+        study: PathBuf,
+        #[arg(long, default_value = "site")]
+        site_column: String,
+        #[arg(long, default_value = "patient_id")]
+        id_column: String,
+        /// Override the study's number of CV repeats.
+        #[arg(long)]
+        repeats: Option<u32>,
+        /// Every simulated site's policy min_count.
+        #[arg(long, default_value_t = 5)]
+        min_count: u64,
+        /// Every simulated site's max_params_per_row (policy default 0.33; `inf` = guard off).
+        #[arg(long)]
+        max_params_per_row: Option<f64>,
+        /// Sites keep their fitted base models home (default: they share them).
+        #[arg(long)]
+        keep_models_home: bool,
+        /// Sites release per-patient mean probabilities (exact metrics) instead of count tables.
+        #[arg(long)]
+        release_predictions: bool,
+        #[arg(long, default_value = "fedrad-study")]
+        out: PathBuf,
+    },
     /// Distributed ComBat: the same table with its feature columns harmonised.
     #[command(
         after_help = "Example:\n  aggregator simulate harmonize --table ../shared/examples/cohort_example.csv \\\n    --site-column site --covariates age,grade --out harmonized.csv\n\nWithout --features, every numeric column other than the id, site, batch, covariates and the\nstudy's clinical/outcome columns is a feature. The fitted model is written next to --out."
@@ -258,6 +323,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Demo {
+            out,
+            repeats,
+            sites,
+            patients,
+            seed,
+        } => {
+            if repeats == 0 || sites == 0 || patients < 5 * sites {
+                bail!("demo: need --repeats ≥ 1, --sites ≥ 1 and at least 5 patients per site");
+            }
+            runtime()?
+                .block_on(aggregator::demo::run_demo(aggregator::demo::DemoArgs {
+                    out,
+                    repeats,
+                    sites,
+                    patients,
+                    seed,
+                }))
+                .map(|_| ())
+        }
+        Command::SiteAgent(SiteAgentCommand::Extract(args)) => Ok(site_agent::extract::run(&args)?),
+        Command::SiteAgent(SiteAgentCommand::Run { config }) => {
+            let cfg = site_agent::SiteConfig::load(&config)?;
+            let agent = site_agent::Agent::new(cfg, site_agent::AgentOptions::default())?;
+            runtime()?.block_on(async {
+                agent
+                    .run(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+            })?;
+            Ok(())
+        }
+        Command::Simulate(Simulate::Study {
+            table,
+            study,
+            site_column,
+            id_column,
+            repeats,
+            min_count,
+            max_params_per_row,
+            keep_models_home,
+            release_predictions,
+            out,
+        }) => runtime()?
+            .block_on(commands::simulate_study(commands::StudyArgs {
+                table: &table,
+                study: &study,
+                site_column: &site_column,
+                id_column: &id_column,
+                repeats,
+                min_count,
+                max_params_per_row,
+                share_models: !keep_models_home,
+                release_predictions,
+                out: &out,
+            }))
+            .map(|_| ()),
         Command::Simulate(Simulate::Lasso(l)) => {
             runtime()?.block_on(commands::simulate_lasso(commands::LassoArgs {
                 table: &l.table,
@@ -431,6 +554,14 @@ fn status(state: &Path) -> anyhow::Result<()> {
             s["sites"],
             s["status"].as_str().unwrap_or("?")
         );
+        if let Some(stage) = s["stage"].as_str() {
+            let done = s["fraction_done"].as_f64().unwrap_or(0.0);
+            println!(
+                "  {:<16} {stage} — {:.0} % of outer fits done",
+                "",
+                done * 100.0
+            );
+        }
     }
     Ok(())
 }

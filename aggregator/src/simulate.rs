@@ -111,6 +111,10 @@ pub struct SimOptions {
     pub min_count: u64,
     /// Every simulated site's `max_params_per_row` (`None`: the policy default).
     pub max_params_per_row: Option<f64>,
+    /// Every simulated site's `share_models` (relay its fitted base models to the others).
+    pub share_models: bool,
+    /// Every simulated site's `release_predictions` (send rows instead of count tables).
+    pub release_predictions: bool,
     pub id_column: String,
     pub label_column: String,
     pub round_deadline: Duration,
@@ -124,6 +128,8 @@ impl Default for SimOptions {
         Self {
             min_count: 5,
             max_params_per_row: None,
+            share_models: false,
+            release_predictions: false,
             id_column: "patient_id".into(),
             label_column: "response".into(),
             round_deadline: Duration::from_secs(60),
@@ -238,8 +244,10 @@ impl Simulation {
                 rows,
                 &url,
                 &format!(
-                    "min_count = {}\nallow_all_studies = false\nallowed_studies = [\"{hash}\"]\n{}",
+                    "min_count = {}\nallow_all_studies = false\nallowed_studies = [\"{hash}\"]\nshare_models = {}\nrelease_predictions = {}\n{}",
                     opts.min_count,
+                    opts.share_models,
+                    opts.release_predictions,
                     opts.max_params_per_row
                         .map(|r| format!("max_params_per_row = {r:?}\n"))
                         .unwrap_or_default()

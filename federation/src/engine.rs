@@ -463,4 +463,13 @@ impl StudyState {
     pub fn progress(&self) -> (usize, usize) {
         (self.received.len(), self.sites.len())
     }
+
+    /// Where a multi-stage study stands (pipeline: batch, repeats, stage) and the fraction of
+    /// its work done, for progress bars and `aggregator status`; `None` for one-stage analyses.
+    pub fn stage_progress(&self) -> Option<(String, f64)> {
+        match &self.analysis {
+            Analysis::Pipeline(d) => Some((d.progress(), d.fraction_done())),
+            _ => None,
+        }
+    }
 }

@@ -1291,7 +1291,7 @@ impl LassoDriver {
             .ok_or_else(|| ModelsError::Invalid("IRLS step requested without Hessian".into()))?;
         loop {
             let lam = self.lambda(i, k)?;
-            let (nb0, nb, _) = cd_solve(
+            let solved = cd_solve(
                 &q,
                 beta0,
                 &beta,
@@ -1299,7 +1299,19 @@ impl LassoDriver {
                 &ju,
                 self.config.cd_tol,
                 self.config.max_sweeps,
-            )?;
+            );
+            let (nb0, nb, _) = match solved {
+                Ok(s) => s,
+                // glmnet: coordinate descent that does not converge at λ_k (maxit passes) ends
+                // the path before it ("solutions for larger lambdas returned"). It happens near
+                // separation, where IRLS weights vanish and collinear features trade weight
+                // ever more slowly.
+                Err(ModelsError::NotConverged { .. }) if k > 0 => {
+                    self.truncate_path(i, k, beta0, beta, iter, halvings);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             // Screened-out coordinates must satisfy KKT at the new point, else widen and repeat
             // from the same (already accepted) point.
             let viol = unknown_violators(&q, h, beta0, &beta, nb0, &nb, lam, &self.fits[i].sd);
@@ -1372,22 +1384,7 @@ impl LassoDriver {
                         iterations: self.config.max_irls,
                     });
                 }
-                let f = &mut self.fits[i];
-                f.truncated = true;
-                f.truncated_at = Some(k);
-                f.solutions.truncate(k);
-                f.state = FitState::Irls {
-                    k,
-                    beta0: nb0,
-                    beta: nb,
-                    prev: None,
-                    iter,
-                    halvings,
-                };
-                if f.role == Role::Full {
-                    let g = f.group.unwrap_or(0);
-                    self.groups[g].path_len = Some(k);
-                }
+                self.truncate_path(i, k, nb0, nb, iter, halvings);
                 return Ok(());
             }
             self.fits[i].state = FitState::Irls {
@@ -1403,6 +1400,35 @@ impl LassoDriver {
                 halvings: 0,
             };
             return Ok(());
+        }
+    }
+
+    /// Ends fit `i`'s path before λ_k (glmnet's behaviour when λ_k does not converge): the
+    /// solutions for larger λ stand; a full fit's path length limits its group's CV.
+    fn truncate_path(
+        &mut self,
+        i: usize,
+        k: usize,
+        beta0: f64,
+        beta: Vec<f64>,
+        iter: usize,
+        halvings: u32,
+    ) {
+        let f = &mut self.fits[i];
+        f.truncated = true;
+        f.truncated_at = Some(k);
+        f.solutions.truncate(k);
+        f.state = FitState::Irls {
+            k,
+            beta0,
+            beta,
+            prev: None,
+            iter,
+            halvings,
+        };
+        if f.role == Role::Full {
+            let g = f.group.unwrap_or(0);
+            self.groups[g].path_len = Some(k);
         }
     }
 

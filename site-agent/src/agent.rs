@@ -108,6 +108,39 @@ pub struct Agent {
     table: SiteTable,
     audit: AuditLog,
     options: AgentOptions,
+    /// Per-study state of multi-stage studies, persisted in `state_dir` after every answer
+    /// that changes it, so an agent restart loses no stage.
+    memory: answer::SiteMemory,
+}
+
+/// Where the agent keeps its study memory.
+fn memory_path(config: &SiteConfig) -> std::path::PathBuf {
+    config.state_dir.join("study-memory.json")
+}
+
+fn load_memory(config: &SiteConfig) -> Result<answer::SiteMemory, AgentError> {
+    let path = memory_path(config);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            AgentError::Setup(format!(
+                "the study memory {} is unreadable ({e}); move it away to start the running studies' local state afresh",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(answer::SiteMemory::default()),
+        Err(e) => Err(AgentError::Setup(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Writes the memory atomically (temp file + rename): a crash leaves the old or the new file.
+fn save_memory(config: &SiteConfig, memory: &answer::SiteMemory) -> Result<(), String> {
+    let path = memory_path(config);
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(memory).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
 
 impl Agent {
@@ -115,11 +148,13 @@ impl Agent {
     pub fn new(config: SiteConfig, options: AgentOptions) -> Result<Self, AgentError> {
         let table = load_table(&config.data_table, &config.id_column)?;
         let audit = AuditLog::open(&config.audit_log)?;
+        let memory = load_memory(&config)?;
         Ok(Self {
             config,
             table,
             audit,
             options,
+            memory,
         })
     }
 
@@ -213,8 +248,16 @@ impl Agent {
             if !self.options.task_delay.is_zero() {
                 tokio::time::sleep(self.options.task_delay).await;
             }
-            let answer::Answer { result, local_note } =
-                answer::answer(&task, &self.table, &self.config.policy);
+            let before = self.memory.clone();
+            let answer::Answer { result, local_note } = answer::answer_with_memory(
+                &task,
+                &self.table,
+                &self.config.policy,
+                &mut self.memory,
+            );
+            if self.memory != before {
+                save_memory(&self.config, &self.memory).map_err(SessionError::Setup)?;
+            }
             if let Some(note) = local_note {
                 tracing::error!(
                     "study {} round {}: cannot answer: {note}",
