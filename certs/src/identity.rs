@@ -65,6 +65,15 @@ pub enum IdentityError {
         /// Id from the URI SAN.
         id: String,
     },
+    /// A server presented a certificate that is not the aggregator's (a site certificate, or
+    /// one without any fedrad identity), so a site must not talk to it.
+    #[error(
+        "the server's certificate is not the aggregator's: it has no {AGGREGATOR_URI} URI SAN{hint}; check aggregator_url in site.toml (someone else may be answering at that address)"
+    )]
+    NotAggregator {
+        /// What the certificate is instead, e.g. that it names a site.
+        hint: String,
+    },
     /// A serial number given as text is not hex.
     #[error("serial {0:?} is not a hex number (expected e.g. 3f0a9c... , colons allowed)")]
     BadSerialHex(String),
@@ -211,6 +220,31 @@ pub(crate) fn kind_from_parsed(cert: &X509Certificate<'_>) -> Option<CertKind> {
     } else {
         None
     }
+}
+
+/// Checks that a DER certificate is the aggregator's: it carries the `urn:fedrad:aggregator` URI
+/// SAN and no site URI SAN. Sites call this (through [`crate::tls::AggregatorVerifier`]) after
+/// the usual chain, EKU and name checks, so a certificate the CA issued for anything else cannot
+/// stand in for the aggregator even if it also had a serverAuth EKU and a matching DNS name.
+/// Like [`site_id_from_der`], this does not verify signatures or dates.
+pub fn require_aggregator(cert_der: &[u8]) -> Result<(), IdentityError> {
+    let cert = parse_der(cert_der)?;
+    let uris = uri_sans(&cert);
+    let sites: Vec<&str> = uris
+        .iter()
+        .filter_map(|u| u.strip_prefix(SITE_URI_PREFIX))
+        .collect();
+    if !sites.is_empty() {
+        return Err(IdentityError::NotAggregator {
+            hint: format!("; it is the certificate of site {}", sites.join(", ")),
+        });
+    }
+    if !uris.contains(&AGGREGATOR_URI) {
+        return Err(IdentityError::NotAggregator {
+            hint: "; it carries no fedrad identity at all".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The certificate serial number as canonical lowercase hex (see the module doc).

@@ -11,10 +11,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::error::{CertsError, Result};
 use crate::pemio::{load_certs_pem, load_crls, load_key_pem};
@@ -58,6 +64,69 @@ pub fn server_verifier(
         .map_err(|e| CertsError::Tls(format!("server verifier: {e}")))
 }
 
+/// The site's check of the aggregator's certificate: everything webpki checks (chain to the
+/// consortium CA, validity dates, EKU serverAuth, the dialled name, the CRL if given), then
+/// [`crate::identity::require_aggregator`]: the certificate must carry the
+/// `urn:fedrad:aggregator` URI SAN and no site identity. The EKU split already keeps a normal
+/// site certificate (clientAuth only, no DNS name) out; the URI check also refuses any other
+/// certificate the CA might have issued with serverAuth and a matching name.
+#[derive(Debug)]
+pub struct AggregatorVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl AggregatorVerifier {
+    /// Wraps a webpki server verifier (see [`server_verifier`]).
+    pub fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
+        Self { inner }
+    }
+}
+
+impl ServerCertVerifier for AggregatorVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        crate::identity::require_aggregator(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Server config for the aggregator from in-memory material.
 pub fn server_config(
     ca_certs: &[CertificateDer<'static>],
@@ -76,7 +145,8 @@ pub fn server_config(
 }
 
 /// Client config for a site from in-memory material. `crls` may be empty (then the aggregator
-/// certificate's revocation is not checked).
+/// certificate's revocation is not checked). The aggregator's certificate is checked by
+/// [`AggregatorVerifier`].
 pub fn client_config(
     ca_certs: &[CertificateDer<'static>],
     crls: Vec<CertificateRevocationListDer<'static>>,
@@ -86,7 +156,10 @@ pub fn client_config(
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| CertsError::Tls(e.to_string()))?
-        .with_webpki_verifier(server_verifier(ca_certs, crls)?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AggregatorVerifier::new(server_verifier(
+            ca_certs, crls,
+        )?)))
         .with_client_auth_cert(cert_chain, key)
         .map_err(|e| CertsError::Tls(format!("site certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];

@@ -852,3 +852,83 @@ fn tls_helpers_complete_mutual_tls_and_reject_revoked_sites() {
         rustls::Error::InvalidCertificate(CertificateError::Revoked)
     );
 }
+
+/// A leaf signed by `ca` with exactly these SANs and EKUs (things `Ca` refuses to issue).
+fn forged_leaf(
+    ca: &Ca,
+    uris: &[&str],
+    dns: &[&str],
+    ekus: Vec<rcgen::ExtendedKeyUsagePurpose>,
+) -> CertificateDer<'static> {
+    let key =
+        rcgen::KeyPair::from_pem(&fs::read_to_string(ca.dir().join(CA_KEY_FILE)).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert_der(), key).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = dns
+        .iter()
+        .map(|d| rcgen::SanType::DnsName((*d).try_into().unwrap()))
+        .chain(
+            uris.iter()
+                .map(|u| rcgen::SanType::URI((*u).try_into().unwrap())),
+        )
+        .collect();
+    p.extended_key_usages = ekus;
+    p.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + Duration::days(1);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    p.signed_by(&leaf_key, &issuer).unwrap().der().clone()
+}
+
+#[test]
+fn aggregator_verifier_requires_the_aggregator_identity() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let (_tmp, mut ca) = fresh_ca();
+    let roots = roots(&ca);
+    let webpki = || {
+        WebPkiServerVerifier::builder(roots.clone())
+            .build()
+            .unwrap()
+    };
+    let verifier = certs::tls::AggregatorVerifier::new(webpki());
+    let name = ServerName::try_from("localhost").unwrap();
+    let check = |leaf: &CertificateDer<'_>| {
+        verifier
+            .verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    };
+
+    let agg = ca
+        .issue_aggregator(&["localhost".into()], &[], Validity::default())
+        .unwrap();
+    check(&agg.cert_der).expect("the aggregator's certificate is accepted");
+
+    // A genuine site certificate fails webpki already (clientAuth only, no DNS name).
+    let site = ca.issue_site("S01", Validity::default()).unwrap();
+    assert!(check(&site.cert_der).is_err());
+
+    // Certificates webpki accepts for "localhost" but that are not the aggregator's.
+    for (uris, needle) in [
+        (&["urn:fedrad:site:S02"][..], "site S02"),
+        (&[][..], "no fedrad identity"),
+        (
+            &["urn:fedrad:aggregator", "urn:fedrad:site:S02"][..],
+            "site S02",
+        ),
+    ] {
+        let leaf = forged_leaf(&ca, uris, &["localhost"], vec![ServerAuth, ClientAuth]);
+        webpki()
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .expect("webpki alone accepts it");
+        let e = match check(&leaf) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(e))) => e.to_string(),
+            other => panic!("{uris:?}: expected a refusal, got {other:?}"),
+        };
+        assert!(
+            e.contains("not the aggregator's") && e.contains(needle),
+            "{uris:?}: {e}"
+        );
+    }
+    assert_eq!(certs::identity::require_aggregator(&agg.cert_der), Ok(()));
+}

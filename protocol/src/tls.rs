@@ -1,5 +1,15 @@
-//! Mutual TLS for both sides: the aggregator's accept loop (client certificates required, CRL
-//! reloaded without restart, every refusal logged with its reason) and the agent's client channel.
+//! Mutual TLS for both sides: the aggregator's accept loop (client certificates required; CRL,
+//! certificate and key reloaded without restart when their files change; every refusal logged
+//! with its reason) and the agent's client channel (which accepts only a certificate carrying the
+//! aggregator's identity, see [`certs::tls::AggregatorVerifier`]).
+//!
+//! Private keys readable by group or others are refused on both sides ([`check_key_permissions`]):
+//! the message says `chmod 600 <path>`.
+//!
+//! Renewal convention (what `certs renew` does): write the new key first, then the new
+//! certificate. The server reloads when any of CA/certificate/key/CRL changes and keeps the old
+//! configuration while the pair is inconsistent; the agent watches its certificate file
+//! ([`FileStamp`]) and reconnects with the renewed pair.
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -12,10 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::codegen::http::Uri;
+use tonic::transport::{Channel, Endpoint};
 use x509_parser::prelude::FromDer;
 
 /// A TLS setup problem, naming the file and what to do.
@@ -29,6 +40,33 @@ pub enum TlsError {
     Config(String),
     #[error("cannot reach the aggregator at {url}: {message}")]
     Connect { url: String, message: String },
+    #[error(
+        "private key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}` and start again"
+    )]
+    KeyExposed { path: PathBuf, mode: u32 },
+}
+
+/// Refuses a private key file that group or others may read or write (any of the `0o077` bits):
+/// whoever can read the key can act as this site or as the aggregator. No-op off Unix.
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TlsError::KeyExposed {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
 }
 
 /// Installs ring as the process-wide rustls provider (idempotent). Call once at startup.
@@ -61,23 +99,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads a private key; warns when the file is readable by group or others.
+/// Reads a private key; refuses a file readable by group or others ([`check_key_permissions`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    check_key_permissions(path)?;
     let bytes = read(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(
-                "private key {} is readable by other users (mode {:o}); run `chmod 600 {}`",
-                path.display(),
-                meta.permissions().mode() & 0o777,
-                path.display()
-            );
-        }
-    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
         path: path.to_path_buf(),
         problem: format!(
@@ -106,29 +131,55 @@ pub struct ServerTlsFiles {
     pub crl: Option<PathBuf>,
 }
 
-struct Loaded {
-    crl_mtime: Option<SystemTime>,
-    acceptor: TlsAcceptor,
-    revoked: Arc<BTreeSet<Vec<u8>>>,
+/// What identifies one version of a file on disk: modification time, size and (on Unix) inode.
+/// The inode makes an atomic replace (write a temp file, rename it over) visible even when it
+/// lands within the file system's timestamp granularity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp(Option<(SystemTime, u64, u64)>);
+
+impl FileStamp {
+    /// The current stamp of `path` (`None` inside if it cannot be read).
+    pub fn of(path: &Path) -> Self {
+        FileStamp(std::fs::metadata(path).ok().map(|m| {
+            #[cfg(unix)]
+            let ino = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let ino = 0;
+            (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), ino)
+        }))
+    }
+
+    /// Whether `path` has changed since this stamp was taken.
+    pub fn changed(&self, path: &Path) -> bool {
+        *self != FileStamp::of(path)
+    }
 }
 
-/// Server TLS configuration that picks up a new CRL without a restart.
+struct Loaded {
+    /// Stamps of the CA, certificate, key and CRL files this configuration was built from.
+    stamps: Vec<FileStamp>,
+    acceptor: TlsAcceptor,
+    revoked: Arc<BTreeSet<Vec<u8>>>,
+    /// Serial (raw big-endian bytes) of the certificate the server presents.
+    serial: Vec<u8>,
+}
+
+/// Server TLS configuration that picks up a new CRL, a renewed certificate or a new key without a
+/// restart (checked on every accepted connection and every request).
 pub struct ReloadingServerTls {
     files: ServerTlsFiles,
     loaded: Mutex<Loaded>,
 }
 
-fn crl_mtime(files: &ServerTlsFiles) -> Option<SystemTime> {
-    files
-        .crl
-        .as_ref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .and_then(|m| m.modified().ok())
+fn stamps(files: &ServerTlsFiles) -> Vec<FileStamp> {
+    let mut paths = vec![&files.ca_cert, &files.cert, &files.key];
+    paths.extend(files.crl.as_ref());
+    paths.into_iter().map(|p| FileStamp::of(p)).collect()
 }
 
 fn build(files: &ServerTlsFiles) -> Result<Loaded, TlsError> {
     install_crypto_provider();
-    let mtime = crl_mtime(files);
+    let stamps = stamps(files);
     let mut roots = RootCertStore::empty();
     for ca in load_certs(&files.ca_cert)? {
         roots
@@ -154,17 +205,29 @@ fn build(files: &ServerTlsFiles) -> Result<Loaded, TlsError> {
         .only_check_end_entity_revocation()
         .build()
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+    let chain = load_certs(&files.cert)?;
+    let serial = x509_parser::parse_x509_certificate(&chain[0])
+        .map(|(_, c)| c.raw_serial().to_vec())
+        .map_err(|e| TlsError::Pem {
+            path: files.cert.clone(),
+            problem: format!("not a valid X.509 certificate ({e})"),
+        })?;
     let mut config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .with_single_cert(chain, load_key(&files.key)?)
         .map_err(|e| {
-            TlsError::Config(format!("server certificate {}: {e}", files.cert.display()))
+            TlsError::Config(format!(
+                "server certificate {} with key {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Loaded {
-        crl_mtime: mtime,
+        stamps,
         acceptor: TlsAcceptor::from(Arc::new(config)),
         revoked: Arc::new(revoked),
+        serial,
     })
 }
 
@@ -177,28 +240,38 @@ impl ReloadingServerTls {
         })
     }
 
-    /// Reloads if the CRL file changed. A broken new CRL keeps the old configuration (logged):
-    /// the server must not fall over because an admin saved a half-written file.
+    /// Reloads if the CA, certificate, key or CRL file changed. A broken or inconsistent new set
+    /// (a half-written CRL, a new key whose certificate is not there yet) keeps the old
+    /// configuration (logged): the server must not fall over while an admin replaces files. The
+    /// next change is tried again.
     fn refresh(&self) {
-        let now = crl_mtime(&self.files);
+        let now = stamps(&self.files);
         let mut l = self.loaded.lock().expect("tls lock");
-        if now != l.crl_mtime {
+        if now != l.stamps {
             match build(&self.files) {
                 Ok(new) => {
                     tracing::info!(
-                        "revocation list changed; reloaded ({} revoked)",
+                        "TLS files changed; reloaded (certificate serial {}, {} revoked)",
+                        hex_serial(&new.serial),
                         new.revoked.len()
                     );
                     *l = new;
                 }
                 Err(e) => {
                     tracing::error!(
-                        "revocation list changed but cannot be loaded, keeping the old one: {e}"
+                        "TLS files changed but cannot be loaded, keeping the previous configuration: {e}"
                     );
-                    l.crl_mtime = now;
+                    l.stamps = now;
                 }
             }
         }
+    }
+
+    /// Serial (raw big-endian bytes) of the certificate new connections are served, after
+    /// picking up any change on disk.
+    pub fn current_serial(&self) -> Vec<u8> {
+        self.refresh();
+        self.loaded.lock().expect("tls lock").serial.clone()
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -216,6 +289,10 @@ impl ReloadingServerTls {
             .revoked
             .contains(serial)
     }
+}
+
+fn hex_serial(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A refused connection, kept for `aggregator status` and tests.
@@ -264,6 +341,9 @@ pub fn explain_handshake_error(e: &io::Error) -> String {
             }
             CertificateError::UnknownIssuer => {
                 "client certificate is not signed by the consortium CA".into()
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "client certificate is not for TLS clients (no clientAuth extended key usage: the aggregator's own certificate?)".into()
             }
             other => format!("client certificate rejected: {other:?}"),
         },
@@ -323,42 +403,108 @@ pub struct ClientTlsFiles {
     pub server_name: String,
 }
 
-/// Opens a mutual-TLS channel to the aggregator. Note: under TLS 1.3 a server that rejects our
-/// certificate only says so on the first RPC, so callers must treat the first call's error as a
-/// possible refusal.
+/// Opens a mutual-TLS channel to the aggregator. The aggregator's certificate must chain to the
+/// consortium CA, carry serverAuth and `server_name`, and name the aggregator
+/// (`urn:fedrad:aggregator`, see [`certs::tls::AggregatorVerifier`]): a site certificate cannot
+/// pose as the aggregator. The key file must not be readable by others ([`load_key`]).
+///
+/// Note: under TLS 1.3 a server that rejects our certificate only says so on the first RPC, so
+/// callers must treat the first call's error as a possible refusal.
 pub async fn connect(url: &str, files: &ClientTlsFiles) -> Result<Channel, TlsError> {
     install_crypto_provider();
-    let ca = read(&files.ca_cert)?;
-    load_certs(&files.ca_cert)?;
-    let cert = read(&files.cert)?;
-    load_certs(&files.cert)?;
-    load_key(&files.key)?;
-    let key = read(&files.key)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name(files.server_name.clone());
-    let endpoint = Channel::from_shared(url.to_string())
+    let config = certs::tls::client_config(
+        &load_certs(&files.ca_cert)?,
+        Vec::new(),
+        load_certs(&files.cert)?,
+        load_key(&files.key)?,
+    )
+    .map_err(|e| TlsError::Config(e.to_string()))?;
+    let bad_url = |why: String| TlsError::Connect {
+        url: url.into(),
+        message: format!("not a valid URL: {why}"),
+    };
+    let uri: Uri = url.parse().map_err(|e| bad_url(format!("{e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad_url("use https://host:port".into()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| bad_url("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let server_name =
+        rustls::pki_types::ServerName::try_from(files.server_name.clone()).map_err(|e| {
+            TlsError::Config(format!(
+                "aggregator_name {:?} is not a DNS name or IP address ({e})",
+                files.server_name
+            ))
+        })?;
+    // tonic only wraps `https` URIs in its own TLS; the connector below does our TLS, so the
+    // endpoint itself is given as plain `http` with the same authority.
+    let endpoint = Endpoint::from_shared(format!(
+        "http://{}",
+        uri.authority().map_or("", |a| a.as_str())
+    ))
+    .map_err(|e| bad_url(e.to_string()))?
+    .connect_timeout(Duration::from_secs(5))
+    .tcp_keepalive(Some(Duration::from_secs(30)));
+    let connector = AggregatorConnector {
+        tls: TlsConnector::from(Arc::new(config)),
+        host,
+        port,
+        server_name,
+    };
+    endpoint
+        .connect_with_connector(connector)
+        .await
         .map_err(|e| TlsError::Connect {
             url: url.into(),
-            message: format!("not a valid URL: {e}"),
-        })?
-        .tls_config(tls)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_keepalive(Some(Duration::from_secs(30)));
-    endpoint.connect().await.map_err(|e| TlsError::Connect {
-        url: url.into(),
-        message: error_chain(&e),
-    })
+            message: error_chain(&e),
+        })
+}
+
+/// Dials the aggregator over TCP and completes the mutual-TLS handshake with the site's config.
+#[derive(Clone)]
+struct AggregatorConnector {
+    tls: TlsConnector,
+    host: String,
+    port: u16,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl tonic::codegen::Service<Uri> for AggregatorConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, io::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = this.tls.connect(this.server_name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
 }
 
 /// Joins an error's source chain into one line (tonic's top-level messages are terse).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
+    let mut s = readable(e);
     let mut cur = e.source();
     while let Some(c) = cur {
-        let m = c.to_string();
+        let m = readable(c);
         if !s.contains(&m) {
             s.push_str(": ");
             s.push_str(&m);
@@ -366,6 +512,22 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+/// One error's message, with rustls' debug-formatted custom certificate errors (our
+/// [`certs::tls::AggregatorVerifier`] refusal) replaced by their own message.
+fn readable(e: &(dyn std::error::Error + 'static)) -> String {
+    let inner = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+    });
+    match inner {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The caller's site id and certificate serial, read only from its verified certificate.
@@ -382,8 +544,16 @@ pub fn peer_identity<T>(
         .map_err(|e| tonic::Status::permission_denied(format!("client certificate: {e}")))?;
     let site = federation::SiteId::new(id)
         .map_err(|e| tonic::Status::permission_denied(format!("client certificate: {e}")))?;
-    let serial = x509_parser::parse_x509_certificate(der.as_ref())
-        .map(|(_, c)| c.raw_serial().to_vec())
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| tonic::Status::permission_denied(format!("client certificate: {e}")))?;
-    Ok((site, serial))
+    // The handshake checked the dates, but a connection can outlive its certificate: check on
+    // every request, as for revocation.
+    let validity = cert.validity();
+    if !validity.is_valid() {
+        return Err(tonic::Status::permission_denied(format!(
+            "client certificate of site {site} is outside its validity period ({} to {}); renew it with `certs renew`",
+            validity.not_before, validity.not_after
+        )));
+    }
+    Ok((site, cert.raw_serial().to_vec()))
 }

@@ -187,9 +187,31 @@ impl Agent {
         }
     }
 
+    /// One connection's life. The certificate file is watched: when it is replaced (a
+    /// `certs renew`), the session ends and the next one connects with the renewed pair, so a
+    /// running study goes on; a refusal that arrives after the replacement (the old certificate
+    /// was revoked as superseded) is retried with the new certificate instead of stopping.
     async fn session(
         &mut self,
         backoff: &mut Duration,
+    ) -> Result<std::convert::Infallible, SessionError> {
+        let cert = self.config.cert.clone();
+        let stamp = protocol::tls::FileStamp::of(&cert);
+        match self.session_with(backoff, &stamp).await {
+            Err(SessionError::Fatal(m)) if stamp.changed(&cert) => {
+                Err(SessionError::Transient(format!(
+                    "{m}; the certificate {} was replaced since, reconnecting with it",
+                    cert.display()
+                )))
+            }
+            other => other,
+        }
+    }
+
+    async fn session_with(
+        &mut self,
+        backoff: &mut Duration,
+        cert_stamp: &protocol::tls::FileStamp,
     ) -> Result<std::convert::Infallible, SessionError> {
         let channel: Channel =
             protocol::tls::connect(&self.config.aggregator_url, &self.config.tls_files())
@@ -223,6 +245,13 @@ impl Agent {
         *backoff = self.options.backoff_initial;
         let mut last_beat = Instant::now() - self.options.heartbeat;
         loop {
+            // Checked only here, between tasks, so no pulled task is left unanswered.
+            if cert_stamp.changed(&self.config.cert) {
+                return Err(SessionError::Transient(format!(
+                    "certificate {} was renewed; reconnecting with it",
+                    self.config.cert.display()
+                )));
+            }
             if last_beat.elapsed() >= self.options.heartbeat {
                 client
                     .heartbeat(pb::HeartbeatRequest {})

@@ -20,6 +20,13 @@ pub enum ConfigError {
         field: &'static str,
         target: PathBuf,
     },
+    /// The site's private key is readable by other users: refused, not just warned about,
+    /// because whoever reads it can answer studies as this site.
+    #[error("{path}: {source}")]
+    KeyExposed {
+        path: PathBuf,
+        source: protocol::tls::TlsError,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,14 +135,21 @@ impl SiteConfig {
                 ),
             })?,
         };
+        let ca_cert = must_exist("ca_cert", abs(&raw.ca_cert))?;
+        let cert = must_exist("cert", abs(&raw.cert))?;
+        let key = must_exist("key", abs(&raw.key))?;
+        protocol::tls::check_key_permissions(&key).map_err(|source| ConfigError::KeyExposed {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
             site_id: raw.site_id,
             aggregator_url: raw.aggregator_url,
             aggregator_name,
-            ca_cert: must_exist("ca_cert", abs(&raw.ca_cert))?,
-            cert: must_exist("cert", abs(&raw.cert))?,
-            key: must_exist("key", abs(&raw.key))?,
+            ca_cert,
+            cert,
+            key,
             policy_path,
             policy,
             data_table: must_exist("data_table", abs(&raw.data_table))?,
@@ -202,6 +216,25 @@ mod tests {
         std::fs::write(dir.path().join("policy.toml"), "min_count = 5\n").unwrap();
         let e = SiteConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("ca_cert points at"), "{e}");
+        for f in ["ca.pem", "s.pem", "d.csv"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = dir.path().join("s.key");
+            std::fs::write(&key, "x").unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let e = SiteConfig::load(&p).unwrap_err();
+            assert!(matches!(e, ConfigError::KeyExposed { .. }), "{e}");
+            let e = e.to_string();
+            assert!(
+                e.contains("mode 640") && e.contains(&format!("chmod 600 {}", key.display())),
+                "{e}"
+            );
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            SiteConfig::load(&p).unwrap();
+        }
         std::fs::write(&p, "aggregator_url = 3").unwrap();
         assert!(matches!(
             SiteConfig::load(&p),

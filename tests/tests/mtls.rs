@@ -1,6 +1,9 @@
 //! Who may talk to the aggregator: a valid enrolled site joins; a foreign CA, no client
-//! certificate, an expired or revoked certificate, a non-enrolled site and an agent speaking
-//! another protocol version are each refused, with a reason in the aggregator's log.
+//! certificate, an expired, not-yet-valid or revoked certificate, a non-enrolled site and an
+//! agent speaking an older or newer protocol version are each refused, with a reason in the
+//! aggregator's log (or, for version skew, a message naming both versions). A certificate that
+//! expires while its connection is open is refused on the next request. Wrong identities and
+//! exposed keys: `pki_attacks.rs`; renewal: `renewal.rs`.
 
 use aggregator::Server;
 use certs::{Ca, RevocationReason, Selector, Validity};
@@ -131,5 +134,85 @@ async fn revocation_takes_effect_without_restart() {
     let mut fresh = client(server.addr, &ca, ClientCert::Kit(&kit)).await;
     assert!(fresh.handshake(handshake()).await.is_err());
     refused_with(&server, "revoked").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_yet_valid_certificate_is_refused() {
+    let mut c = Consortium::new(&["S01"]);
+    let now = OffsetDateTime::now_utc();
+    let future = c.kit(
+        "S01",
+        Validity::between(
+            now + time::Duration::days(1),
+            now + time::Duration::days(10),
+        ),
+    );
+    let server = Server::start(&c.config).await.unwrap();
+    let mut cl = client(server.addr, &c.config.tls.ca_cert, ClientCert::Kit(&future)).await;
+    assert!(cl.handshake(handshake()).await.is_err());
+    refused_with(&server, "not valid yet (check the clocks)").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn older_and_newer_protocol_versions_are_refused_naming_both() {
+    let mut c = Consortium::new(&["S01"]);
+    let kit = c.kit("S01", Validity::days(3));
+    let server = Server::start(&c.config).await.unwrap();
+    let mut cl = client(server.addr, &c.config.tls.ca_cert, ClientCert::Kit(&kit)).await;
+    let ours = protocol::PROTOCOL_VERSION;
+    for theirs in [ours - 1, ours + 1] {
+        let mut hs = handshake();
+        hs.protocol_version = theirs;
+        let e = cl.handshake(hs).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message().contains(&format!(
+                "the agent speaks v{theirs}, this aggregator speaks v{ours}"
+            )),
+            "{}",
+            e.message()
+        );
+    }
+    // The same connection with the matching version is accepted: the refusal was the version.
+    assert_eq!(
+        cl.handshake(handshake())
+            .await
+            .unwrap()
+            .into_inner()
+            .site_id,
+        "S01"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_on_an_open_connection_is_refused_on_the_next_request() {
+    let mut c = Consortium::new(&["S01"]);
+    // Whole-second validity: valid now, expired 3 s from now.
+    let now = OffsetDateTime::now_utc();
+    let short = c.kit(
+        "S01",
+        Validity::between(
+            now - time::Duration::minutes(1),
+            now + time::Duration::seconds(3),
+        ),
+    );
+    let server = Server::start(&c.config).await.unwrap();
+    let mut cl = client(server.addr, &c.config.tls.ca_cert, ClientCert::Kit(&short)).await;
+    cl.handshake(handshake()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let e = cl
+        .heartbeat(protocol::pb::HeartbeatRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().contains("outside its validity period") && e.message().contains("certs renew"),
+        "{}",
+        e.message()
+    );
+    refused_with(&server, "outside its validity period").await;
     server.shutdown().await;
 }
