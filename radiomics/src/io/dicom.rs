@@ -61,6 +61,11 @@ fn req_floats(
 ) -> Result<Vec<f64>, IoError> {
     match get_floats(obj, tag) {
         Some(v) if v.len() == n && v.iter().all(|x| x.is_finite()) => Ok(v),
+        Some(v) if v.len() == n => Err(IoError::malformed(
+            path,
+            FMT,
+            format!("{name} {v:?} holds a non-finite number"),
+        )),
         Some(v) => Err(IoError::malformed(
             path,
             FMT,
@@ -100,19 +105,32 @@ struct Slice {
 /// non-DICOM files in the folder are skipped; several series in one folder is an error.
 pub fn read_dicom_series(dir: &Path) -> Result<Volume, IoError> {
     let mut headers = Vec::new();
+    let mut skipped: Option<(usize, IoError)> = None;
     for p in dicom_files(dir)? {
-        // Files that are not DICOM at all (README, DICOMDIR quirks) are skipped silently.
-        let Ok(obj) = open_header(&p) else { continue };
+        // Files that are not DICOM at all (README, DICOMDIR quirks) are skipped; the first reason
+        // is kept for the error below in case nothing readable is left.
+        let obj = match open_header(&p) {
+            Ok(obj) => obj,
+            Err(e) => {
+                let (n, _) = skipped.get_or_insert((0, e));
+                *n += 1;
+                continue;
+            }
+        };
         if get_floats(&obj, tags::IMAGE_POSITION_PATIENT).is_none() {
             continue; // not an image slice (RTSTRUCT, SEG, SR, ...)
         }
         headers.push((p, obj));
     }
     if headers.is_empty() {
+        let why = match skipped {
+            Some((n, e)) => format!("; {n} file(s) could not be read as DICOM, e.g. {e}"),
+            None => String::new(),
+        };
         return Err(IoError::malformed(
             dir,
             FMT,
-            "no DICOM image slices (with ImagePositionPatient) in this folder",
+            format!("no DICOM image slices (with ImagePositionPatient) in this folder{why}"),
         ));
     }
     let mut series: Vec<String> = headers
@@ -253,7 +271,9 @@ pub fn read_dicom_series(dir: &Path) -> Result<Volume, IoError> {
     };
 
     // Pixel data, stored values → rescaled (modality LUT applied here, by us).
-    let mut values = Vec::with_capacity(rows * cols * nz);
+    // Reserved once the first slice has shown that its pixel data really fills rows × cols, so a
+    // header alone cannot make us reserve gigabytes.
+    let mut values = Vec::new();
     for s in &slices {
         let obj = open(&s.path)?;
         let r = obj
@@ -295,6 +315,9 @@ pub fn read_dicom_series(dir: &Path) -> Result<Volume, IoError> {
                 ),
                 hint: "only single-frame greyscale slices are read".into(),
             });
+        }
+        if values.is_empty() {
+            values.reserve_exact(rows * cols * nz);
         }
         values.extend(raw.into_iter().map(|v| v * slope + inter));
     }

@@ -481,7 +481,16 @@ fn read_nifti_mapped<T>(
         && h.scl_inter.is_finite()
         && !(h.scl_slope == 1.0 && h.scl_inter == 0.0);
     let (slope, inter) = (h.scl_slope, h.scl_inter);
-    let mut values: Vec<T> = Vec::with_capacity(n);
+    // Reserve only what the data file can actually deliver: a 352-byte file whose header claims
+    // 10^9 voxels must fail as truncated, not reserve gigabytes first. gzip expands at most
+    // 1032:1 (deflate's limit), so a compressed file bounds its voxel count too.
+    let deliverable = std::fs::metadata(&data_path)
+        .map(|m| {
+            m.len()
+                .saturating_mul(if is_gz(&data_path) { 1032 } else { 1 })
+        })
+        .unwrap_or(0);
+    let mut values: Vec<T> = Vec::with_capacity(n.min((deliverable / bpv as u64) as usize));
     let mut push = |v: f64| values.push(map(if scale { v * slope + inter } else { v }));
     let mut pending = prefix;
     let mut got = pending.len() as u64;

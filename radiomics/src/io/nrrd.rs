@@ -198,12 +198,19 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, IoError> {
             hint: "only 3D scalar volumes are read".into(),
         });
     }
-    let sizes: Vec<u64> = get("sizes")
-        .ok_or_else(|| IoError::malformed(path, FMT, "missing 'sizes' field"))?
+    let sizes_text =
+        get("sizes").ok_or_else(|| IoError::malformed(path, FMT, "missing 'sizes' field"))?;
+    let sizes: Vec<u64> = sizes_text
         .split_whitespace()
         .map(|t| t.parse::<u64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| IoError::malformed(path, FMT, "'sizes' is not a list of integers"))?;
+        .map_err(|_| {
+            IoError::malformed(
+                path,
+                FMT,
+                format!("'sizes' must be non-negative integers, got {sizes_text:?}"),
+            )
+        })?;
     if sizes.len() != 3 {
         return Err(IoError::malformed(
             path,
