@@ -136,6 +136,7 @@ def nrrd_corpus():
           b"NRRD0004\ntype short\n\n" + good)
     write(os.path.join(d, "missing_data_file.nhdr"),
           nrrd(BASE + [("data file", "does-not-exist.raw")]))
+    write(os.path.join(d, "data_file_is_a_device.nhdr"), nrrd(BASE + [("data file", "/dev/zero")]))
     write(os.path.join(SEEDS, "nrrd", "valid_raw.nrrd"), nrrd(BASE, bytes(range(16))))
     write(os.path.join(SEEDS, "nrrd", "valid_ascii.nrrd"),
           nrrd(with_field("encoding", "ascii"), b"1 2 3 4 5 6 7 8\n"))

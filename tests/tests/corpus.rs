@@ -181,6 +181,10 @@ fn nrrd_corpus() {
                 "missing_data_file.nhdr",
                 &["cannot read", "does-not-exist.raw"],
             ),
+            (
+                "data_file_is_a_device.nhdr",
+                &["'data file' /dev/zero is not a regular file"],
+            ),
         ],
         image,
     );

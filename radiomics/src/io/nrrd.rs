@@ -270,6 +270,14 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, IoError> {
             } else {
                 path.parent().unwrap_or(Path::new(".")).join(p)
             };
+            // A device or FIFO (`/dev/zero`) would be read without bound.
+            if p.exists() && !p.is_file() {
+                return Err(IoError::malformed(
+                    path,
+                    FMT,
+                    format!("'data file' {} is not a regular file", p.display()),
+                ));
+            }
             let b = std::fs::read(&p).map_err(|e| IoError::io(&p, e))?;
             (p, b)
         }
