@@ -355,6 +355,7 @@ fn cd_solve(
     let mut g0 = -q.r0 / v;
     let a0 = q.w0 / v;
     let mut last_pattern: Vec<i8> = Vec::new();
+    let mut failed_pattern: Vec<i8> = Vec::new();
     for sweep in 1..=max_sweeps {
         let mut dmax: f64 = 0.0;
         for j in 0..p {
@@ -401,10 +402,14 @@ fn cd_solve(
             .iter()
             .map(|x| x.signum() as i8 * i8::from(*x != 0.0))
             .collect();
-        if pattern == last_pattern
-            && let Some((e0, e)) = exact_finish(q, h, b0, b, &pattern, lambda, ju)
-        {
-            return Ok((e0, e, sweep));
+        // The finish depends only on the sign pattern, so a pattern whose finish failed (its
+        // restricted system is singular, or its minimiser breaks the signs or KKT) is not tried
+        // again: retrying it every sweep made a slowly converging λ cost a Cholesky per sweep.
+        if pattern == last_pattern && pattern != failed_pattern {
+            match exact_finish(q, h, b0, b, &pattern, lambda, ju) {
+                Some((e0, e)) => return Ok((e0, e, sweep)),
+                None => failed_pattern = pattern.clone(),
+            }
         }
         last_pattern = pattern;
     }
