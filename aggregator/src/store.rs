@@ -36,11 +36,12 @@ pub trait Store: Send + Sync {
     /// Saves a study's state durably (flushed before returning).
     fn put_study(&self, state: &StudyState) -> Result<(), StoreError>;
     fn studies(&self) -> Result<Vec<StudyState>, StoreError>;
-    /// Saves a completed round's inputs and outputs.
+    /// Saves a completed round's inputs and outputs; durable with the next `put_study` (the
+    /// coordinator always writes the study's state after a completed round).
     fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError>;
     /// Saves one site's result for a round as it arrives. May be lost in a crash (the site is
-    /// then asked again); everything else is flushed before returning.
+    /// then asked again); studies and sites are flushed before returning.
     fn put_result(
         &self,
         study: &str,
@@ -125,7 +126,10 @@ impl Store for SledStore {
             results: Default::default(),
             ..record.clone()
         };
-        self.put(format!("round/{study}/{:010}", record.round), &meta)
+        // Not flushed on its own: the coordinator writes the study's next state right after a
+        // completed round, and that flush makes both durable together (one fsync per round
+        // instead of two; sled's flush covers every earlier insert).
+        self.put_lazy(format!("round/{study}/{:010}", record.round), &meta)
     }
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
         let mut rounds: Vec<RoundRecord> = self.scan(&format!("round/{study}/"))?;

@@ -37,6 +37,17 @@ pub struct SiteMemory {
     pub studies: std::collections::BTreeMap<String, crate::pipeline::SitePipelineState>,
 }
 
+impl SiteMemory {
+    /// True (once) when an answer since the last call changed state that must be persisted.
+    pub fn take_dirty(&mut self) -> bool {
+        let mut any = false;
+        for s in self.studies.values_mut() {
+            any |= std::mem::take(&mut s.dirty);
+        }
+        any
+    }
+}
+
 /// [`answer`] for studies that keep state at the site between rounds.
 pub fn answer_with_memory(
     task: &Task,

@@ -277,14 +277,13 @@ impl Agent {
             if !self.options.task_delay.is_zero() {
                 tokio::time::sleep(self.options.task_delay).await;
             }
-            let before = self.memory.clone();
             let answer::Answer { result, local_note } = answer::answer_with_memory(
                 &task,
                 &self.table,
                 &self.config.policy,
                 &mut self.memory,
             );
-            if self.memory != before {
+            if self.memory.take_dirty() {
                 save_memory(&self.config, &self.memory).map_err(SessionError::Setup)?;
             }
             if let Some(note) = local_note {

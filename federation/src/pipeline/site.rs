@@ -164,6 +164,11 @@ pub struct SitePipelineState {
     pub clinical: Option<ScoreSums>,
     /// (repeat, fold) pairs already added to the sums.
     pub scored: Vec<FitId>,
+    /// Set when an answer changed what must survive an agent restart (fitted preprocessing,
+    /// models, meta-features, score sums). The pure rounds (ComBat, LASSO and meta-model sums)
+    /// leave it unset: a restarted agent recomputes them identically, so they need no write.
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 /// The site's rows, read once per answer.
@@ -338,6 +343,7 @@ pub fn site_answer(
         );
         *state = SitePipelineState {
             batch: task.batch,
+            dirty: true,
             ml: keep.0,
             clinical: keep.1,
             scored: keep.2,
@@ -579,6 +585,14 @@ pub fn site_answer(
         StageTask::Metrics(m) => {
             StageResult::Metrics(super::metrics::site_answer(&inputs, m, policy, state)?)
         }
+    };
+    state.dirty |= match &task.stage {
+        StageTask::ComBat { .. } | StageTask::Fit { .. } | StageTask::Metrics(_) => false,
+        StageTask::Lasso { standardizers, .. } => !standardizers.is_empty(),
+        StageTask::Moments { .. }
+        | StageTask::Train { .. }
+        | StageTask::Relay { .. }
+        | StageTask::Score { .. } => true,
     };
     state.last = Some((round, result.clone()));
     Ok(result)
