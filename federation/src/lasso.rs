@@ -18,6 +18,7 @@ use models::lasso::{
 use models::sampling::SiteData;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Why a site cannot answer a LASSO round.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,63 @@ pub fn site_data(table: &SiteTable, spec: &LassoSpec, key: u64) -> Result<SiteDa
     })
 }
 
+/// One parsed table in [`ROWS`].
+struct CachedRows {
+    table: SiteTable,
+    spec: LassoSpec,
+    key: u64,
+    data: Arc<SiteData>,
+}
+
+/// How many parsed tables [`ROWS`] keeps (a simulation runs up to this many sites in one
+/// process; a real agent has one table).
+const ROWS_CAPACITY: usize = 64;
+
+/// The rows of the tables this process answered LASSO rounds for, most recently used last. A
+/// study asks the same site for a hundred rounds or more; parsing its table's text cells into
+/// numbers every round cost more than the round's sums. An entry is reused only for an
+/// identical table (every cell compared), spec and site key, so the answer is exactly what
+/// [`site_data`] would return; errors are not cached.
+static ROWS: Mutex<Vec<CachedRows>> = Mutex::new(Vec::new());
+
+/// [`site_data`] through the [`ROWS`] cache.
+pub fn site_data_cached(
+    table: &SiteTable,
+    spec: &LassoSpec,
+    key: u64,
+) -> Result<Arc<SiteData>, LassoError> {
+    // A poisoned lock only means another thread panicked mid-update of a plain Vec; its entries
+    // are still whole (each is pushed complete), so the cache stays usable.
+    let lock = || {
+        ROWS.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    {
+        let mut rows = lock();
+        if let Some(i) = rows
+            .iter()
+            .position(|c| c.key == key && c.spec == *spec && c.table == *table)
+        {
+            let hit = rows.remove(i);
+            let data = hit.data.clone();
+            rows.push(hit);
+            return Ok(data);
+        }
+    }
+    let data = Arc::new(site_data(table, spec, key)?);
+    let mut rows = lock();
+    if rows.len() >= ROWS_CAPACITY {
+        rows.remove(0);
+    }
+    rows.push(CachedRows {
+        table: table.clone(),
+        spec: spec.clone(),
+        key,
+        data: data.clone(),
+    });
+    Ok(data)
+}
+
 /// Site half of a LASSO round.
 pub fn site_answer(
     table: &SiteTable,
@@ -132,7 +190,7 @@ pub fn site_answer(
     task: &LassoTask,
     policy: &SitePolicy,
 ) -> Result<ResultBody, LassoError> {
-    let data = site_data(table, spec, task.site_key)?;
+    let data = site_data_cached(table, spec, task.site_key)?;
     let n = data.y.len() as u64;
     if n > 0 && n < policy.min_count {
         return Err(LassoError::Disclosure(format!(
@@ -237,5 +295,327 @@ impl LassoStudyDriver {
             };
         }
         Step::Next(self.tasks())
+    }
+}
+
+/// Persisted form of a round's tasks (`StudyState::tasks`, `RoundRecord::tasks`): a LASSO round
+/// asks every site for the same sums at the same iterates, so the sites' tasks differ only by
+/// `site_key` while their request list (every current fit's mean, SD and coefficients) is
+/// large. It is stored once per round, with each site's key beside it; other tasks are stored
+/// as they are. Reading gives back exactly the map that was written (restart exactness), and
+/// a plain `{site: task}` map (states written before this form) is still read.
+pub mod stored_tasks {
+    use crate::ids::SiteId;
+    use crate::task::{LassoTask, TaskBody};
+    use models::lasso::FitRequest;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize)]
+    enum EntryRef<'a> {
+        Task(&'a TaskBody),
+        /// `LassoSums { site_key, requests: <the shared list> }`.
+        LassoKey(u64),
+    }
+
+    #[derive(Deserialize)]
+    enum Entry {
+        Task(TaskBody),
+        LassoKey(u64),
+    }
+
+    #[derive(Serialize)]
+    struct CompactRef<'a> {
+        lasso_requests: Option<&'a [FitRequest]>,
+        sites: BTreeMap<&'a SiteId, EntryRef<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Compact {
+        lasso_requests: Option<Vec<FitRequest>>,
+        sites: BTreeMap<SiteId, Entry>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Compact(Compact),
+        Plain(BTreeMap<SiteId, TaskBody>),
+    }
+
+    pub fn serialize<S: Serializer>(
+        tasks: &BTreeMap<SiteId, TaskBody>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let shared = tasks.values().find_map(|t| match t {
+            TaskBody::LassoSums(l) => Some(l.requests.as_slice()),
+            _ => None,
+        });
+        let sites = tasks
+            .iter()
+            .map(|(site, t)| {
+                let entry = match (t, shared) {
+                    (TaskBody::LassoSums(l), Some(r)) if l.requests == r => {
+                        EntryRef::LassoKey(l.site_key)
+                    }
+                    _ => EntryRef::Task(t),
+                };
+                (site, entry)
+            })
+            .collect();
+        CompactRef {
+            lasso_requests: shared,
+            sites,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<SiteId, TaskBody>, D::Error> {
+        match Stored::deserialize(d)? {
+            Stored::Plain(m) => Ok(m),
+            Stored::Compact(c) => c
+                .sites
+                .into_iter()
+                .map(|(site, e)| match e {
+                    Entry::Task(t) => Ok((site, t)),
+                    Entry::LassoKey(site_key) => match &c.lasso_requests {
+                        Some(r) => Ok((
+                            site,
+                            TaskBody::LassoSums(LassoTask {
+                                site_key,
+                                requests: r.clone(),
+                            }),
+                        )),
+                        None => Err(serde::de::Error::custom(format!(
+                            "stored tasks: site {site} refers to a shared LASSO request list that is missing"
+                        ))),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{BatchSource, ComBatTask};
+    use models::lasso::{FitRequest, RequestKind};
+    use models::sampling::WeightSpec;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Holder {
+        #[serde(with = "stored_tasks")]
+        tasks: BTreeMap<SiteId, TaskBody>,
+    }
+
+    fn request(fit_id: u32, beta: f64) -> FitRequest {
+        FitRequest {
+            fit_id,
+            weights: WeightSpec::default(),
+            kind: RequestKind::Irls {
+                mean: vec![0.1, 1.0 / 3.0],
+                sd: vec![2.0, 0.0],
+                beta0: -0.7,
+                beta: vec![beta, 0.0],
+                hessian: true,
+                cols: Some(vec![0]),
+            },
+        }
+    }
+
+    fn site(s: &str) -> SiteId {
+        SiteId::new(s).unwrap()
+    }
+
+    /// A LASSO round's shared request list is written once, each site by its key; reading gives
+    /// back the same map (a site whose list differs is kept whole). Other tasks, and the plain
+    /// map older states hold, read back unchanged.
+    #[test]
+    fn stored_tasks_keep_the_shared_lasso_requests_once_and_read_back_exactly() {
+        let shared = vec![request(0, 0.25), request(3, -1e-300)];
+        let mut tasks: BTreeMap<SiteId, TaskBody> = ["A", "B", "C"]
+            .iter()
+            .map(|s| {
+                (
+                    site(s),
+                    TaskBody::LassoSums(LassoTask {
+                        site_key: site_key(&site(s)),
+                        requests: shared.clone(),
+                    }),
+                )
+            })
+            .collect();
+        tasks.insert(
+            site("D"),
+            TaskBody::LassoSums(LassoTask {
+                site_key: 7,
+                requests: vec![request(1, 0.5)],
+            }),
+        );
+        let h = Holder { tasks };
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json.matches("\"fit_id\":3").count(), 1, "{json}");
+        assert_eq!(json.matches("LassoKey").count(), 3);
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), h);
+
+        let combat = Holder {
+            tasks: ["A", "B"]
+                .iter()
+                .map(|s| {
+                    (
+                        site(s),
+                        TaskBody::ComBatLevels(ComBatTask {
+                            batch: BatchSource::Label(s.to_string()),
+                            design: None,
+                            fit: None,
+                            global: None,
+                            options: None,
+                        }),
+                    )
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string(&combat).unwrap();
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), combat);
+
+        let plain = format!(
+            "{{\"tasks\":{}}}",
+            serde_json::to_string(&combat.tasks).unwrap()
+        );
+        assert_eq!(serde_json::from_str::<Holder>(&plain).unwrap(), combat);
+    }
+
+    /// A LASSO study whose state is written and read back (as the aggregator persists it, with
+    /// the round's tasks in their compact form) after every accepted result, and resumed from
+    /// what was read with the results received so far, ends exactly as an undisturbed run.
+    #[test]
+    fn a_lasso_study_resumed_from_its_persisted_state_every_push_ends_identically() {
+        use crate::engine::StudyState;
+        use crate::policy::SitePolicy;
+        use crate::study::{AnalysisSpec, StudySpec};
+        // Deterministic rows with a signal on f1 (no RNG crate in federation).
+        let cell = |s: usize, i: usize, j: usize| -> f64 {
+            let u = ((s * 7919 + i * 104_729 + j * 1_299_709) % 1000) as f64 / 1000.0 - 0.5;
+            u + if j == 0 { 0.5 * (i % 2) as f64 } else { 0.0 }
+        };
+        let header: Vec<String> = ["y", "f1", "f2", "f3"].map(String::from).to_vec();
+        let tables: BTreeMap<SiteId, SiteTable> = ["A", "B", "C"]
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let rows = (0..40)
+                    .map(|i| {
+                        let mut r = vec![(i % 2).to_string()];
+                        r.extend((0..3).map(|j| format!("{}", cell(k, i, j))));
+                        r
+                    })
+                    .collect();
+                (site(s), SiteTable::new(header.clone(), rows).unwrap())
+            })
+            .collect();
+        let spec = StudySpec {
+            id: crate::ids::StudyId::new("lasso-resume").unwrap(),
+            title: String::new(),
+            analysis: AnalysisSpec::Lasso(LassoSpec {
+                label_column: "y".into(),
+                positive_label: "1".into(),
+                negative_label: "0".into(),
+                features: vec!["f1".into(), "f2".into(), "f3".into()],
+                nfolds: 3,
+                foldid_column: None,
+                nlambda: 20,
+                bootstrap: 4,
+                top_k: 2,
+                seed: 11,
+            }),
+        };
+        let policy = SitePolicy {
+            allow_all_studies: true,
+            max_params_per_row: f64::INFINITY,
+            ..SitePolicy::default()
+        };
+        let run = |persist: bool| -> StudyState {
+            let sites: Vec<SiteId> = tables.keys().cloned().collect();
+            let mut state = StudyState::new(spec.clone(), sites, 0, u64::MAX).unwrap();
+            while !state.status.is_finished() {
+                assert!(state.round < 500, "the study does not finish");
+                let mut received = Vec::new();
+                for (s, table) in &tables {
+                    let round = state.round;
+                    let task = state.task_for(s).unwrap();
+                    let result = crate::site::answer(&task, table, &policy).result;
+                    received.push((s.clone(), result.body.clone(), 0));
+                    state.accept(s, result, 0, 0).unwrap();
+                    if persist {
+                        let json = serde_json::to_string(&state).unwrap();
+                        state = serde_json::from_str(&json).unwrap();
+                        if state.round == round && !state.status.is_finished() {
+                            state.restore(received.clone(), 0);
+                        }
+                    }
+                }
+            }
+            state
+        };
+        let (plain, resumed) = (run(false), run(true));
+        assert!(plain.output.is_some(), "{}", plain.status.describe());
+        assert_eq!(plain.output, resumed.output);
+        assert_eq!(plain.round, resumed.round);
+    }
+
+    fn table(cell: &str) -> SiteTable {
+        SiteTable::new(
+            vec!["y".into(), "a".into(), "b".into()],
+            (0..12)
+                .map(|i| {
+                    vec![
+                        (i % 2).to_string(),
+                        if i == 5 {
+                            cell.into()
+                        } else {
+                            format!("{}.5", i)
+                        },
+                        format!("{}", i * i),
+                    ]
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// The parsed-rows cache answers exactly what parsing would, and a table that differs in
+    /// one cell (or another site key) is parsed anew.
+    #[test]
+    fn the_rows_cache_is_reused_only_for_the_same_table_spec_and_key() {
+        let spec = LassoSpec {
+            label_column: "y".into(),
+            positive_label: "1".into(),
+            negative_label: "0".into(),
+            features: vec!["a".into(), "b".into()],
+            nfolds: 3,
+            foldid_column: None,
+            nlambda: 10,
+            bootstrap: 0,
+            top_k: 1,
+            seed: 5,
+        };
+        let (t1, t2) = (table("41.25"), table("41.5"));
+        let a = site_data_cached(&t1, &spec, 9).unwrap();
+        assert_eq!(*a, site_data(&t1, &spec, 9).unwrap());
+        assert!(Arc::ptr_eq(&a, &site_data_cached(&t1, &spec, 9).unwrap()));
+        let b = site_data_cached(&t2, &spec, 9).unwrap();
+        assert_eq!(b.x[[5, 0]], 41.5);
+        assert_eq!(a.x[[5, 0]], 41.25);
+        let c = site_data_cached(&t1, &spec, 10).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(*c, site_data(&t1, &spec, 10).unwrap());
+        assert!(matches!(
+            site_data_cached(&table("NA"), &spec, 9),
+            Err(LassoError::Missing { .. })
+        ));
     }
 }

@@ -41,9 +41,15 @@
 //! - round 1 ([`RequestKind::Moments`]): weighted (Σv, mean, M2) per feature, Σv, Σvy;
 //! - IRLS rounds ([`RequestKind::Irls`]), with x̃ the fit's standardised features,
 //!   p = σ(β0 + x̃β), w = v·p(1−p), r = v·(y − p): Σv ℓ (loss), Σr, x̃ᵀr, Σw, x̃ᵀw, x̃ᵀWx̃
-//!   (packed upper triangle) and, for the fit's held-out rows, Σh and Σh·deviance. These are the
+//!   (packed upper triangle, or the columns of the screened set; single precision, see
+//!   [`IrlsSums::hess`]) and, for the fit's held-out rows, Σh and Σh·deviance. These are the
 //!   minimal sufficient statistics of the quadratic model; the standardisation is done at the
 //!   site with the fit's merged mean/SD so the aggregator never subtracts large raw sums.
+//!
+//! Two implementations of the sums: the site's ([`site_irls_sums`]: blocked matrix products of
+//! the standardised rows, the symmetric x̃ᵀWx̃ by block rows from the diagonal block rightwards)
+//! and the pooled reference's ([`lasso_pooled`]: a plain loop over the rows, f64 throughout).
+//! The oracle tests compare the two.
 
 use crate::error::{ModelsError, Result};
 use crate::linalg::{chol_solve_vec, cholesky, packed_len, unpack_upper};
@@ -123,6 +129,13 @@ pub struct IrlsSums {
     pub wx: Vec<f64>,
     /// x̃ᵀWx̃: packed upper triangle when all columns were requested, else the requested
     /// columns S as a p × |S| row-major block (empty when no Hessian was requested).
+    ///
+    /// Sites round it to single precision (every value is an f32; the wire carries 4 bytes per
+    /// entry, half the traffic of a round). The Hessian only shapes the Newton direction: the
+    /// solution is where the gradient terms (x̃ᵀr, Σr, kept in f64) satisfy the KKT conditions,
+    /// so a relative error of 6e-8 in x̃ᵀWx̃ changes the iterates by far less than the IRLS
+    /// tolerance and the solutions not at all at the tested precision (inexact Newton). The
+    /// pooled reference keeps f64 throughout.
     pub hess: Vec<f64>,
     /// Σh over held-out rows.
     pub heldout_w: f64,
@@ -152,155 +165,388 @@ pub fn binomial_deviance(y: f64, p: f64) -> f64 {
 
 /// SITE HALF: answers every request for this site's rows, in request order. A request needing
 /// x̃ᵀWx̃ for more than `max_params_per_row` parameters per non-zero-weight row is answered with
-/// [`FitSums::Refused`] (see [`crate::disclosure`]).
+/// [`FitSums::Refused`] (see [`crate::disclosure`]). The guard counts the whole model, p features
+/// and the intercept, whatever columns of x̃ᵀWx̃ the request names: the aggregator learns the
+/// full quadratic model of the loss over the rounds, so the column subset does not lower what a
+/// site discloses.
+///
+/// The sums are products of the standardised rows (see [`site_kernel`]): the same quantities as
+/// the row-by-row reference that [`lasso_pooled`] uses, computed as blocked matrix products.
 pub fn site_irls_sums(
     data: &SiteData,
     requests: &[FitRequest],
     max_params_per_row: f64,
 ) -> Result<Vec<FitSums>> {
     data.validate()?;
+    let mut scratch = Scratch::default();
     requests
         .iter()
         .map(|req| {
             let (v, h) = data.weights(&req.weights)?;
-            sums_one(data.x.view(), &data.y, &v, &h, req, max_params_per_row)
+            match &req.kind {
+                RequestKind::Moments => Ok(moment_sums(data.x.view(), &data.y, &v, req.fit_id)),
+                RequestKind::Irls { .. } => site_kernel(
+                    data.x.view(),
+                    &data.y,
+                    &v,
+                    &h,
+                    req,
+                    max_params_per_row,
+                    &mut scratch,
+                ),
+            }
         })
         .collect()
 }
 
-/// The sums of one request over rows `x`, `y` with training weights `v` and held-out weights `h`.
-fn sums_one(
+/// Round-1 sums: weighted moments per feature (Welford, row order), Σv, Σvy.
+fn moment_sums(x: ArrayView2<f64>, yv: &[f64], v: &[f64], fit_id: u32) -> FitSums {
+    let (n, p) = x.dim();
+    let mut feats = vec![WeightedMoments::default(); p];
+    let (mut sw, mut swy) = (0.0, 0.0);
+    for i in 0..n {
+        if v[i] == 0.0 {
+            continue;
+        }
+        sw += v[i];
+        swy += v[i] * yv[i];
+        for (j, f) in feats.iter_mut().enumerate() {
+            f.push(x[[i, j]], v[i]);
+        }
+    }
+    FitSums::Moments(MomentSums {
+        fit_id,
+        sum_w: sw,
+        sum_wy: swy,
+        features: feats,
+    })
+}
+
+/// Checks an IRLS request against the data's width; returns its fields.
+#[allow(clippy::type_complexity)]
+fn irls_fields(
+    req: &FitRequest,
+    p: usize,
+) -> Result<(&[f64], &[f64], f64, &[f64], bool, Option<&[u32]>)> {
+    let RequestKind::Irls {
+        mean,
+        sd,
+        beta0,
+        beta,
+        hessian,
+        cols,
+    } = &req.kind
+    else {
+        return Err(ModelsError::Invalid("not an IRLS request".into()));
+    };
+    if mean.len() != p || sd.len() != p || beta.len() != p {
+        return Err(ModelsError::Dimension {
+            what: "LASSO request standardisation/coefficients".into(),
+            expected: p,
+            got: beta.len().min(mean.len()).min(sd.len()),
+        });
+    }
+    if let Some(c) = cols
+        && c.iter().any(|&j| j as usize >= p)
+    {
+        return Err(ModelsError::Invalid(format!(
+            "Hessian column out of range (p = {p})"
+        )));
+    }
+    Ok((mean, sd, *beta0, beta, *hessian, cols.as_deref()))
+}
+
+/// The disclosure guard's answer for a request over rows with training weights `v`.
+fn refusal(req_fit: u32, p: usize, v: &[f64], max_params_per_row: f64) -> Option<FitSums> {
+    let rows = v.iter().filter(|&&w| w > 0.0).count();
+    (!crate::cross_product_allowed(p + 1, rows, max_params_per_row)).then(|| {
+        FitSums::Refused(Refusal {
+            fit_id: req_fit,
+            params: p + 1,
+            rows,
+            max_params_per_row,
+        })
+    })
+}
+
+/// Buffers reused across one site call's requests.
+#[derive(Debug, Default)]
+struct Scratch {
+    rows: Vec<usize>,
+    inv_sd: Vec<f64>,
+    /// Standardised rows x̃ (training rows first), row-major m × p.
+    a: Vec<f64>,
+    /// Right-hand factor of the products: [w·x̃_S | r | w], row-major.
+    c: Vec<f64>,
+    /// Product x̃ᵀ·c (one block at a time).
+    g: Vec<f64>,
+}
+
+/// Width of the column blocks of the symmetric product: x̃ᵀWx̃ is computed block row by block
+/// row, each block row only from its diagonal block rightwards (the upper triangle plus the
+/// small lower parts of the diagonal blocks: ~57 % of the full product's work at p = 56).
+const SYM_BLOCK: usize = 8;
+
+/// SITE KERNEL for one IRLS request. With x̃ the rows standardised by the fit's mean and SD
+/// (x − mean)·(1/sd) (0 for an SD-0 feature), p = σ(β0 + x̃β), w = v·p(1 − p), r = v·(y − p):
+/// the training rows' x̃ᵀr and x̃ᵀw and x̃ᵀWx̃ (its packed upper triangle, or the p × |S| block of
+/// the named columns) come from matrix products [`ndarray::linalg::general_mat_mul`] of x̃
+/// with [w·x̃ | r | w]; the scalars and the held-out deviance from one pass over the rows.
+/// Rows with neither training nor held-out weight are skipped.
+fn site_kernel(
     x: ArrayView2<f64>,
     yv: &[f64],
     v: &[f64],
     h: &[f64],
     req: &FitRequest,
     max_params_per_row: f64,
+    sc: &mut Scratch,
+) -> Result<FitSums> {
+    use ndarray::linalg::general_mat_mul;
+    use ndarray::{ArrayViewMut2, Axis, Slice};
+    let (n, p) = x.dim();
+    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p)?;
+    if hessian && let Some(r) = refusal(req.fit_id, p, v, max_params_per_row) {
+        return Ok(r);
+    }
+    // Rows: training rows (v > 0) first, then rows that are only held out.
+    sc.rows.clear();
+    sc.rows.extend((0..n).filter(|&i| v[i] > 0.0));
+    let mt = sc.rows.len();
+    sc.rows
+        .extend((0..n).filter(|&i| v[i] == 0.0 && h[i] > 0.0));
+    let m = sc.rows.len();
+    sc.inv_sd.clear();
+    sc.inv_sd
+        .extend(sd.iter().map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 }));
+    sc.a.clear();
+    sc.a.resize(m * p, 0.0);
+    let inv_sd = &sc.inv_sd[..p];
+    let (mean, beta) = (&mean[..p], &beta[..p]);
+    for (dst, &i) in sc.a.chunks_exact_mut(p).zip(&sc.rows) {
+        let row = x.row(i);
+        match row.as_slice() {
+            Some(src) => {
+                let src = &src[..p];
+                for j in 0..p {
+                    dst[j] = (src[j] - mean[j]) * inv_sd[j];
+                }
+            }
+            None => {
+                for j in 0..p {
+                    dst[j] = (row[j] - mean[j]) * inv_sd[j];
+                }
+            }
+        }
+    }
+    let a = ArrayView2::from_shape((m, p), &sc.a[..])
+        .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
+    let eta = a.dot(&ndarray::ArrayView1::from(beta));
+    let mut out = IrlsSums {
+        fit_id: req.fit_id,
+        sum_w: 0.0,
+        loss: 0.0,
+        r0: 0.0,
+        rx: vec![0.0; p],
+        w0: 0.0,
+        wx: vec![0.0; p],
+        hess: Vec::new(),
+        heldout_w: 0.0,
+        heldout_dev: 0.0,
+    };
+    // Per-row scalars; r and w are kept for the products.
+    let mut rw = Vec::with_capacity(2 * mt);
+    for (k, &i) in sc.rows.iter().enumerate() {
+        let e = beta0 + eta[k];
+        // σ(η) and log(1 + e^η) from one exponential, e^−|η| (bit for bit what
+        // `sigmoid` and `softplus` compute, each with its own).
+        let t = (-e.abs()).exp();
+        let pr = if e >= 0.0 {
+            1.0 / (1.0 + t)
+        } else {
+            t / (1.0 + t)
+        };
+        let y = yv[i];
+        if h[i] > 0.0 {
+            out.heldout_w += h[i];
+            out.heldout_dev += h[i] * binomial_deviance(y, pr);
+        }
+        if k < mt {
+            let vi = v[i];
+            out.sum_w += vi;
+            out.loss += vi * (e.max(0.0) + t.ln_1p() - y * e);
+            let r = vi * (y - pr);
+            let w = vi * pr * (1.0 - pr);
+            out.r0 += r;
+            out.w0 += w;
+            rw.push((r, w));
+        }
+    }
+    let at = a.slice_axis(Axis(0), Slice::from(..mt)).reversed_axes();
+    // c = [w·x̃_S | r | w] for the requested columns S (none without Hessian, all for a full one).
+    let sel: Vec<usize> = match (hessian, cols) {
+        (false, _) => Vec::new(),
+        (true, None) => (0..p).collect(),
+        (true, Some(c)) => c.iter().map(|&j| j as usize).collect(),
+    };
+    let q = sel.len() + 2;
+    sc.c.clear();
+    sc.c.resize(mt * q, 0.0);
+    let ns = sel.len();
+    for ((dst, row), &(r, w)) in sc.c.chunks_exact_mut(q).zip(sc.a.chunks_exact(p)).zip(&rw) {
+        if ns == p {
+            for j in 0..p {
+                dst[j] = w * row[j];
+            }
+        } else {
+            for (d, &j) in dst.iter_mut().zip(&sel) {
+                *d = w * row[j];
+            }
+        }
+        dst[ns] = r;
+        dst[ns + 1] = w;
+    }
+    let c = ArrayView2::from_shape((mt, q), &sc.c[..])
+        .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
+    match (hessian, cols) {
+        (true, None) => {
+            // Block rows [j0, j1) of x̃ᵀ[Wx̃ | r | w], from column j0 on.
+            out.hess = vec![0.0; packed_len(p)];
+            for j0 in (0..p).step_by(SYM_BLOCK) {
+                let j1 = (j0 + SYM_BLOCK).min(p);
+                let (rows, width) = (j1 - j0, q - j0);
+                sc.g.clear();
+                sc.g.resize(rows * width, 0.0);
+                let mut g = ArrayViewMut2::from_shape((rows, width), &mut sc.g[..])
+                    .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
+                general_mat_mul(
+                    1.0,
+                    &at.slice_axis(Axis(0), Slice::from(j0..j1)),
+                    &c.slice_axis(Axis(1), Slice::from(j0..)),
+                    0.0,
+                    &mut g,
+                );
+                for a_ in j0..j1 {
+                    let gr = g.row(a_ - j0);
+                    let start = crate::linalg::packed_index(p, a_, a_);
+                    for (t, b) in (a_..p).enumerate() {
+                        out.hess[start + t] = gr[b - j0];
+                    }
+                    out.rx[a_] = gr[p - j0];
+                    out.wx[a_] = gr[p + 1 - j0];
+                }
+            }
+        }
+        _ => {
+            sc.g.clear();
+            sc.g.resize(p * q, 0.0);
+            let mut g = ArrayViewMut2::from_shape((p, q), &mut sc.g[..])
+                .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
+            general_mat_mul(1.0, &at, &c, 0.0, &mut g);
+            if hessian {
+                out.hess = Vec::with_capacity(p * ns);
+                for j in 0..p {
+                    out.hess.extend_from_slice(&sc.g[j * q..j * q + ns]);
+                }
+            }
+            for j in 0..p {
+                out.rx[j] = sc.g[j * q + ns];
+                out.wx[j] = sc.g[j * q + ns + 1];
+            }
+        }
+    }
+    // Single precision for x̃ᵀWx̃ (see [`IrlsSums::hess`]).
+    for x in &mut out.hess {
+        *x = f64::from(*x as f32);
+    }
+    Ok(FitSums::Irls(out))
+}
+
+/// POOLED REFERENCE sums of one request over rows `x`, `y` with training weights `v` and
+/// held-out weights `h`: a plain loop over the rows, accumulating every product in row order.
+/// Deliberately independent of [`site_kernel`] (which the federated path uses), so the oracle
+/// tests compare two implementations of the sums.
+fn sums_reference(
+    x: ArrayView2<f64>,
+    yv: &[f64],
+    v: &[f64],
+    h: &[f64],
+    req: &FitRequest,
 ) -> Result<FitSums> {
     let (n, p) = x.dim();
+    if let RequestKind::Moments = req.kind {
+        return Ok(moment_sums(x, yv, v, req.fit_id));
+    }
+    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p)?;
     let mut xt = vec![0.0; p];
-    match &req.kind {
-        RequestKind::Moments => {
-            let mut feats = vec![WeightedMoments::default(); p];
-            let (mut sw, mut swy) = (0.0, 0.0);
-            for i in 0..n {
-                if v[i] == 0.0 {
-                    continue;
-                }
-                sw += v[i];
-                swy += v[i] * yv[i];
-                for (j, f) in feats.iter_mut().enumerate() {
-                    f.push(x[[i, j]], v[i]);
-                }
-            }
-            Ok(FitSums::Moments(MomentSums {
-                fit_id: req.fit_id,
-                sum_w: sw,
-                sum_wy: swy,
-                features: feats,
-            }))
+    let mut s = IrlsSums {
+        fit_id: req.fit_id,
+        sum_w: 0.0,
+        loss: 0.0,
+        r0: 0.0,
+        rx: vec![0.0; p],
+        w0: 0.0,
+        wx: vec![0.0; p],
+        hess: match (hessian, cols) {
+            (false, _) => Vec::new(),
+            (true, None) => vec![0.0; packed_len(p)],
+            (true, Some(c)) => vec![0.0; p * c.len()],
+        },
+        heldout_w: 0.0,
+        heldout_dev: 0.0,
+    };
+    for i in 0..n {
+        if v[i] == 0.0 && h[i] == 0.0 {
+            continue;
         }
-        RequestKind::Irls {
-            mean,
-            sd,
-            beta0,
-            beta,
-            hessian,
-            cols,
-        } => {
-            if mean.len() != p || sd.len() != p || beta.len() != p {
-                return Err(ModelsError::Dimension {
-                    what: "LASSO request standardisation/coefficients".into(),
-                    expected: p,
-                    got: beta.len().min(mean.len()).min(sd.len()),
-                });
-            }
-            if let Some(c) = cols
-                && c.iter().any(|&j| j as usize >= p)
-            {
-                return Err(ModelsError::Invalid(format!(
-                    "Hessian column out of range (p = {p})"
-                )));
-            }
-            let rows = v.iter().filter(|&&w| w > 0.0).count();
-            if *hessian && !crate::cross_product_allowed(p + 1, rows, max_params_per_row) {
-                return Ok(FitSums::Refused(Refusal {
-                    fit_id: req.fit_id,
-                    params: p + 1,
-                    rows,
-                    max_params_per_row,
-                }));
-            }
-            let mut s = IrlsSums {
-                fit_id: req.fit_id,
-                sum_w: 0.0,
-                loss: 0.0,
-                r0: 0.0,
-                rx: vec![0.0; p],
-                w0: 0.0,
-                wx: vec![0.0; p],
-                hess: match (hessian, cols) {
-                    (false, _) => Vec::new(),
-                    (true, None) => vec![0.0; packed_len(p)],
-                    (true, Some(c)) => vec![0.0; p * c.len()],
-                },
-                heldout_w: 0.0,
-                heldout_dev: 0.0,
+        let mut eta = beta0;
+        for j in 0..p {
+            xt[j] = if sd[j] > 0.0 {
+                (x[[i, j]] - mean[j]) / sd[j]
+            } else {
+                0.0
             };
-            for i in 0..n {
-                if v[i] == 0.0 && h[i] == 0.0 {
-                    continue;
+            eta += xt[j] * beta[j];
+        }
+        let pr = sigmoid(eta);
+        let y = yv[i];
+        if h[i] > 0.0 {
+            s.heldout_w += h[i];
+            s.heldout_dev += h[i] * binomial_deviance(y, pr);
+        }
+        let vi = v[i];
+        if vi == 0.0 {
+            continue;
+        }
+        s.sum_w += vi;
+        s.loss += vi * (softplus(eta) - y * eta);
+        let r = vi * (y - pr);
+        let w = vi * pr * (1.0 - pr);
+        s.r0 += r;
+        s.w0 += w;
+        let mut k = 0;
+        for a in 0..p {
+            s.rx[a] += r * xt[a];
+            let wa = w * xt[a];
+            s.wx[a] += wa;
+            match (hessian, cols) {
+                (false, _) => {}
+                (true, None) => {
+                    for b in a..p {
+                        s.hess[k] += wa * xt[b];
+                        k += 1;
+                    }
                 }
-                let mut eta = *beta0;
-                for j in 0..p {
-                    xt[j] = if sd[j] > 0.0 {
-                        (x[[i, j]] - mean[j]) / sd[j]
-                    } else {
-                        0.0
-                    };
-                    eta += xt[j] * beta[j];
-                }
-                let pr = sigmoid(eta);
-                let y = yv[i];
-                if h[i] > 0.0 {
-                    s.heldout_w += h[i];
-                    s.heldout_dev += h[i] * binomial_deviance(y, pr);
-                }
-                let vi = v[i];
-                if vi == 0.0 {
-                    continue;
-                }
-                s.sum_w += vi;
-                s.loss += vi * (softplus(eta) - y * eta);
-                let r = vi * (y - pr);
-                let w = vi * pr * (1.0 - pr);
-                s.r0 += r;
-                s.w0 += w;
-                let mut k = 0;
-                for a in 0..p {
-                    s.rx[a] += r * xt[a];
-                    let wa = w * xt[a];
-                    s.wx[a] += wa;
-                    match (hessian, cols) {
-                        (false, _) => {}
-                        (true, None) => {
-                            for b in a..p {
-                                s.hess[k] += wa * xt[b];
-                                k += 1;
-                            }
-                        }
-                        (true, Some(c)) => {
-                            let row = &mut s.hess[a * c.len()..(a + 1) * c.len()];
-                            for (h, &b) in row.iter_mut().zip(c) {
-                                *h += wa * xt[b as usize];
-                            }
-                        }
+                (true, Some(c)) => {
+                    let row = &mut s.hess[a * c.len()..(a + 1) * c.len()];
+                    for (h, &b) in row.iter_mut().zip(c) {
+                        *h += wa * xt[b as usize];
                     }
                 }
             }
-            Ok(FitSums::Irls(s))
         }
     }
+    Ok(FitSums::Irls(s))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -515,8 +761,13 @@ fn exact_finish(
 /// How bootstrap replicates choose their λ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BootstrapLambda {
-    /// Each replicate is fitted at the main CV's λ.min (cold start at that single λ, as
-    /// `glmnet(x*, y*, lambda = lambda.min)`); starts after the main CV has finished.
+    /// Each replicate is fitted at the main CV's λ.min (the solution of
+    /// `glmnet(x*, y*, lambda = lambda.min)`); starts after the main CV has finished. IRLS
+    /// starts warm, at the main fit's solution at λ.min (carried to the replicate's own
+    /// standardisation), instead of glmnet's null model: with a design of full column rank the
+    /// objective is strictly convex, so the solution is the same, and a replicate needs fewer
+    /// Newton steps (each one a round trip
+    /// with a full x̃ᵀWx̃ from every site for every replicate).
     MainLambdaMin,
     /// As `MainLambdaMin` with λ.1se.
     MainLambda1se,
@@ -1239,8 +1490,9 @@ impl LassoDriver {
                 f.forced = vec![false; q.rx.len()];
             }
         }
-        // The full fit's first evaluation is at the null model: it fixes λ_max and the path.
-        if self.fits[i].null_loss.is_none() {
+        // A path fit's first evaluation is at the null model: the full fit's fixes λ_max and the
+        // path. (Fixed-λ bootstrap fits start warm, not at the null model, and need no null loss.)
+        if self.fits[i].null_loss.is_none() && self.fits[i].role != Role::Fixed {
             self.fits[i].null_loss = Some(q.loss);
             if self.fits[i].role == Role::Full {
                 self.set_lambdas(i, &q);
@@ -1535,10 +1787,21 @@ impl LassoDriver {
             };
             self.boot_started = true;
             if let Some(l) = lam {
+                // Warm start: the main fit's solution at this λ, on the original scale.
+                let index = match b.lambda {
+                    BootstrapLambda::MainLambda1se => cv.index_1se,
+                    _ => cv.index_min,
+                };
+                let (b0o, bo) = to_original(
+                    cv.path.beta0[index],
+                    &cv.path.beta[index],
+                    &cv.path.mean,
+                    &cv.path.sd,
+                );
                 for f in self.fits.iter_mut().filter(|f| f.role == Role::Fixed) {
                     f.lambda_fixed = Some(l);
                     if f.state == FitState::Waiting {
-                        f.state = f.null_state();
+                        f.state = f.warm_state(b0o, &bo);
                     }
                 }
             }
@@ -1746,6 +2009,26 @@ impl Fit {
         }
     }
 
+    /// IRLS starts at an original-scale solution (b0o, bo) expressed on this fit's own
+    /// standardisation: β_j = bo_j·sd_j, β0 = b0o + Σ_j bo_j·mean_j (a feature constant in this
+    /// fit keeps coefficient 0 and its constant contribution goes to the intercept).
+    fn warm_state(&self, b0o: f64, bo: &[f64]) -> FitState {
+        let beta: Vec<f64> = bo
+            .iter()
+            .zip(&self.sd)
+            .map(|(b, s)| if *s > 0.0 { b * s } else { 0.0 })
+            .collect();
+        let beta0 = b0o + bo.iter().zip(&self.mean).map(|(b, m)| b * m).sum::<f64>();
+        FitState::Irls {
+            k: 0,
+            beta0,
+            beta,
+            prev: None,
+            iter: 0,
+            halvings: 0,
+        }
+    }
+
     fn path_result(&self, lambdas: &[f64]) -> PathResult {
         let n = lambdas.len().min(self.solutions.len());
         let null = self.null_loss.unwrap_or(f64::NAN);
@@ -1898,7 +2181,7 @@ pub fn lasso_pooled(config: &LassoConfig, data: &PooledData) -> Result<LassoResu
             .iter()
             .map(|r| {
                 let (v, h) = data.weights(&r.weights)?;
-                sums_one(data.x.view(), &data.y, &v, &h, r, f64::INFINITY)
+                sums_reference(data.x.view(), &data.y, &v, &h, r)
             })
             .collect::<Result<_>>()?;
         d.apply(&[reply])?;
@@ -2013,6 +2296,81 @@ mod tests {
         let orig: f64 = o0 + (0..3).map(|j| o[j] * x[j]).sum::<f64>();
         assert!((std - orig).abs() < 1e-14);
         assert_eq!(o[2], 0.0);
+    }
+
+    /// The site kernel (blocked matrix products) and the pooled reference (row loop) compute
+    /// the same sums: full packed Hessian, a column subset, gradient only; with held-out rows,
+    /// bootstrap-like multiplicities, an SD-0 feature, and a fit with no training rows.
+    #[test]
+    fn site_kernel_equals_the_row_by_row_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (n, p) = (137, 21);
+        let x = Array2::from_shape_fn((n, p), |(_, j)| {
+            if j == 4 {
+                3.0
+            } else {
+                rng.gen_range(-2.0..2.0) * (1.0 + j as f64)
+            }
+        });
+        let y: Vec<f64> = (0..n).map(|i| f64::from(u8::from(i % 3 == 0))).collect();
+        let mean: Vec<f64> = (0..p).map(|j| 0.1 * j as f64).collect();
+        let sd: Vec<f64> = (0..p)
+            .map(|j| if j == 4 { 0.0 } else { 1.5 + j as f64 })
+            .collect();
+        let beta: Vec<f64> = (0..p).map(|j| if j % 4 == 1 { 0.3 } else { 0.0 }).collect();
+        let weights: Vec<(Vec<f64>, Vec<f64>)> = vec![
+            (vec![1.0; n], vec![0.0; n]),
+            (
+                (0..n).map(|i| if i % 5 == 2 { 0.0 } else { 1.0 }).collect(),
+                (0..n).map(|i| if i % 5 == 2 { 1.0 } else { 0.0 }).collect(),
+            ),
+            ((0..n).map(|i| ((i * 7) % 4) as f64).collect(), vec![0.0; n]),
+            (vec![0.0; n], vec![2.0; n]),
+        ];
+        let col_sets = [None, Some(vec![0u32, 4, 7, 20]), Some(vec![])];
+        for (v, h) in &weights {
+            for hessian in [true, false] {
+                for cols in &col_sets {
+                    let req = FitRequest {
+                        fit_id: 3,
+                        weights: WeightSpec::default(),
+                        kind: RequestKind::Irls {
+                            mean: mean.clone(),
+                            sd: sd.clone(),
+                            beta0: -0.2,
+                            beta: beta.clone(),
+                            hessian,
+                            cols: cols.clone(),
+                        },
+                    };
+                    let mut sc = Scratch::default();
+                    let fast =
+                        site_kernel(x.view(), &y, v, h, &req, f64::INFINITY, &mut sc).unwrap();
+                    let slow = sums_reference(x.view(), &y, v, h, &req).unwrap();
+                    let (FitSums::Irls(f), FitSums::Irls(r)) = (fast, slow) else {
+                        panic!("IRLS sums expected");
+                    };
+                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+                    assert!(close(f.sum_w, r.sum_w) && close(f.loss, r.loss));
+                    assert!(close(f.r0, r.r0) && close(f.w0, r.w0));
+                    assert!(close(f.heldout_w, r.heldout_w));
+                    assert!(close(f.heldout_dev, r.heldout_dev));
+                    for (a, b) in f.rx.iter().chain(&f.wx).zip(r.rx.iter().chain(&r.wx)) {
+                        assert!(close(*a, *b), "{a} vs {b}");
+                    }
+                    // x̃ᵀWx̃ is rounded to single precision at the site.
+                    assert_eq!(f.hess.len(), r.hess.len());
+                    let scale = r.hess.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                    for (a, b) in f.hess.iter().zip(&r.hess) {
+                        assert_eq!(f64::from(*a as f32), *a);
+                        assert!(
+                            (a - b).abs() <= 6e-8 * b.abs() + 1e-12 * scale,
+                            "{a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The CD solution (with its exact active-set finish) satisfies the subproblem's KKT

@@ -125,7 +125,8 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         rx: i.rx.clone(),
                         w0: i.w0,
                         wx: i.wx.clone(),
-                        hess: i.hess.clone(),
+                        // Exact for the sites' (single-precision) Hessians.
+                        hess: i.hess.iter().map(|&h| h as f32).collect(),
                         heldout_w: i.heldout_w,
                         heldout_dev: i.heldout_dev,
                     }),
@@ -168,7 +169,7 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
                     rx: i.rx,
                     w0: i.w0,
                     wx: i.wx,
-                    hess: i.hess,
+                    hess: i.hess.into_iter().map(f64::from).collect(),
                     heldout_w: i.heldout_w,
                     heldout_dev: i.heldout_dev,
                 }),
