@@ -194,7 +194,8 @@ pub struct StudyState {
     /// Participating sites, sorted: contributions are combined in this order.
     pub sites: Vec<SiteId>,
     pub round: u32,
-    /// This round's task for each site.
+    /// This round's task for each site (persisted with a LASSO round's shared requests once).
+    #[serde(with = "crate::lasso::stored_tasks")]
     pub tasks: BTreeMap<SiteId, TaskBody>,
     /// This round's results so far. Not serialised with the state: the aggregator stores each
     /// result under its own key as it arrives and restores them with [`StudyState::restore`],
@@ -222,6 +223,7 @@ pub struct StudyState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
     pub round: u32,
+    #[serde(with = "crate::lasso::stored_tasks")]
     pub tasks: BTreeMap<SiteId, TaskBody>,
     pub results: BTreeMap<SiteId, ResultBody>,
     /// Bytes each site sent for this round.
