@@ -90,6 +90,10 @@ pub struct BenchResult {
     pub setup_s: f64,
     /// From submitting the study to its completion, over loopback mTLS.
     pub federated_s: f64,
+    /// CPU time (user + system, all threads: aggregator and every agent) of this process over
+    /// the same span; `None` where the OS does not report it. On a shared machine the wall time
+    /// depends on the load, this much less.
+    pub federated_cpu_s: Option<f64>,
     pub rounds: u32,
     /// Largest bytes any site sent in any round, and the total over all rounds of the site that
     /// sent most.
@@ -97,21 +101,42 @@ pub struct BenchResult {
     pub max_bytes_per_site_total: u64,
     /// The pooled reference computation on the same rows in this process.
     pub pooled_s: f64,
+    /// Its CPU time (it runs on one thread).
+    pub pooled_cpu_s: Option<f64>,
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; clock ticks
+/// of 1/100 s, the value of `getconf CLK_TCK` on Linux builds).
+pub fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(process_cpu_s()? - start?)
 }
 
 impl BenchResult {
+    /// A BENCHMARKS.md table row; times are wall (CPU).
     pub fn markdown_row(&self) -> String {
+        let cpu = |c: Option<f64>| c.map_or_else(String::new, |c| format!(" (CPU {c:.2} s)"));
         format!(
-            "| {} | {} | {} | {} | {:.2} s | {} | {} B | {} B | {:.2} s |",
+            "| {} | {} | {} | {} | {:.2} s{} | {} | {} B | {} B | {:.2} s{} |",
             self.what,
             self.sites,
             self.patients,
             self.features,
             self.federated_s,
+            cpu(self.federated_cpu_s),
             self.rounds,
             self.max_bytes_per_site_round,
             self.max_bytes_per_site_total,
-            self.pooled_s
+            self.pooled_s,
+            cpu(self.pooled_cpu_s)
         )
     }
 }
@@ -134,9 +159,10 @@ async fn timed_study(
     let sim = Simulation::start(table, &study, &opts).await?;
     let setup_s = t0.elapsed().as_secs_f64();
     let id = study.id.to_string();
-    let t1 = Instant::now();
+    let (t1, c1) = (Instant::now(), process_cpu_s());
     let state = sim.run_study(study, Duration::from_secs(3600)).await;
     let federated_s = t1.elapsed().as_secs_f64();
+    let federated_cpu_s = cpu_since(c1);
     let rounds = sim.server.coordinator.rounds(&id);
     sim.shutdown().await;
     let state = state?;
@@ -152,10 +178,12 @@ async fn timed_study(
         features,
         setup_s,
         federated_s,
+        federated_cpu_s,
         rounds: state.round,
         max_bytes_per_site_round: max_round,
         max_bytes_per_site_total: max_total,
         pooled_s: 0.0,
+        pooled_cpu_s: None,
     };
     Ok((result, state))
 }
@@ -201,7 +229,7 @@ pub async fn bench_combat(
         bail!("no ComBat model");
     };
     // The pooled reference on the same rows.
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), process_cpu_s());
     let mut batch = Vec::new();
     let mut age = Vec::new();
     let mut x = Vec::new();
@@ -225,6 +253,7 @@ pub async fn bench_combat(
     )?;
     models::combat::combat_pooled(&design, &rows, &models::combat::ComBatOptions::default())?;
     result.pooled_s = t.elapsed().as_secs_f64();
+    result.pooled_cpu_s = cpu_since(c);
     Ok(result)
 }
 
@@ -261,7 +290,7 @@ pub async fn bench_lasso(
     let Some(StudyOutput::Lasso(_)) = state.output else {
         bail!("no LASSO result");
     };
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), process_cpu_s());
     let mut data = Vec::new();
     for (site, rows) in &table.by_site {
         let t = federation::table::SiteTable::new(table.header.clone(), rows.clone())?;
@@ -274,5 +303,6 @@ pub async fn bench_lasso(
     let pooled = models::lasso::PooledData::from_sites(&data);
     models::lasso::lasso_pooled(&federation::lasso::config(&spec), &pooled)?;
     result.pooled_s = t.elapsed().as_secs_f64();
+    result.pooled_cpu_s = cpu_since(c);
     Ok(result)
 }

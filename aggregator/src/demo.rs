@@ -4,10 +4,10 @@
 //! Table 1, a full-cohort LASSO (for the figures) and the nested-CV pipeline study over mutual
 //! TLS, and the aggregator writes `report.html`, `metrics.json` and the figures.
 //!
-//! The site processes are the real `site-agent` binary when it sits next to this executable
-//! (a `cargo build --release` of the workspace), otherwise this executable's hidden
-//! `site-agent` subcommand, which runs the same `site_agent` library code: either way every
-//! hospital is its own OS process holding its own data, key and audit log.
+//! The site processes are this executable's hidden `site-agent` subcommand, which runs the same
+//! `site_agent` library as the `site-agent` binary (so `cargo run -p aggregator -- demo` needs
+//! nothing else built, and the two sides are always the same release): every hospital is its
+//! own OS process holding its own data, key, audit log and local state.
 
 use crate::config::AggregatorConfig;
 use crate::reporting::{ReportInputs, study_report};
@@ -107,6 +107,9 @@ pub struct DemoArgs {
     pub sites: usize,
     pub patients: usize,
     pub seed: u64,
+    /// Smoke-test settings: small searches, LASSO paths and bootstraps (the protocol's shape,
+    /// not its statistical strength).
+    pub quick: bool,
 }
 
 /// What the demo measured, for its closing summary and tests.
@@ -146,17 +149,14 @@ pub fn demo_feature_tags(extracted_header: &[String]) -> anyhow::Result<Vec<Stri
     Ok(tags)
 }
 
-/// How to start a site-agent process (the real binary next to us, or our hidden subcommand).
+/// How to start a site-agent process: this executable's hidden `site-agent` subcommand, which
+/// runs the `site_agent` library. Not a `site-agent` binary found next to us: that one may come
+/// from an older build and speak different messages.
 fn agent_command() -> anyhow::Result<Command> {
     let me = std::env::current_exe().context("cannot locate this executable")?;
-    let sibling = me.with_file_name(format!("site-agent{}", std::env::consts::EXE_SUFFIX));
-    Ok(if sibling.exists() {
-        Command::new(sibling)
-    } else {
-        let mut c = Command::new(me);
-        c.arg("site-agent");
-        c
-    })
+    let mut c = Command::new(me);
+    c.arg("site-agent");
+    Ok(c)
 }
 
 /// Kills the site processes when dropped (also on error paths).
@@ -230,9 +230,27 @@ fn join_site_table(clinical: &Path, features: &Path, out: &Path) -> anyhow::Resu
     Ok(fh)
 }
 
+/// Shrinks a pipeline study to a smoke test (`demo --quick`).
+fn quicken(p: &mut PipelineSpec) {
+    use learners::search::Range;
+    p.cv.inner_folds = 3;
+    p.lasso.nfolds = 5;
+    p.lasso.nlambda = 30;
+    p.lasso.bootstrap = 10;
+    let s = &mut p.learners.search;
+    s.budget.svm = 2;
+    s.budget.forest = 2;
+    s.budget.gbm = 2;
+    s.forest.n_trees = Range::Fixed { value: 25.0 };
+    s.gbm.n_rounds = Range::IntUniform { low: 10, high: 40 };
+    p.meta.hidden = vec![8];
+    p.meta.alpha = 1e-2;
+    p.metrics.bootstrap = 200;
+}
+
 /// The pipeline study of the demo: the published protocol with `repeats` repeats.
-pub fn pipeline_spec(features: Vec<String>, repeats: u32, seed: u64) -> StudySpec {
-    let spec = PipelineSpec {
+pub fn pipeline_spec(features: Vec<String>, repeats: u32, seed: u64, quick: bool) -> StudySpec {
+    let mut spec = PipelineSpec {
         label_column: "response".into(),
         positive_label: "1".into(),
         negative_label: "0".into(),
@@ -271,6 +289,9 @@ pub fn pipeline_spec(features: Vec<String>, repeats: u32, seed: u64) -> StudySpe
             ..Default::default()
         },
     };
+    if quick {
+        quicken(&mut spec);
+    }
     StudySpec {
         id: StudyId::new("pipeline").expect("valid id"),
         title: "Federated radiomics response prediction".into(),
@@ -296,7 +317,7 @@ fn table1_spec() -> StudySpec {
     }
 }
 
-fn lasso_spec(features: Vec<String>, seed: u64) -> StudySpec {
+fn lasso_spec(features: Vec<String>, seed: u64, quick: bool) -> StudySpec {
     StudySpec {
         id: StudyId::new("lasso").expect("valid id"),
         title: "LASSO feature selection on the whole cohort".into(),
@@ -307,8 +328,8 @@ fn lasso_spec(features: Vec<String>, seed: u64) -> StudySpec {
             features,
             nfolds: 10,
             foldid_column: None,
-            nlambda: 100,
-            bootstrap: 100,
+            nlambda: if quick { 30 } else { 100 },
+            bootstrap: if quick { 20 } else { 100 },
             top_k: 5,
             seed,
         }),
@@ -487,8 +508,8 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
     // 4. The studies, their hashes in every site's policy, and one agent process per site.
     let studies = [
         table1_spec(),
-        lasso_spec(features.clone(), a.seed),
-        pipeline_spec(features.clone(), a.repeats, a.seed),
+        lasso_spec(features.clone(), a.seed, a.quick),
+        pipeline_spec(features.clone(), a.repeats, a.seed, a.quick),
     ];
     let hashes: Vec<StudyHash> = studies.iter().map(StudySpec::hash).collect();
     let mut agents = Agents(Vec::new());

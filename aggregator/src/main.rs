@@ -74,6 +74,10 @@ enum Command {
         patients: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Smoke test: small hyper-parameter searches, LASSO paths and bootstraps (the whole
+        /// protocol in a fraction of the time; not the study's settings).
+        #[arg(long)]
+        quick: bool,
     },
     /// The site-agent commands the demo's site processes run (same code as `site-agent`).
     #[command(subcommand, hide = true)]
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sites,
             patients,
             seed,
+            quick,
         } => {
             if repeats == 0 || sites == 0 || patients < 5 * sites {
                 bail!("demo: need --repeats ≥ 1, --sites ≥ 1 and at least 5 patients per site");
@@ -340,6 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     sites,
                     patients,
                     seed,
+                    quick,
                 }))
                 .map(|_| ())
         }

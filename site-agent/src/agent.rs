@@ -267,10 +267,29 @@ impl Agent {
                 .map_err(|s| classify(&s))?
                 .into_inner();
             let Some(task) = pulled.task else { continue };
+            let (study_id, round) = (task.study_id.clone(), task.round);
             let task = match Task::try_from(task) {
                 Ok(t) => t,
                 Err(e) => {
-                    tracing::error!("ignoring a malformed task from the aggregator: {e}");
+                    // Answer with a failure instead of ignoring it: the aggregator would hand
+                    // out the same task again and again, and the study would wait forever.
+                    // Typically the agent and the aggregator are different releases.
+                    let message = format!(
+                        "site agent {} cannot read this task ({e}); install the same fedrad release as the aggregator",
+                        env!("CARGO_PKG_VERSION")
+                    );
+                    tracing::error!("study {study_id} round {round}: {message}");
+                    let failure = pb::TaskResult {
+                        study_id,
+                        round,
+                        body: Some(pb::task_result::Body::Failure(pb::SiteFailure { message })),
+                    };
+                    client
+                        .push_result(pb::PushResultRequest {
+                            result: Some(failure),
+                        })
+                        .await
+                        .map_err(|s| classify(&s))?;
                     continue;
                 }
             };
