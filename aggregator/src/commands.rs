@@ -52,6 +52,15 @@ async fn run(
     spec: StudySpec,
     opts: &SimOptions,
 ) -> anyhow::Result<StudyState> {
+    Ok(run_with_rounds(table, spec, opts).await?.0)
+}
+
+/// [`run`], also returning the completed rounds (for the report's traffic table).
+async fn run_with_rounds(
+    table: &PooledTable,
+    spec: StudySpec,
+    opts: &SimOptions,
+) -> anyhow::Result<(StudyState, Vec<federation::engine::RoundRecord>)> {
     spec.validate()?;
     let sim = Simulation::start(table, &spec, opts).await?;
     eprintln!(
@@ -59,13 +68,15 @@ async fn run(
         sim.sites.len(),
         sim.server.addr
     );
+    let id = spec.id.to_string();
     let state = sim.run_study(spec, opts.timeout).await;
+    let rounds = sim.server.coordinator.rounds(&id);
     sim.shutdown().await;
     let state = state?;
     if state.status != StudyStatus::Completed {
         bail!("the study did not complete: {}", state.status.describe());
     }
-    Ok(state)
+    Ok((state, rounds?))
 }
 
 /// Arguments of `simulate table1`.
@@ -463,8 +474,8 @@ pub async fn simulate_study(
         ..SimOptions::default()
     };
     let started = std::time::Instant::now();
-    let state = run(&pooled, spec, &opts).await?;
-    let Some(StudyOutput::Pipeline(out)) = state.output else {
+    let (state, rounds) = run_with_rounds(&pooled, spec, &opts).await?;
+    let Some(StudyOutput::Pipeline(out)) = &state.output else {
         bail!("the study produced no pipeline result");
     };
     std::fs::create_dir_all(a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -472,10 +483,19 @@ pub async fn simulate_study(
         &a.out.join("pipeline.json"),
         serde_json::to_string_pretty(&out)?.as_bytes(),
     )?;
-    write_output(
-        &a.out.join("metrics.json"),
-        serde_json::to_string_pretty(&out.metrics)?.as_bytes(),
-    )?;
+    let (traffic, site_n) = crate::reporting::traffic_from_rounds(&rounds);
+    let report = crate::reporting::study_report(&crate::reporting::ReportInputs {
+        pipeline: out,
+        pipeline_hash: &state.hash.to_string(),
+        table1: None,
+        lasso: None,
+        traffic,
+        site_n,
+        policy: sim_policy(&opts),
+        generated_at: None,
+    });
+    // report.html, metrics.json (the whole report's data), CSVs and figures.
+    report::write_report(&report, a.out)?;
     eprintln!(
         "pipeline over {} sites: {} outer fits in {:.1} s, {} round trips; wrote {}",
         pooled.by_site.len(),
@@ -484,5 +504,83 @@ pub async fn simulate_study(
         state.round,
         a.out.display()
     );
-    Ok(*out)
+    Ok((**out).clone())
+}
+
+fn sim_policy(o: &SimOptions) -> Vec<report::Setting> {
+    vec![
+        report::Setting::new("min_count", o.min_count),
+        report::Setting::new("share_models", o.share_models),
+        report::Setting::new("release_predictions", o.release_predictions),
+        report::Setting::new(
+            "max_params_per_row",
+            o.max_params_per_row
+                .map_or("0.33 (default)".to_string(), |r| r.to_string()),
+        ),
+    ]
+}
+
+/// `aggregator report`: the statistician's report of a finished pipeline study, from the
+/// results folder the server wrote (`<state>/results/<study>/`), optionally with the cohort
+/// table and full-cohort LASSO of two other finished studies. Returns the report's path.
+pub fn report_from_results(
+    state: &Path,
+    study: &str,
+    table1: Option<&str>,
+    lasso: Option<&str>,
+    out: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let load = |id: &str| -> anyhow::Result<(StudyOutput, serde_json::Value, String)> {
+        let dir = crate::results::results_dir(state, id);
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).with_context(|| {
+                format!(
+                    "no {name} for study {id:?} in {} (finished? see `aggregator status`)",
+                    dir.display()
+                )
+            })
+        };
+        let output: StudyOutput = serde_json::from_str(&read("output.json")?)
+            .with_context(|| format!("study {id:?}: output.json is unreadable"))?;
+        let summary: serde_json::Value = serde_json::from_str(&read("study.json")?)?;
+        Ok((output, summary, read("traffic.csv").unwrap_or_default()))
+    };
+    let (output, summary, traffic_text) = load(study)?;
+    let StudyOutput::Pipeline(pipeline) = output else {
+        bail!("study {study:?} is not a pipeline study; `report` needs kind = \"pipeline\"");
+    };
+    let mut traffic = std::collections::BTreeMap::new();
+    crate::reporting::add_traffic_csv(&traffic_text, &mut traffic);
+    let t1 = match table1 {
+        Some(id) => match load(id)? {
+            (StudyOutput::Table1(t), _, text) => {
+                crate::reporting::add_traffic_csv(&text, &mut traffic);
+                Some(t)
+            }
+            _ => bail!("study {id:?} is not a Table 1 study"),
+        },
+        None => None,
+    };
+    let l = match lasso {
+        Some(id) => match load(id)? {
+            (StudyOutput::Lasso(l), _, text) => {
+                crate::reporting::add_traffic_csv(&text, &mut traffic);
+                Some(l)
+            }
+            _ => bail!("study {id:?} is not a LASSO study"),
+        },
+        None => None,
+    };
+    let report = crate::reporting::study_report(&crate::reporting::ReportInputs {
+        pipeline: &pipeline,
+        pipeline_hash: summary["hash"].as_str().unwrap_or_default(),
+        table1: t1.as_ref(),
+        lasso: l.as_ref(),
+        traffic,
+        site_n: Default::default(),
+        policy: vec![],
+        generated_at: None,
+    });
+    report::write_report(&report, out)?;
+    Ok(out.join("report.html"))
 }

@@ -568,12 +568,14 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
         }
     }
     let pipeline = pipeline.context("the pipeline study produced no output")?;
+    let (traffic, site_n) = crate::reporting::traffic_from_rounds(&rounds);
     let inputs = ReportInputs {
         pipeline,
         pipeline_hash: pipeline_hash.as_deref().unwrap_or_default(),
         table1,
         lasso,
-        rounds: rounds.iter().collect(),
+        traffic,
+        site_n,
         policy: vec![
             report::Setting::new("min_count", 5),
             report::Setting::new("share_models", true),

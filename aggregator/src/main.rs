@@ -49,6 +49,25 @@ enum Command {
         state: PathBuf,
         study: String,
     },
+    /// The statistician's report (report.html, metrics.json, CSVs, figures) of a finished
+    /// pipeline study, from the server's results folder.
+    #[command(
+        after_help = "Example:\n  aggregator report --state state surufatinib-response --table1 table1-demo --out report/\n\nReads <state>/results/<study>/ (written by the server when the study finished); sled is not\nopened, so the server may keep running."
+    )]
+    Report {
+        #[arg(long)]
+        state: PathBuf,
+        /// The pipeline study's id.
+        study: String,
+        /// A finished Table 1 study to include as the cohort table.
+        #[arg(long)]
+        table1: Option<String>,
+        /// A finished LASSO study to include (coefficient path, CV curve, selection frequencies).
+        #[arg(long)]
+        lasso: Option<String>,
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+    },
     /// One-machine simulations: a real aggregator and one real agent per site over loopback mTLS.
     #[command(subcommand)]
     Simulate(Simulate),
@@ -326,6 +345,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.shutdown().await;
                 anyhow::Ok(())
             })
+        }
+        Command::Report {
+            state,
+            study,
+            table1,
+            lasso,
+            out,
+        } => {
+            let path = commands::report_from_results(
+                &state,
+                &study,
+                table1.as_deref(),
+                lasso.as_deref(),
+                &out,
+            )?;
+            println!("report: {}", path.display());
+            Ok(())
         }
         Command::Demo {
             out,

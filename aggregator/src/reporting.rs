@@ -15,8 +15,10 @@ pub struct ReportInputs<'a> {
     pub pipeline_hash: &'a str,
     pub table1: Option<&'a Table1Output>,
     pub lasso: Option<&'a LassoOutput>,
-    /// Every completed round of every study of the run (for the per-site traffic table).
-    pub rounds: Vec<&'a RoundRecord>,
+    /// Per site: (messages, bytes) it sent over every study of the run.
+    pub traffic: BTreeMap<String, (u64, u64)>,
+    /// Per site: patients with a known outcome, when its Table 1 released them.
+    pub site_n: BTreeMap<String, u64>,
     /// Policy settings of the sites, as stated in the report.
     pub policy: Vec<Setting>,
     pub generated_at: Option<String>,
@@ -90,10 +92,13 @@ pub fn study_report(i: &ReportInputs) -> StudyReport {
     r
 }
 
-fn site_contributions(i: &ReportInputs) -> Vec<SiteContribution> {
+/// Per-site traffic and released patient counts from stored round records.
+pub fn traffic_from_rounds(
+    rounds: &[RoundRecord],
+) -> (BTreeMap<String, (u64, u64)>, BTreeMap<String, u64>) {
     let mut by_site: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut n: BTreeMap<String, u64> = BTreeMap::new();
-    for round in &i.rounds {
+    for round in rounds {
         for (site, bytes) in &round.bytes {
             let e = by_site.entry(site.to_string()).or_default();
             e.0 += 1;
@@ -109,6 +114,22 @@ fn site_contributions(i: &ReportInputs) -> Vec<SiteContribution> {
             }
         }
     }
+    (by_site, n)
+}
+
+/// Per-site traffic from a study's `traffic.csv` (`round,site,kind,bytes`), added to `into`.
+pub fn add_traffic_csv(text: &str, into: &mut BTreeMap<String, (u64, u64)>) {
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let [_, site, _, bytes] = f.as_slice() {
+            let e = into.entry(site.to_string()).or_default();
+            e.0 += 1;
+            e.1 += bytes.parse::<u64>().unwrap_or(0);
+        }
+    }
+}
+
+fn site_contributions(i: &ReportInputs) -> Vec<SiteContribution> {
     let training: BTreeMap<&str, _> = i
         .pipeline
         .cv
@@ -116,12 +137,12 @@ fn site_contributions(i: &ReportInputs) -> Vec<SiteContribution> {
         .iter()
         .map(|s| (s.site.as_str(), s))
         .collect();
-    by_site
-        .into_iter()
-        .map(|(site, (messages, bytes))| {
+    i.traffic
+        .iter()
+        .map(|(site, &(messages, bytes))| {
             let t = training.get(site.as_str());
             SiteContribution {
-                n: n.get(&site).copied(),
+                n: i.site_n.get(site).copied(),
                 messages_sent: messages,
                 bytes_sent: bytes,
                 suppressed_cells: 0,
@@ -137,7 +158,7 @@ fn site_contributions(i: &ReportInputs) -> Vec<SiteContribution> {
                     }
                     s
                 }),
-                site,
+                site: site.clone(),
             }
         })
         .collect()

@@ -48,6 +48,14 @@ pub fn write_if_new(
         )?;
     }
     write_atomic(&dir.join("traffic.csv"), traffic_csv(rounds).as_bytes())?;
+    // The analysis output as data, for `aggregator report` (which must not open the running
+    // server's store).
+    if let Some(output) = &study.output {
+        write_atomic(
+            &dir.join("output.json"),
+            serde_json::to_string(output)?.as_bytes(),
+        )?;
+    }
     let summary = serde_json::json!({
         "id": study.spec.id,
         "hash": study.hash,

@@ -193,3 +193,126 @@ fn version_names_the_protocol() {
     let out = aggregator(&["frobnicate"], dir.path());
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A small pipeline study over the example cohort's 55 radiomics columns (smoke settings).
+fn small_pipeline_study(dir: &Path) -> PathBuf {
+    let header = std::fs::read_to_string(cohort()).unwrap();
+    let features: Vec<String> = header
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .filter(|c| c.starts_with("original_"))
+        .map(|c| format!("{c:?}"))
+        .collect();
+    let toml = format!(
+        r#"id = "small-pipeline"
+[analysis]
+kind = "pipeline"
+label_column = "response"
+features = [{}]
+[analysis.cv]
+repeats = 1
+inner_folds = 3
+[analysis.lasso]
+nfolds = 3
+nlambda = 15
+bootstrap = 4
+[analysis.learners.search.budget]
+svm = 1
+forest = 1
+gbm = 1
+[analysis.meta]
+hidden = [4]
+[analysis.metrics]
+bootstrap = 50
+time_column = "pfs_months"
+event_column = "pfs_event"
+"#,
+        features.join(", ")
+    );
+    let path = dir.join("small.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[test]
+fn simulate_study_writes_the_report_and_report_rebuilds_it_from_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = small_pipeline_study(dir.path());
+    let out = aggregator(
+        &[
+            "simulate",
+            "study",
+            "--table",
+            cohort().to_str().unwrap(),
+            "--study",
+            study.to_str().unwrap(),
+            "--max-params-per-row",
+            "inf",
+            "--out",
+            "sim",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sim = dir.path().join("sim");
+    for f in ["report.html", "metrics.json", "pipeline.json", "roc_ml.csv"] {
+        assert!(sim.join(f).exists(), "missing {f}");
+    }
+    // The server's results folder for a finished pipeline study, as `housekeeping` writes it.
+    let results = dir.path().join("state/results/small-pipeline");
+    std::fs::create_dir_all(&results).unwrap();
+    let pipeline = std::fs::read_to_string(sim.join("pipeline.json")).unwrap();
+    std::fs::write(
+        results.join("output.json"),
+        format!("{{\"Pipeline\":{pipeline}}}"),
+    )
+    .unwrap();
+    std::fs::write(results.join("study.json"), "{\"hash\":\"abc\"}").unwrap();
+    std::fs::write(
+        results.join("traffic.csv"),
+        "round,site,kind,bytes\n1,S01,pipeline,10\n",
+    )
+    .unwrap();
+    let out = aggregator(
+        &[
+            "report",
+            "--state",
+            "state",
+            "small-pipeline",
+            "--out",
+            "rep",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(dir.path().join("rep/report.html")).unwrap();
+    assert!(html.contains("stacked ML model") && html.contains("S01"));
+    // Not a pipeline study: one clear error line.
+    std::fs::write(
+        results.join("output.json"),
+        "{\"Lasso\":{\"features\":[],\"result\":null}}",
+    )
+    .unwrap();
+    let out = aggregator(
+        &[
+            "report",
+            "--state",
+            "state",
+            "small-pipeline",
+            "--out",
+            "rep2",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -9,7 +9,13 @@ fn copy_with_referenced_files(example: &str, dir: &Path, files: &[&str]) -> std:
     for f in files {
         let p = dir.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, "").unwrap();
+        std::fs::write(&p, "").unwrap();
+        // Agents refuse private keys that others can read (chmod 600, as `certs` writes them).
+        #[cfg(unix)]
+        if f.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
     target
 }
@@ -22,6 +28,27 @@ fn policy_and_study_examples_parse() {
     let study = std::fs::read_to_string(repo_root().join("examples/table1-study.toml")).unwrap();
     let s = federation::study::StudySpec::from_toml(&study).unwrap();
     assert_eq!(s.id.as_str(), "table1-demo");
+}
+
+#[test]
+fn the_published_protocol_example_parses_with_the_study_settings() {
+    let text = std::fs::read_to_string(repo_root().join("examples/pipeline-study.toml")).unwrap();
+    let s = federation::study::StudySpec::from_toml(&text).unwrap();
+    let federation::study::AnalysisSpec::Pipeline(p) = s.analysis else {
+        panic!("not a pipeline study")
+    };
+    assert_eq!(
+        (p.cv.repeats, p.cv.outer_folds, p.cv.inner_folds),
+        (100, 5, 5)
+    );
+    assert_eq!((p.lasso.bootstrap, p.lasso.top_k), (100, 5));
+    assert_eq!(p.features.len(), 55);
+    // An unknown key anywhere is refused with its name.
+    let bad = text.replace("svm = 20", "svm = 20\nsvn = 3");
+    let err = federation::study::StudySpec::from_toml(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("svn"), "{err}");
 }
 
 #[test]
