@@ -66,6 +66,9 @@ pub struct SiteStatus {
     pub agent_version: Option<String>,
 }
 
+/// Status, round, and for multi-stage studies (stage description, fraction done).
+pub type StudyProgress = (StudyStatus, u32, Option<(String, f64)>);
+
 /// A study as shown by `aggregator status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StudySummary {
@@ -334,7 +337,7 @@ impl Coordinator {
     }
 
     /// Status, round and stage progress of a study, without copying its state.
-    pub fn study_progress(&self, id: &str) -> Option<(StudyStatus, u32, Option<(String, f64)>)> {
+    pub fn study_progress(&self, id: &str) -> Option<StudyProgress> {
         self.lock()
             .studies
             .values()
