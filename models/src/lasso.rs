@@ -1563,6 +1563,21 @@ impl LassoDriver {
                 // the path before it ("solutions for larger lambdas returned"). It happens near
                 // separation, where IRLS weights vanish and collinear features trade weight
                 // ever more slowly.
+                Err(ModelsError::NotConverged { .. }) if self.fits[i].role == Role::Fixed => {
+                    // A bootstrap replicate has one λ and no path to truncate. Near separation
+                    // (a resample duplicates the extreme rows) CD creeps: accept the point that
+                    // meets a tolerance 1e8 looser (step² < 1e-12 in the scaled metric, i.e.
+                    // coefficients settled to ~1e-6), by which its selected set is fixed.
+                    cd_solve(
+                        &q,
+                        beta0,
+                        &beta,
+                        lam,
+                        &ju,
+                        self.config.cd_tol * 1e8,
+                        self.config.max_sweeps,
+                    )?
+                }
                 Err(ModelsError::NotConverged { .. }) if k > 0 => {
                     self.truncate_path(i, k, beta0, beta, iter, halvings);
                     return Ok(());
