@@ -4,6 +4,8 @@
 //! bound otherwise, survival equals `stats::survival` on the pooled rows at `min_count = 1`, no
 //! message reveals a single patient's value, and bad input becomes notes.
 
+mod common;
+
 use federation::SiteId;
 use federation::pipeline::PipelineSpec;
 use federation::pipeline::StageResult;
@@ -842,91 +844,12 @@ fn pooled_placements_match_the_sites_tables() {
 /// and, per grouping, either the survival analysis or the notes saying why not.
 #[test]
 fn whole_study_with_survival_on_the_example_cohort() {
-    use federation::engine::{StudyOutput, StudyStatus};
-    use federation::local::run_local;
-    use federation::study::StudySpec;
-    use federation::table::SiteTable;
-    use std::path::PathBuf;
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let mut rows: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
-    for rec in r.records() {
-        let row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
-        rows.entry(SiteId::new(row[1].clone()).unwrap())
-            .or_default()
-            .push(row);
-    }
-    let features: Vec<String> = header
-        .iter()
-        .filter(|c| c.starts_with("original_"))
-        .map(|c| format!("{c:?}"))
-        .collect();
+    // The shared pipeline fixture with the cohort's PFS columns switched on.
     let toml = format!(
-        r#"
-id = "pipeline-metrics-test"
-[analysis]
-kind = "pipeline"
-label_column = "response"
-features = [{}]
-[analysis.cv]
-seed = 11
-repeats = 1
-outer_folds = 5
-inner_folds = 3
-repeats_per_batch = 1
-[analysis.lasso]
-nfolds = 3
-nlambda = 20
-bootstrap = 4
-top_k = 5
-[analysis.learners]
-min_train_rows = 8
-[analysis.learners.search.budget]
-svm = 2
-forest = 2
-gbm = 2
-[analysis.learners.search.forest]
-n_trees = {{ kind = "fixed", value = 20.0 }}
-[analysis.learners.search.gbm]
-n_rounds = {{ kind = "int_uniform", low = 10, high = 30 }}
-[analysis.meta]
-hidden = [4]
-alpha = 0.01
-[analysis.clinical]
-numeric = ["ki67", "months_dx_to_tx"]
-[analysis.metrics]
-bootstrap = 500
-time_column = "pfs_months"
-event_column = "pfs_event"
-"#,
-        features.join(", ")
+        "{}\n[analysis.metrics]\nbootstrap = 500\ntime_column = \"pfs_months\"\nevent_column = \"pfs_event\"\n",
+        common::spec_toml(1)
     );
-    let spec = StudySpec::from_toml(&toml).unwrap();
-    let policy = SitePolicy {
-        allow_all_studies: true,
-        share_models: true,
-        max_params_per_row: f64::INFINITY,
-        ..SitePolicy::default()
-    };
-    let tables: BTreeMap<_, _> = rows
-        .into_iter()
-        .map(|(s, rows)| {
-            (
-                s,
-                (
-                    SiteTable::new(header.clone(), rows).unwrap(),
-                    policy.clone(),
-                ),
-            )
-        })
-        .collect();
-    let state = run_local(spec, &tables, 100_000).unwrap();
-    assert_eq!(state.status, StudyStatus::Completed, "{:?}", state.status);
-    let Some(StudyOutput::Pipeline(o)) = state.output else {
-        panic!("no pipeline output")
-    };
+    let o = common::run(&toml, common::cohort(), false);
     let r = &o.metrics;
     eprintln!("{}", serde_json::to_string_pretty(&r.notes).unwrap());
     assert_eq!(r.models.len(), 2, "{:?}", r.notes);
