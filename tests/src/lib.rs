@@ -140,3 +140,28 @@ pub fn local_sites(
         })
         .collect()
 }
+
+/// Waits (up to 1 s) for the server's accept loop to log a refusal whose reason mentions
+/// `needle`; panics with the whole refusal log otherwise.
+pub async fn refused_with(server: &aggregator::Server, needle: &str) {
+    for _ in 0..50 {
+        if server
+            .refusals
+            .all()
+            .iter()
+            .any(|r| r.reason.contains(needle))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no refusal mentioning {needle:?}; log: {:?}",
+        server
+            .refusals
+            .all()
+            .iter()
+            .map(|r| &r.reason)
+            .collect::<Vec<_>>()
+    );
+}

@@ -7,33 +7,9 @@
 
 use aggregator::Server;
 use certs::{Ca, RevocationReason, Selector, Validity};
-use fedrad_tests::{ClientCert, Consortium, client, handshake};
+use fedrad_tests::{ClientCert, Consortium, client, handshake, refused_with};
 use std::time::Duration;
 use time::OffsetDateTime;
-
-async fn refused_with(server: &Server, needle: &str) {
-    // The refusal is logged by the accept loop; give it a moment.
-    for _ in 0..50 {
-        if server
-            .refusals
-            .all()
-            .iter()
-            .any(|r| r.reason.contains(needle))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "no refusal mentioning {needle:?}; log: {:?}",
-        server
-            .refusals
-            .all()
-            .iter()
-            .map(|r| &r.reason)
-            .collect::<Vec<_>>()
-    );
-}
 
 #[tokio::test]
 async fn valid_site_joins_and_bad_clients_are_refused() {

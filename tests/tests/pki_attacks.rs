@@ -8,36 +8,12 @@ mod forge;
 
 use aggregator::Server;
 use certs::{Ca, Validity};
-use fedrad_tests::{ClientCert, Consortium, client, handshake};
+use fedrad_tests::{ClientCert, Consortium, client, handshake, refused_with};
 use forge::{Forge, forge_kit, rogue_server, tls_files, write_key};
 use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::time::Duration;
 use time::OffsetDateTime;
-
-async fn refused_with(server: &Server, needle: &str) {
-    for _ in 0..50 {
-        if server
-            .refusals
-            .all()
-            .iter()
-            .any(|r| r.reason.contains(needle))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "no refusal mentioning {needle:?}; log: {:?}",
-        server
-            .refusals
-            .all()
-            .iter()
-            .map(|r| &r.reason)
-            .collect::<Vec<_>>()
-    );
-}
 
 #[tokio::test]
 async fn certificates_with_a_wrong_or_missing_site_identity_are_refused() {
