@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
+pub mod failpoint;
 pub mod reporting;
 pub mod results;
 pub mod server;
