@@ -1,4 +1,5 @@
-//! `aggregator.toml`: where to listen, the TLS files, the enrolled sites and the round deadline.
+//! `aggregator.toml`: where to listen, the TLS files, the enrolled sites, the round deadline and
+//! the snapshot interval.
 
 use federation::SiteId;
 use serde::Deserialize;
@@ -25,6 +26,8 @@ struct Raw {
     enrolled_sites: Vec<String>,
     #[serde(default = "default_deadline")]
     round_deadline_secs: f64,
+    #[serde(default = "default_snapshot_interval")]
+    snapshot_interval_secs: f64,
     tls: RawTls,
 }
 
@@ -42,6 +45,10 @@ fn default_deadline() -> f64 {
     600.0
 }
 
+fn default_snapshot_interval() -> f64 {
+    crate::coordinator::DEFAULT_SNAPSHOT_INTERVAL_MS as f64 / 1000.0
+}
+
 /// The loaded configuration; paths are absolute (relative ones are taken from the file's folder).
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -50,6 +57,9 @@ pub struct AggregatorConfig {
     pub enrolled_sites: Vec<SiteId>,
     /// How long a round waits for every site before the study is paused naming the missing ones.
     pub round_deadline_ms: u64,
+    /// How often a running study's whole state is written; the rounds in between are replayed
+    /// from the stored results after a restart (see `coordinator.rs`).
+    pub snapshot_interval_ms: u64,
     pub tls: protocol::tls::ServerTlsFiles,
 }
 
@@ -94,11 +104,18 @@ impl AggregatorConfig {
         if !raw.round_deadline_secs.is_finite() || raw.round_deadline_secs <= 0.0 {
             return Err(invalid("round_deadline_secs must be positive".into()));
         }
+        if !raw.snapshot_interval_secs.is_finite() || raw.snapshot_interval_secs < 0.0 {
+            return Err(invalid(
+                "snapshot_interval_secs must be zero (a snapshot after every round) or positive"
+                    .into(),
+            ));
+        }
         Ok(Self {
             listen: raw.listen,
             state_dir: abs(&raw.state_dir),
             enrolled_sites: sites,
             round_deadline_ms: (raw.round_deadline_secs * 1000.0) as u64,
+            snapshot_interval_ms: (raw.snapshot_interval_secs * 1000.0) as u64,
             tls: protocol::tls::ServerTlsFiles {
                 ca_cert: existing("tls.ca_cert", abs(&raw.tls.ca_cert))?,
                 cert: existing("tls.cert", abs(&raw.tls.cert))?,

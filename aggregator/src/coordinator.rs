@@ -1,6 +1,25 @@
 //! The aggregator's core: studies, sites and the rules for who gets which task, with every
 //! transition persisted before anyone is told about it. IO-free apart from the `Store`.
+//!
+//! What is durable when (the persisted transitions, each a named [`failpoint`](crate::failpoint)):
+//! - a submitted study: its state, flushed before the submitter is told (`submit.persisted`);
+//! - a result: kept in memory only (`result.accepted`). A result lost in a crash is asked for
+//!   again — the site answers the same task with the same bytes — so nothing is double-counted;
+//! - a completed round: every site's result and the round record in one atomic batch
+//!   (`round.written`), flushed before the next round is handed out (`round.durable`). The
+//!   stored rounds are the study's replay log;
+//! - a snapshot of the whole study state (`snapshot.written`, `snapshot.durable`): when the study
+//!   finishes, and after a completed round once `snapshot_interval_ms` has passed since the last
+//!   one. Writing a large study's state after every round cost more than the round itself (a
+//!   pipeline study's state is megabytes of LASSO paths), so the state is written now and then
+//!   and the rounds in between are replayed on start-up (`restore.replayed`): the drivers are
+//!   deterministic functions of the stored results, so the replayed state is bit-identical.
+//!   Results older than the snapshot are then pruned (except Table 1's, which the report reads).
+//!
+//! A round deadline pausing a study is not persisted: it is a function of the time, and a
+//! restarted aggregator gives the sites a fresh deadline.
 
+use crate::failpoint;
 use crate::store::{SiteRecord, Store, StoreError};
 use federation::engine::{Accepted, EngineError, StudyState, StudyStatus};
 use federation::study::StudySpec;
@@ -42,13 +61,19 @@ pub enum CoordError {
 struct Inner {
     studies: BTreeMap<StudyId, StudyState>,
     sites: BTreeMap<String, SiteRecord>,
+    /// When each study's state was last written whole (ms since the epoch).
+    snapshot_ms: BTreeMap<StudyId, u64>,
 }
+
+/// Default time between two snapshots of a running study's state.
+pub const DEFAULT_SNAPSHOT_INTERVAL_MS: u64 = 20_000;
 
 /// Shared aggregator state.
 pub struct Coordinator {
     store: Box<dyn Store>,
     enrolled: BTreeSet<SiteId>,
     deadline_ms: u64,
+    snapshot_interval_ms: u64,
     inner: Mutex<Inner>,
     /// Set when a transition could not be persisted: no more work is handed out until restart.
     degraded: std::sync::atomic::AtomicBool,
@@ -101,23 +126,42 @@ pub struct StatusReport {
 const CONNECTED_WINDOW_MS: u64 = 30_000;
 
 impl Coordinator {
-    /// Loads persisted studies and sites.
+    /// Loads persisted studies and sites, replaying the rounds completed after each study's
+    /// last snapshot.
     pub fn new(
         store: Box<dyn Store>,
         enrolled: Vec<SiteId>,
         deadline_ms: u64,
+        snapshot_interval_ms: u64,
     ) -> Result<Self, CoordError> {
         let mut studies = BTreeMap::new();
+        let mut snapshot_ms = BTreeMap::new();
+        let now = now_ms();
         for mut s in store.studies()? {
-            let results = store.results(s.spec.id.as_str(), s.round)?;
-            if s.restore(results, now_ms()) {
-                if let Some(rec) = s.completed.take() {
-                    store.put_round(s.spec.id.as_str(), &rec)?;
+            let id = s.spec.id.to_string();
+            let mut replayed = 0u32;
+            // Each stored round either holds every site's result (written in one batch) or is
+            // absent; a complete one advances the study exactly as it did before the stop.
+            while !s.status.is_finished() {
+                let results = store.results(&id, s.round)?;
+                if results.is_empty() || !s.restore(results, now) {
+                    break;
                 }
-                store.put_study(&s)?;
+                s.completed = None;
+                replayed += 1;
             }
+            if replayed > 0 {
+                tracing::info!("study {id}: replayed {replayed} stored rounds, at round {}", s.round);
+                store.put_study(&s)?;
+                store.flush()?;
+                if prunes_results(&s) {
+                    store.prune_results(&id, s.round)?;
+                }
+            }
+            snapshot_ms.insert(s.spec.id.clone(), now);
             studies.insert(s.spec.id.clone(), s);
         }
+        failpoint::hit("restore.replayed");
         let sites = store
             .sites()?
             .into_iter()
@@ -127,7 +171,12 @@ impl Coordinator {
             store,
             enrolled: enrolled.into_iter().collect(),
             deadline_ms,
-            inner: Mutex::new(Inner { studies, sites }),
+            snapshot_interval_ms,
+            inner: Mutex::new(Inner {
+                studies,
+                sites,
+                snapshot_ms,
+            }),
             degraded: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
         })
@@ -222,7 +271,11 @@ impl Coordinator {
         let mut inner = self.lock();
         self.touch(&mut inner, site, None)?;
         let study_id = result.study_id.clone();
-        let Inner { studies, .. } = &mut *inner;
+        let Inner {
+            studies,
+            snapshot_ms,
+            ..
+        } = &mut *inner;
         let state = studies
             .get_mut(&study_id)
             .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
@@ -231,18 +284,32 @@ impl Coordinator {
         // ahead of the disk; the aggregator then stops handing out work (see `degraded`) and a
         // restart resumes from the last persisted transition, re-asking for what was lost.
         let round_before = state.round;
-        let status_before = state.status.clone();
-        let body = result.body.clone();
         let accepted = state.accept(site, result, bytes, now_ms())?;
-        if accepted != Accepted::Duplicate {
+        if accepted == Accepted::Duplicate {
+            return Ok(accepted);
+        }
+        failpoint::hit("result.accepted");
+        if accepted == Accepted::RoundComplete {
             let persisted = (|| -> Result<(), StoreError> {
-                self.store
-                    .put_result(study_id.as_str(), round_before, site, &body, bytes)?;
                 if let Some(rec) = state.completed.take() {
-                    self.store.put_round(study_id.as_str(), &rec)?;
+                    self.store.write_round(study_id.as_str(), &rec)?;
+                    failpoint::hit("round.written");
+                    self.store.flush()?;
+                    failpoint::hit("round.durable");
                 }
-                if accepted == Accepted::RoundComplete || state.status != status_before {
+                let now = now_ms();
+                let last = snapshot_ms.get(&study_id).copied().unwrap_or(0);
+                if state.status.is_finished()
+                    || now.saturating_sub(last) >= self.snapshot_interval_ms
+                {
                     self.store.put_study(state)?;
+                    failpoint::hit("snapshot.written");
+                    self.store.flush()?;
+                    failpoint::hit("snapshot.durable");
+                    snapshot_ms.insert(study_id.clone(), now);
+                    if prunes_results(state) {
+                        self.store.prune_results(study_id.as_str(), state.round)?;
+                    }
                 }
                 Ok(())
             })();
@@ -253,7 +320,7 @@ impl Coordinator {
                 return Err(e.into());
             }
             if state.round != round_before || state.status.is_finished() {
-                tracing::info!(
+                tracing::debug!(
                     "study {study_id}: round {round_before} complete -> {}",
                     if state.status.is_finished() {
                         state.status.describe()
@@ -262,9 +329,12 @@ impl Coordinator {
                     }
                 );
             }
-            drop(inner);
-            self.changed.notify_waiters();
+            if state.status.is_finished() {
+                tracing::info!("study {study_id}: {}", state.status.describe());
+            }
         }
+        drop(inner);
+        self.changed.notify_waiters();
         Ok(accepted)
     }
 
@@ -282,28 +352,28 @@ impl Coordinator {
         )
         .map_err(CoordError::Setup)?;
         self.store.put_study(&state)?;
+        self.store.flush()?;
+        failpoint::hit("submit.persisted");
         let hash = state.hash.clone();
         tracing::info!("study {} submitted (hash {hash})", state.spec.id);
+        inner.snapshot_ms.insert(state.spec.id.clone(), now_ms());
         inner.studies.insert(state.spec.id.clone(), state);
         drop(inner);
         self.changed.notify_waiters();
         Ok(hash)
     }
 
-    /// Applies round deadlines; returns whether anything changed.
+    /// Applies round deadlines; returns whether anything changed. In memory only (see the
+    /// module doc): a pause is a function of the time.
     pub fn tick(&self) -> Result<bool, CoordError> {
         let now = now_ms();
         let mut inner = self.lock();
         let mut changed = false;
-        let ids: Vec<StudyId> = inner.studies.keys().cloned().collect();
-        for id in ids {
-            let mut next = inner.studies[&id].clone();
-            if next.tick(now) {
-                self.store.put_study(&next)?;
-                if let StudyStatus::Paused { .. } = &next.status {
-                    tracing::warn!("study {id} {}", next.status.describe());
+        for (id, study) in inner.studies.iter_mut() {
+            if study.tick(now) {
+                if let StudyStatus::Paused { .. } = &study.status {
+                    tracing::warn!("study {id} {}", study.status.describe());
                 }
-                inner.studies.insert(id, next);
                 changed = true;
             }
         }
@@ -400,4 +470,10 @@ impl Coordinator {
             studies,
         }
     }
+}
+
+/// Whether a study's stored results may be deleted once a snapshot covers them: all but Table 1
+/// (its first round's group sizes feed the report's per-site counts, and they are small).
+fn prunes_results(state: &StudyState) -> bool {
+    !matches!(state.analysis, federation::engine::Analysis::Table1(_))
 }

@@ -453,6 +453,7 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
         state_dir: agg_dir.join("state"),
         enrolled_sites: sites.clone(),
         round_deadline_ms: 10 * 60 * 1000,
+        snapshot_interval_ms: crate::coordinator::DEFAULT_SNAPSHOT_INTERVAL_MS,
         tls: protocol::tls::ServerTlsFiles {
             ca_cert: agg_dir.join("ca.pem"),
             cert: agg_dir.join("aggregator.pem"),

@@ -10,7 +10,7 @@
 //! | name | where |
 //! | --- | --- |
 //! | `submit.persisted` | a submitted study is durable, the submitter not yet told |
-//! | `result.stored` | one site's result is written (not forced to disk), the site not yet told |
+//! | `result.accepted` | one site's result is taken in memory (not stored), the site not yet told |
 //! | `round.written` | a completed round's record is written, before the flush that makes it durable |
 //! | `round.durable` | the completed round is flushed, the next round not yet handed out |
 //! | `snapshot.written` | a study snapshot is written, before its flush |
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Every failure point, for tests that visit them all.
 pub const POINTS: &[&str] = &[
     "submit.persisted",
-    "result.stored",
+    "result.accepted",
     "round.written",
     "round.durable",
     "snapshot.written",

@@ -20,9 +20,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn traffic_csv(rounds: &[RoundRecord]) -> String {
     let mut out = String::from("round,site,kind,bytes\n");
     for r in rounds {
-        for (site, body) in &r.results {
-            let bytes = r.bytes.get(site).copied().unwrap_or(0);
-            out.push_str(&format!("{},{site},{},{bytes}\n", r.round, body.kind()));
+        for (site, bytes) in &r.bytes {
+            let kind = match (r.kinds.get(site), r.results.get(site)) {
+                (Some(k), _) => k.as_str(),
+                (None, Some(body)) => body.kind(),
+                (None, None) => "unknown",
+            };
+            out.push_str(&format!("{},{site},{kind},{bytes}\n", r.round));
         }
     }
     out

@@ -55,6 +55,7 @@ impl Server {
             Box::new(store),
             cfg.enrolled_sites.clone(),
             cfg.round_deadline_ms,
+            cfg.snapshot_interval_ms,
         )?);
         let refusals = RefusalLog::default();
         let (stop, stop_rx) = watch::channel(false);

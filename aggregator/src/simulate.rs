@@ -219,6 +219,7 @@ impl Simulation {
             state_dir: agg_dir.join("state"),
             enrolled_sites: sites.clone(),
             round_deadline_ms: opts.round_deadline.as_millis() as u64,
+            snapshot_interval_ms: crate::coordinator::DEFAULT_SNAPSHOT_INTERVAL_MS,
             tls: protocol::tls::ServerTlsFiles {
                 ca_cert: agg_dir.join("ca.pem"),
                 cert: agg_dir.join("aggregator.pem"),

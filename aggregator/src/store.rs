@@ -1,7 +1,8 @@
 //! Persistent aggregator state behind a small trait, stored in sled.
 //!
 //! sled's last release is from 2021 (0.34.7); the trait keeps a swap (e.g. to redb) a one-file
-//! change. Every write is flushed before the caller acts on it.
+//! change. Writes become durable with [`Store::flush`]; the coordinator flushes before it acts on
+//! a transition (see `coordinator.rs` for what is written when).
 
 use federation::SiteId;
 use federation::engine::{RoundRecord, StudyState};
@@ -33,29 +34,27 @@ pub struct SiteRecord {
 
 /// The aggregator's durable state.
 pub trait Store: Send + Sync {
-    /// Saves a study's state durably (flushed before returning).
+    /// Writes a snapshot of a study's state (durable after the next [`Store::flush`]).
     fn put_study(&self, state: &StudyState) -> Result<(), StoreError>;
     fn studies(&self) -> Result<Vec<StudyState>, StoreError>;
-    /// Saves a completed round's inputs and outputs; durable with the next `put_study` (the
-    /// coordinator always writes the study's state after a completed round).
-    fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
+    /// Writes a completed round — what was asked, every site's result and its size — in one
+    /// atomic batch, not yet forced to disk: the caller calls [`Store::flush`] before handing
+    /// out the next round. The stored results are the study's replay log: a restart replays the
+    /// rounds stored after the last snapshot (`put_study`).
+    fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
+    /// Forces every earlier write to disk.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Every completed round of a study; `results` holds what is still stored (see
+    /// [`Store::prune_results`]), `bytes` and `kinds` are always there.
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError>;
-    /// Saves one site's result for a round as it arrives. May be lost in a crash (the site is
-    /// then asked again); studies and sites are flushed before returning.
-    fn put_result(
-        &self,
-        study: &str,
-        round: u32,
-        site: &SiteId,
-        body: &ResultBody,
-        bytes: u64,
-    ) -> Result<(), StoreError>;
-    /// The results stored for one round.
+    /// The results stored for one round (empty if the round never completed or was pruned).
     fn results(
         &self,
         study: &str,
         round: u32,
     ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError>;
+    /// Deletes the stored results of rounds before `before` (a snapshot now covers them).
+    fn prune_results(&self, study: &str, before: u32) -> Result<(), StoreError>;
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError>;
     fn sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
 }
@@ -114,22 +113,44 @@ impl SledStore {
 
 impl Store for SledStore {
     fn put_study(&self, state: &StudyState) -> Result<(), StoreError> {
-        self.put(format!("study/{}", state.spec.id), state)
+        self.put_lazy(format!("study/{}", state.spec.id), state)
     }
     fn studies(&self) -> Result<Vec<StudyState>, StoreError> {
         self.scan("study/")
     }
-    fn put_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
-        // The results are already stored one by one (`put_result`); the round keeps its tasks
-        // and traffic only, so nothing is written twice.
+    fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        // The round's tasks, sizes and kinds as JSON; the results as protobuf, as they travelled
+        // (compact and fast: JSON of a LASSO round's sums cost more than computing them).
         let meta = RoundRecord {
             results: Default::default(),
             ..record.clone()
         };
-        // Not flushed on its own: the coordinator writes the study's next state right after a
-        // completed round, and that flush makes both durable together (one fsync per round
-        // instead of two; sled's flush covers every earlier insert).
-        self.put_lazy(format!("round/{study}/{:010}", record.round), &meta)
+        batch.insert(
+            format!("round/{study}/{:010}", record.round).as_bytes(),
+            serde_json::to_vec(&meta).map_err(|e| self.err(e))?,
+        );
+        let study_id = federation::StudyId::new(study).map_err(|e| self.err(e))?;
+        for (site, body) in &record.results {
+            let bytes = record.bytes.get(site).copied().unwrap_or(0);
+            let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
+                study_id: study_id.clone(),
+                round: record.round,
+                body: body.clone(),
+            });
+            let mut value = bytes.to_le_bytes().to_vec();
+            prost::Message::encode(&msg, &mut value).map_err(|e| self.err(e))?;
+            batch.insert(
+                format!("result/{study}/{:010}/{site}", record.round).as_bytes(),
+                value,
+            );
+        }
+        // One batch: a crash leaves either the whole round or none of it.
+        self.db.apply_batch(batch).map_err(|e| self.err(e))
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
     }
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
         let mut rounds: Vec<RoundRecord> = self.scan(&format!("round/{study}/"))?;
@@ -142,32 +163,15 @@ impl Store for SledStore {
         }
         Ok(rounds)
     }
-    fn put_result(
-        &self,
-        study: &str,
-        round: u32,
-        site: &SiteId,
-        body: &ResultBody,
-        bytes: u64,
-    ) -> Result<(), StoreError> {
-        // Protobuf, as it travelled: compact and fast (JSON of a LASSO round's sums cost more
-        // than computing them).
-        let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
-            study_id: federation::StudyId::new(study).map_err(|e| self.err(e))?,
-            round,
-            body: body.clone(),
-        });
-        let mut value = bytes.to_le_bytes().to_vec();
-        prost::Message::encode(&msg, &mut value).map_err(|e| self.err(e))?;
-        // Not forced to disk: a result lost in a crash is simply asked for again (the site
-        // recomputes the same answer); what must be durable is the round transition.
-        self.db
-            .insert(
-                format!("result/{study}/{round:010}/{site}").as_bytes(),
-                value,
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    fn prune_results(&self, study: &str, before: u32) -> Result<(), StoreError> {
+        let prefix = format!("result/{study}/");
+        let end = format!("result/{study}/{before:010}");
+        let mut batch = sled::Batch::default();
+        for kv in self.db.range(prefix.as_bytes()..end.as_bytes()) {
+            let (k, _) = kv.map_err(|e| self.err(e))?;
+            batch.remove(k);
+        }
+        self.db.apply_batch(batch).map_err(|e| self.err(e))
     }
     fn results(
         &self,

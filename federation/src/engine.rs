@@ -229,6 +229,9 @@ pub struct RoundRecord {
     /// Bytes each site sent for this round.
     #[serde(default)]
     pub bytes: BTreeMap<SiteId, u64>,
+    /// The kind of each site's result (kept when the bulky results themselves are pruned).
+    #[serde(default)]
+    pub kinds: BTreeMap<SiteId, String>,
 }
 
 impl StudyState {
@@ -391,6 +394,10 @@ impl StudyState {
         self.completed = Some(RoundRecord {
             round: self.round,
             tasks: self.tasks.clone(),
+            kinds: results
+                .iter()
+                .map(|(s, b)| (s.clone(), b.kind().to_string()))
+                .collect(),
             results,
             bytes,
         });

@@ -45,6 +45,7 @@ impl Consortium {
             state_dir: agg.join("state"),
             enrolled_sites: enrolled.iter().map(|s| SiteId::new(*s).unwrap()).collect(),
             round_deadline_ms: 60_000,
+            snapshot_interval_ms: aggregator::coordinator::DEFAULT_SNAPSHOT_INTERVAL_MS,
             tls: protocol::tls::ServerTlsFiles {
                 ca_cert: agg.join("ca.pem"),
                 cert: agg.join("aggregator.pem"),
