@@ -86,8 +86,23 @@ pub struct SiteConfig {
 }
 
 impl SiteConfig {
-    /// Loads and checks `site.toml` and the policy file it names. Nothing is written.
+    /// Loads and checks `site.toml` and the policy file it names. Nothing is written. Stops at
+    /// the first problem (the agent cannot run with any of them).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (cfg, mut problems) = Self::load_lenient(path)?;
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems.swap_remove(0))
+        }
+    }
+
+    /// Like [`SiteConfig::load`] but collects every problem after the file itself parsed
+    /// (missing kit files, an exposed key, a bad policy, an aggregator URL without a host), so
+    /// `site-agent validate` can list them all at once. The returned config holds the paths as
+    /// written (absolute) even when they do not exist, and the default policy when the policy
+    /// file could not be read. `Err` only when `site.toml` cannot be read or parsed.
+    pub fn load_lenient(path: &Path) -> Result<(Self, Vec<ConfigError>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -96,6 +111,7 @@ impl SiteConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        let mut problems = Vec::new();
         let base = path.parent().unwrap_or(Path::new("."));
         let abs = |p: &Path| {
             if p.is_absolute() {
@@ -104,45 +120,58 @@ impl SiteConfig {
                 base.join(p)
             }
         };
-        let must_exist = |field: &'static str, p: PathBuf| {
-            if p.exists() {
-                Ok(p)
-            } else {
-                Err(ConfigError::MissingFile {
+        let mut must_exist = |field: &'static str, p: PathBuf| {
+            let ok = p.exists();
+            if !ok {
+                problems.push(ConfigError::MissingFile {
                     path: path.to_path_buf(),
                     field,
-                    target: p,
-                })
+                    target: p.clone(),
+                });
             }
+            (p, ok)
         };
-        let policy_path = must_exist("policy", abs(&raw.policy))?;
-        let policy_text =
-            std::fs::read_to_string(&policy_path).map_err(|source| ConfigError::Read {
-                path: policy_path.clone(),
-                source,
-            })?;
-        let policy = SitePolicy::from_toml(&policy_text).map_err(|e| ConfigError::Parse {
-            path: policy_path.clone(),
-            message: e.to_string(),
-        })?;
+        let (policy_path, policy_ok) = must_exist("policy", abs(&raw.policy));
+        let (ca_cert, _) = must_exist("ca_cert", abs(&raw.ca_cert));
+        let (cert, _) = must_exist("cert", abs(&raw.cert));
+        let (key, key_ok) = must_exist("key", abs(&raw.key));
+        let (data_table, _) = must_exist("data_table", abs(&raw.data_table));
+        let mut policy = SitePolicy::default();
+        if policy_ok {
+            match std::fs::read_to_string(&policy_path) {
+                Err(source) => problems.push(ConfigError::Read {
+                    path: policy_path.clone(),
+                    source,
+                }),
+                Ok(t) => match SitePolicy::from_toml(&t) {
+                    Ok(p) => policy = p,
+                    Err(e) => problems.push(ConfigError::Parse {
+                        path: policy_path.clone(),
+                        message: e.to_string(),
+                    }),
+                },
+            }
+        }
         let aggregator_name = match raw.aggregator_name {
             Some(n) => n,
-            None => host_of(&raw.aggregator_url).ok_or_else(|| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!(
-                    "aggregator_url {:?} has no host; write it as https://host:port",
-                    raw.aggregator_url
-                ),
-            })?,
+            None => host_of(&raw.aggregator_url).unwrap_or_else(|| {
+                problems.push(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "aggregator_url {:?} has no host; write it as https://host:port",
+                        raw.aggregator_url
+                    ),
+                });
+                String::new()
+            }),
         };
-        let ca_cert = must_exist("ca_cert", abs(&raw.ca_cert))?;
-        let cert = must_exist("cert", abs(&raw.cert))?;
-        let key = must_exist("key", abs(&raw.key))?;
-        protocol::tls::check_key_permissions(&key).map_err(|source| ConfigError::KeyExposed {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self {
+        if key_ok && let Err(source) = protocol::tls::check_key_permissions(&key) {
+            problems.push(ConfigError::KeyExposed {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        let cfg = Self {
             path: path.to_path_buf(),
             site_id: raw.site_id,
             aggregator_url: raw.aggregator_url,
@@ -152,12 +181,13 @@ impl SiteConfig {
             key,
             policy_path,
             policy,
-            data_table: must_exist("data_table", abs(&raw.data_table))?,
+            data_table,
             id_column: raw.id_column,
             label_column: raw.label_column,
             audit_log: abs(&raw.audit_log),
             state_dir: abs(&raw.state_dir),
-        })
+        };
+        Ok((cfg, problems))
     }
 
     pub fn tls_files(&self) -> protocol::tls::ClientTlsFiles {

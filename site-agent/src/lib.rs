@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod extract;
 pub mod import;
+pub mod validate;
 
 pub use agent::{Agent, AgentError, AgentOptions};
 pub use config::SiteConfig;

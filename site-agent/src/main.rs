@@ -25,12 +25,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Check site.toml, the policy and the data table without sending anything.
-    #[command(after_help = "Example:\n  site-agent validate --config kits/S01/site.toml")]
-    Validate {
-        #[arg(long)]
-        config: PathBuf,
-    },
+    /// Check site.toml, the policy, the data table, the image manifest and the studies, listing
+    /// every problem at once; sends nothing.
+    Validate(site_agent::validate::ValidateArgs),
     /// Extract IBSI radiomics features from an image + mask, or from a whole cohort manifest.
     Extract(site_agent::extract::ExtractArgs),
     /// Benchmarks of the extraction pipeline (timings and peak memory for BENCHMARKS.md).
@@ -67,6 +64,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// `validate` found problems (already listed on stdout).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} problem(s) found; each is listed above with its fix")]
+struct ValidationFailed(usize);
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
@@ -78,24 +80,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }))?;
             Ok(())
         }
-        Command::Validate { config } => {
-            let cfg = SiteConfig::load(&config)?;
-            let table = site_agent::data::load_table(&cfg.data_table, &cfg.id_column)?;
-            if !table.has_column(&cfg.label_column) {
-                anyhow::bail!(
-                    "{}: label column {:?} is missing; the table has: {}",
-                    cfg.data_table.display(),
-                    cfg.label_column,
-                    table.header().join(", ")
-                );
+        Command::Validate(args) => {
+            let report = site_agent::validate::validate(&args);
+            print!("{}", report.render());
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(ValidationFailed(report.problems.len()).into())
             }
-            println!(
-                "ok: {} patients, {} columns; min_count {}; nothing was sent",
-                table.n_rows(),
-                table.header().len(),
-                cfg.policy.min_count
-            );
-            Ok(())
         }
         Command::Extract(args) => Ok(site_agent::extract::run(&args)?),
         Command::Bench(args) => site_agent::bench::run(&args),

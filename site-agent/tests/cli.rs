@@ -35,23 +35,39 @@ fn kit(dir: &Path, data: &str) {
     std::fs::write(kit.join("data/cohort.csv"), data).unwrap();
 }
 
+/// `validate` lists its problems on stdout and ends with one error line and exit code 1.
+fn validate_fails_with(out: &Output, needle: &str) {
+    fails_with(out, "problem(s) found");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(needle),
+        "{stdout:?} does not mention {needle:?}"
+    );
+}
+
 #[test]
 fn validate_reports_table_problems() {
     let dir = tempfile::tempdir().unwrap();
-    kit(dir.path(), "patient_id,age,response\nP1,50,1\nP2,51,0\n");
+    kit(
+        dir.path(),
+        "patient_id,age,response\nP1,50,1\nP2,51,0\nP3,52,0\nP4,53,1\nP5,54,0\n",
+    );
     let kit = dir.path().join("S01");
     let out = agent(&["validate", "--config", "site.toml"], &kit);
     assert!(
         out.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 patients"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("5 patients"), "{stdout}");
+    assert!(stdout.contains("nothing was sent"), "{stdout}");
 
     std::fs::write(kit.join("data/cohort.csv"), "patient_id,age\nP1,50\n").unwrap();
-    fails_with(
+    validate_fails_with(
         &agent(&["validate", "--config", "site.toml"], &kit),
-        "label column \"response\" is missing",
+        "column \"response\" is missing",
     );
 
     std::fs::write(
@@ -59,19 +75,19 @@ fn validate_reports_table_problems() {
         "patient_id,age,response\nP1,50,1\nP2,51,0,9\n",
     )
     .unwrap();
-    fails_with(
+    validate_fails_with(
         &agent(&["validate", "--config", "site.toml"], &kit),
-        "row 2 has 4 cells but the header has 3",
+        "line 3: 4 cells but the header has 3",
     );
 
     std::fs::remove_file(kit.join("data/cohort.csv")).unwrap();
-    fails_with(
+    validate_fails_with(
         &agent(&["validate", "--config", "site.toml"], &kit),
-        "data_table points at",
+        "field data_table: points at",
     );
-    fails_with(
+    validate_fails_with(
         &agent(&["validate", "--config", "nope.toml"], &kit),
-        "cannot read nope.toml",
+        "nope.toml: cannot be read",
     );
 }
 
