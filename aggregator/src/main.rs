@@ -109,6 +109,9 @@ enum SiteAgentCommand {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Wait this long before answering each task: a slow site, for fault tests.
+        #[arg(long, default_value_t = 0)]
+        task_delay_ms: u64,
     },
     Extract(site_agent::extract::ExtractArgs),
 }
@@ -386,9 +389,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|_| ())
         }
         Command::SiteAgent(SiteAgentCommand::Extract(args)) => Ok(site_agent::extract::run(&args)?),
-        Command::SiteAgent(SiteAgentCommand::Run { config }) => {
+        Command::SiteAgent(SiteAgentCommand::Run {
+            config,
+            task_delay_ms,
+        }) => {
             let cfg = site_agent::SiteConfig::load(&config)?;
-            let agent = site_agent::Agent::new(cfg, site_agent::AgentOptions::default())?;
+            let options = site_agent::AgentOptions {
+                task_delay: std::time::Duration::from_millis(task_delay_ms),
+                ..site_agent::AgentOptions::default()
+            };
+            let agent = site_agent::Agent::new(cfg, options)?;
             runtime()?.block_on(async {
                 agent
                     .run(async {

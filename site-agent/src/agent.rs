@@ -293,6 +293,8 @@ impl Agent {
                     continue;
                 }
             };
+            // From here until the push this agent holds the task (fault tests kill it here).
+            tracing::debug!("study {} round {}: task received", task.study_id, task.round);
             if !self.options.task_delay.is_zero() {
                 tokio::time::sleep(self.options.task_delay).await;
             }

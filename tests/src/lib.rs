@@ -166,3 +166,45 @@ pub async fn refused_with(server: &aggregator::Server, needle: &str) {
             .collect::<Vec<_>>()
     );
 }
+
+/// The undisturbed result: `spec` over the pooled table's sites in process (no network, no
+/// faults), every site with `min_count` and a policy allowing exactly this study. Fault tests
+/// compare the federated run with it.
+pub fn reference_state(
+    table: &aggregator::simulate::PooledTable,
+    spec: &federation::study::StudySpec,
+    min_count: u64,
+) -> federation::engine::StudyState {
+    let policy = federation::policy::SitePolicy {
+        min_count,
+        allowed_studies: vec![spec.hash().0],
+        ..federation::policy::SitePolicy::default()
+    };
+    let state = federation::local::run_local(spec.clone(), &local_sites(table, &policy), 10_000)
+        .expect("the in-process reference runs");
+    assert_eq!(
+        state.status,
+        federation::engine::StudyStatus::Completed,
+        "reference: {}",
+        state.status.describe()
+    );
+    state
+}
+
+/// No round lost or double-counted: every round from 1 to `last` is recorded exactly once, in
+/// order, with exactly one result from each site that had a task (the per-site byte counts are
+/// always kept; the results themselves where the store has not pruned them).
+pub fn assert_rounds_counted_once(rounds: &[federation::engine::RoundRecord], last: u32) {
+    let numbers: Vec<u32> = rounds.iter().map(|r| r.round).collect();
+    assert_eq!(numbers, (1..=last).collect::<Vec<_>>(), "recorded rounds");
+    for r in rounds {
+        assert!(
+            r.bytes.keys().eq(r.tasks.keys()),
+            "round {}: results from {:?}, tasks for {:?}",
+            r.round,
+            r.bytes.keys().collect::<Vec<_>>(),
+            r.tasks.keys().collect::<Vec<_>>()
+        );
+        assert!(r.results.is_empty() || r.results.keys().eq(r.tasks.keys()));
+    }
+}
