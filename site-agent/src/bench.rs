@@ -46,6 +46,9 @@ pub enum BenchWhat {
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchCase {
     /// One lesion at --preset paper on the IBSI CT phantom GTV.
+    #[command(
+        after_help = "Example:\n  site-agent bench extract phantom --ibsi ../shared/ibsi --repeat 5"
+    )]
     Phantom {
         /// The `shared/ibsi` folder.
         #[arg(long, default_value = "../shared/ibsi")]
@@ -54,6 +57,9 @@ pub enum BenchCase {
         repeat: usize,
     },
     /// A cohort of shifted phantom crops through the manifest pipeline.
+    #[command(
+        after_help = "Example:\n  site-agent bench extract cohort --ibsi ../shared/ibsi --lesions 100 --threads 2"
+    )]
     Cohort {
         #[arg(long, default_value = "../shared/ibsi")]
         ibsi: PathBuf,
@@ -68,6 +74,7 @@ pub enum BenchCase {
         repeat: usize,
     },
     /// A synthetic 512×512×300 CT with 10 lesions: peak memory of `extract --manifest`.
+    #[command(after_help = "Example:\n  site-agent bench extract big --dir /tmp/big")]
     Big {
         /// Work folder (the CT is ~60 MB compressed).
         #[arg(long)]

@@ -104,15 +104,38 @@ fn normalise_lifex(name: &str) -> String {
 }
 
 fn lifex_lookup(column: &str) -> Option<(&'static registry::FeatureDef, registry::LifexColumn)> {
-    registry::by_lifex(column).or_else(|| {
-        let want = normalise_lifex(column);
-        registry::all().find_map(|d| {
-            d.lifex
-                .iter()
-                .find(|c| normalise_lifex(c.column) == want)
-                .map(|c| (d, *c))
+    let lookup = |column: &str| {
+        registry::by_lifex(column).or_else(|| {
+            let want = normalise_lifex(column);
+            registry::all().find_map(|d| {
+                d.lifex
+                    .iter()
+                    .find(|c| normalise_lifex(c.column) == want)
+                    .map(|c| (d, *c))
+            })
         })
+    };
+    lookup(column).or_else(|| {
+        lifex7_aliases(column)
+            .iter()
+            .find_map(|alias| lookup(alias))
     })
+}
+
+/// LIFEx 7.x renamed the two intensity families (`shared/ibsi/lifex_features.md`):
+/// `INTENSITY_BASED_*` was `CONVENTIONAL_*` and `INTENSITY-HISTOGRAM_*` was `DISCRETIZED_*`, with
+/// the modality unit no longer spliced in (`INTENSITY_BASED_mean` = `CONVENTIONAL_HUmean` for CT).
+/// The older names the registry knows, in the order to try.
+fn lifex7_aliases(column: &str) -> Vec<String> {
+    for (new, old) in [
+        ("INTENSITY_BASED_", "CONVENTIONAL_"),
+        ("INTENSITY-HISTOGRAM_", "DISCRETIZED_"),
+    ] {
+        if let Some(rest) = column.strip_prefix(new) {
+            return vec![format!("{old}HU{rest}"), format!("{old}{rest}")];
+        }
+    }
+    Vec::new()
 }
 
 /// Map a header's columns to registry tags (the id/lesion columns are skipped).
@@ -484,6 +507,40 @@ mod tests {
             get(&w.table.patients[0].2, "stat_mean"),
             (1.5 * 10.0 + 0.5 * 30.0) / 2.0
         );
+    }
+
+    #[test]
+    fn lifex7_names_map_like_the_older_ones() {
+        let text = "patient_id,INTENSITY_BASED_mean,INTENSITY_BASED_ExcessKurtosis,INTENSITY_BASED_std,INTENSITY-HISTOGRAM_HISTO_Entropy_log2,INTENSITY-HISTOGRAM_mean,INTENSITY_BASED_calciumAgatstonScore\n\
+            P1,10,0.5,2,3,100,0\n";
+        let imp = import(Format::Lifex, text, LesionAggregation::Mean);
+        let tags: Vec<(&str, &str)> = imp
+            .mapping
+            .mapped
+            .iter()
+            .map(|m| (m.column.as_str(), m.tag))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                ("INTENSITY_BASED_mean", "stat_mean"),
+                ("INTENSITY_BASED_std", "stat_var"),
+                ("INTENSITY_BASED_ExcessKurtosis", "stat_kurt"),
+                ("INTENSITY-HISTOGRAM_HISTO_Entropy_log2", "ih_entropy"),
+            ]
+        );
+        assert_eq!(imp.table.patients[0].2[1], 4.0, "std 2 -> variance 4");
+        let reasons: HashMap<&str, &str> = imp
+            .mapping
+            .unmapped
+            .iter()
+            .map(|(c, r)| (c.as_str(), r.as_str()))
+            .collect();
+        assert!(
+            reasons["INTENSITY-HISTOGRAM_mean"].contains("bin width"),
+            "{reasons:?}"
+        );
+        assert!(reasons["INTENSITY_BASED_calciumAgatstonScore"].contains("not a LIFEx feature"));
     }
 
     #[test]

@@ -31,6 +31,9 @@ enum Command {
     /// Extract IBSI radiomics features from an image + mask, or from a whole cohort manifest.
     Extract(site_agent::extract::ExtractArgs),
     /// Benchmarks of the extraction pipeline (timings and peak memory for BENCHMARKS.md).
+    #[command(
+        after_help = "Example:\n  site-agent bench extract cohort --ibsi ../shared/ibsi --lesions 100 --threads 2"
+    )]
     Bench(site_agent::bench::BenchArgs),
     /// Convert a LIFEx or pyradiomics feature export to the IBSI patient table of `extract`.
     ImportFeatures(site_agent::import::ImportArgs),
