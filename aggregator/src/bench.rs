@@ -306,3 +306,372 @@ pub async fn bench_lasso(
     result.pooled_cpu_s = cpu_since(c);
     Ok(result)
 }
+
+/// One study of the load benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadStudy {
+    pub id: String,
+    pub kind: String,
+    pub rounds: u32,
+    /// Results the aggregator took for this study (one per site per round, from the round
+    /// records' byte counts, which are kept when the results themselves are pruned).
+    pub round_trips: u64,
+    /// Bytes all sites sent for this study.
+    pub bytes: u64,
+    /// Output identical to the in-process reference on the same rows.
+    pub matches_reference: bool,
+}
+
+/// `aggregator bench load`: many sites, several studies at once, one aggregator.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadResult {
+    pub sites: usize,
+    pub concurrent_studies: usize,
+    /// Batches of concurrent studies run one after the other (RSS is read after each, to see
+    /// whether memory grows from one batch to the next).
+    pub waves: usize,
+    pub patients: usize,
+    pub features: usize,
+    /// PKI, server and agents.
+    pub setup_s: f64,
+    /// Each wave: from submitting its studies to the last one finishing.
+    pub wave_s: Vec<f64>,
+    /// CPU time of this process (aggregator and every agent) over all waves.
+    pub cpu_s: Option<f64>,
+    pub round_trips: u64,
+    /// Resident set (KiB) after setup, before any study.
+    pub rss_start_kib: Option<u64>,
+    /// Resident set (KiB) after each wave, before the reference runs.
+    pub rss_after_wave_kib: Vec<Option<u64>>,
+    /// Peak resident set (VmHWM, KiB) over the federated part (read before the references run).
+    pub peak_rss_kib: Option<u64>,
+    pub studies: Vec<LoadStudy>,
+    pub all_match_reference: bool,
+}
+
+/// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`); `None` off Linux.
+pub fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// The load benchmark's studies: Table 1, ComBat and a small LASSO in turn (ids suffixed by
+/// wave and index so every study is distinct), over `table`'s `age` and feature columns.
+pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<StudySpec> {
+    let features: Vec<String> = table.header[4..].to_vec();
+    (0..per_wave)
+        .map(|i| {
+            let (name, analysis) = match i % 3 {
+                0 => (
+                    "table1",
+                    AnalysisSpec::Table1(federation::study::Table1Spec {
+                        label_column: "response".into(),
+                        positive_label: "1".into(),
+                        negative_label: "0".into(),
+                        variables: std::iter::once("age".to_string())
+                            .chain(features.iter().take(3).cloned())
+                            .collect(),
+                        categorical: vec![],
+                        resolution: 1e-6,
+                        depth_per_round: 4,
+                    }),
+                ),
+                1 => (
+                    "combat",
+                    AnalysisSpec::Harmonize(HarmonizeSpec {
+                        features: features.clone(),
+                        batch_column: None,
+                        covariates: vec!["age".into()],
+                        categorical: vec![],
+                        mode: HarmonizeMode::Parametric,
+                    }),
+                ),
+                _ => (
+                    "lasso",
+                    AnalysisSpec::Lasso(federation::study::LassoSpec {
+                        label_column: "response".into(),
+                        positive_label: "1".into(),
+                        negative_label: "0".into(),
+                        features: features.clone(),
+                        nfolds: 3,
+                        foldid_column: None,
+                        nlambda: 20,
+                        bootstrap: 2,
+                        top_k: 3,
+                        seed: 7,
+                    }),
+                ),
+            };
+            StudySpec {
+                id: StudyId::new(format!("load-w{}-{}-{name}", wave + 1, i + 1))
+                    .expect("valid study id"),
+                title: String::new(),
+                analysis,
+            }
+        })
+        .collect()
+}
+
+/// `sites` simulated sites (one agent each, in this process) and one aggregator over loopback
+/// mTLS; `per_wave` studies submitted at once, `waves` times over. Every study's output is
+/// compared with the in-process reference (`run_local`) on the same rows and policy.
+pub async fn bench_load(
+    sites: usize,
+    per_wave: usize,
+    waves: usize,
+    patients: usize,
+    features: usize,
+    seed: u64,
+) -> anyhow::Result<LoadResult> {
+    use crate::config::AggregatorConfig;
+    use crate::server::Server;
+    use certs::{Ca, Validity};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    if sites == 0 || per_wave == 0 || waves == 0 || patients < 20 * sites || features < 1 {
+        bail!(
+            "bench load: need ≥ 1 site, study and wave, ≥ 1 feature and at least 20 patients per site"
+        );
+    }
+    let table = synthetic_table(sites, patients, features, seed);
+    let specs: Vec<Vec<StudySpec>> = (0..waves)
+        .map(|w| load_studies(&table, per_wave, w))
+        .collect();
+    // Benchmark policy: min_count 5, the parameters-per-row guard off (as in the other
+    // benchmarks), every study of the run allowed.
+    let min_count = 5;
+    let hashes: Vec<String> = specs.iter().flatten().map(|s| s.hash().0).collect();
+    let policy_toml = format!(
+        "min_count = {min_count}\nmax_params_per_row = inf\nallowed_studies = [{}]\n",
+        hashes
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let mut ca = Ca::init(&root.join("ca"), "fedrad load CA", 30)?;
+    let agg_dir = root.join("aggregator");
+    ca.write_aggregator_kit(
+        &agg_dir,
+        &["localhost".to_string()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        Validity::days(2),
+    )?;
+    let cfg = AggregatorConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: agg_dir.join("state"),
+        enrolled_sites: table.by_site.keys().cloned().collect(),
+        round_deadline_ms: 600_000,
+        snapshot_interval_ms: crate::coordinator::DEFAULT_SNAPSHOT_INTERVAL_MS,
+        tls: protocol::tls::ServerTlsFiles {
+            ca_cert: agg_dir.join("ca.pem"),
+            cert: agg_dir.join("aggregator.pem"),
+            key: agg_dir.join("aggregator.key"),
+            crl: Some(ca.crl_path()),
+        },
+    };
+    let server = Server::start(&cfg).await?;
+    let url = format!("https://localhost:{}", server.addr.port());
+    let mut opts = SimOptions::default();
+    opts.agent.poll_wait = Duration::from_secs(5);
+    let mut agents = Vec::new();
+    for (site, rows) in &table.by_site {
+        let kit = crate::simulate::write_site_kit(
+            &mut ca,
+            &root.join("kits"),
+            site,
+            &table.header,
+            rows,
+            &url,
+            &policy_toml,
+            &opts,
+        )?;
+        let agent = site_agent::Agent::new(
+            site_agent::SiteConfig::load(&kit.join("site.toml"))?,
+            opts.agent.clone(),
+        )?;
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(agent.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        agents.push((handle, tx));
+    }
+    let setup_s = t0.elapsed().as_secs_f64();
+    let rss_start_kib = proc_status_kib("VmRSS");
+    let coordinator = server.coordinator.clone();
+
+    let c0 = process_cpu_s();
+    let mut wave_s = Vec::new();
+    let mut rss_after_wave_kib = Vec::new();
+    let mut finished = Vec::new();
+    let mut failure = None;
+    'waves: for wave in &specs {
+        let t = Instant::now();
+        for spec in wave {
+            coordinator.submit(spec.clone())?;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        loop {
+            let notified = coordinator.changed.notified();
+            let done: Vec<_> = wave
+                .iter()
+                .filter_map(|s| coordinator.study_status(s.id.as_str()))
+                .filter(|(st, _)| st.is_finished())
+                .collect();
+            if done.len() == wave.len() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                failure = Some("a wave did not finish within an hour".to_string());
+                break 'waves;
+            }
+        }
+        wave_s.push(t.elapsed().as_secs_f64());
+        rss_after_wave_kib.push(proc_status_kib("VmRSS"));
+        for spec in wave {
+            // Only what the report needs is kept, so the benchmark's own bookkeeping does not
+            // show up as aggregator memory in the next wave's reading.
+            let id = spec.id.to_string();
+            let state = coordinator
+                .study(&id)
+                .ok_or_else(|| anyhow::anyhow!("study {id} vanished"))?;
+            let rounds = coordinator.rounds(&id)?;
+            let round_trips = rounds.iter().map(|r| r.bytes.len() as u64).sum();
+            let bytes = rounds.iter().flat_map(|r| r.bytes.values()).sum();
+            finished.push((
+                spec.clone(),
+                state.status,
+                state.round,
+                state.output,
+                round_trips,
+                bytes,
+            ));
+        }
+    }
+    let cpu_s = cpu_since(c0);
+    let peak_rss_kib = proc_status_kib("VmHWM");
+    for (handle, tx) in agents {
+        let _ = tx.send(true);
+        let _ = handle.await;
+    }
+    server.shutdown().await;
+    if let Some(f) = failure {
+        bail!(f);
+    }
+
+    // The references, after the memory readings so they do not count.
+    let mut studies = Vec::new();
+    for (spec, status, rounds, output, round_trips, bytes) in finished {
+        if status != StudyStatus::Completed {
+            bail!("study {} failed: {}", spec.id, status.describe());
+        }
+        let reference = federation::local::run_local(
+            spec.clone(),
+            &reference_sites(&table, min_count, &hashes)?,
+            100_000,
+        )?;
+        studies.push(LoadStudy {
+            id: spec.id.to_string(),
+            kind: spec.analysis.kind().to_string(),
+            rounds,
+            round_trips,
+            bytes,
+            matches_reference: reference.status == StudyStatus::Completed
+                && reference.output == output,
+        });
+    }
+    Ok(LoadResult {
+        sites,
+        concurrent_studies: per_wave,
+        waves,
+        patients,
+        features,
+        setup_s,
+        wave_s,
+        cpu_s,
+        round_trips: studies.iter().map(|s| s.round_trips).sum(),
+        rss_start_kib,
+        rss_after_wave_kib,
+        peak_rss_kib,
+        all_match_reference: studies.iter().all(|s| s.matches_reference),
+        studies,
+    })
+}
+
+/// Every site's rows and the benchmark's policy, for the in-process reference.
+fn reference_sites(
+    table: &PooledTable,
+    min_count: u64,
+    hashes: &[String],
+) -> anyhow::Result<BTreeMap<SiteId, (federation::table::SiteTable, federation::policy::SitePolicy)>>
+{
+    let policy = federation::policy::SitePolicy {
+        min_count,
+        max_params_per_row: f64::INFINITY,
+        allowed_studies: hashes.to_vec(),
+        ..federation::policy::SitePolicy::default()
+    };
+    table
+        .by_site
+        .iter()
+        .map(|(s, rows)| {
+            let t = federation::table::SiteTable::new(table.header.clone(), rows.clone())?
+                .with_id_column("patient_id")?;
+            Ok((s.clone(), (t, policy.clone())))
+        })
+        .collect()
+}
+
+impl LoadResult {
+    /// Human-readable summary for the terminal and BENCHMARKS.md.
+    pub fn summary(&self) -> String {
+        let mib =
+            |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+        let mut out = format!(
+            "{} sites, {} concurrent studies × {} wave(s), {} patients, {} features\nsetup {:.1} s; waves {}; CPU {}\nround trips {}; RSS start {}, after each wave [{}], peak (VmHWM) {}\n",
+            self.sites,
+            self.concurrent_studies,
+            self.waves,
+            self.patients,
+            self.features,
+            self.setup_s,
+            self.wave_s
+                .iter()
+                .map(|s| format!("{s:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.cpu_s.map_or("?".into(), |c| format!("{c:.1} s")),
+            self.round_trips,
+            mib(self.rss_start_kib),
+            self.rss_after_wave_kib
+                .iter()
+                .map(|k| mib(*k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            mib(self.peak_rss_kib),
+        );
+        for s in &self.studies {
+            out += &format!(
+                "  {:<24} {:<10} {:>4} rounds {:>6} round trips {:>10} B  {}\n",
+                s.id,
+                s.kind,
+                s.rounds,
+                s.round_trips,
+                s.bytes,
+                if s.matches_reference {
+                    "= reference"
+                } else {
+                    "DIFFERS from the reference"
+                }
+            );
+        }
+        out
+    }
+}

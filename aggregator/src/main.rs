@@ -136,6 +136,27 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Many sites and concurrent studies against one aggregator: wall time, round trips,
+    /// memory (RSS), and every result checked against the in-process reference.
+    #[command(
+        after_help = "Example:\n  cargo run --release -p aggregator -- bench load --sites 50 --studies 3"
+    )]
+    Load {
+        #[arg(long, default_value_t = 50)]
+        sites: usize,
+        /// Studies submitted at once (Table 1, ComBat and LASSO in turn).
+        #[arg(long, default_value_t = 3)]
+        studies: usize,
+        /// Batches of concurrent studies run one after the other (RSS read after each).
+        #[arg(long, default_value_t = 2)]
+        waves: usize,
+        #[arg(long, default_value_t = 5_000)]
+        patients: usize,
+        #[arg(long, default_value_t = 10)]
+        features: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Distributed ComBat against the pooled reference.
     #[command(
         after_help = "Example:\n  cargo run --release -p aggregator -- bench combat --sites 50 --patients 10000 --features 56"
@@ -477,6 +498,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             println!("{}", r.markdown_row());
+            Ok(())
+        }
+        Command::Bench(Bench::Load {
+            sites,
+            studies,
+            waves,
+            patients,
+            features,
+            seed,
+        }) => {
+            let r = runtime()?.block_on(aggregator::bench::bench_load(
+                sites, studies, waves, patients, features, seed,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            print!("{}", r.summary());
+            if !r.all_match_reference {
+                bail!("a federated result differs from the in-process reference");
+            }
             Ok(())
         }
         Command::Submit { state, study } => submit(&state, &study),
