@@ -36,6 +36,11 @@ pub struct SiteSession {
     peers: BTreeMap<String, Key32>,
     /// Round ids this site has produced a masked vector for.
     used_rounds: BTreeSet<u64>,
+    /// Per used round id: SHA-256 of the round digest and the encoded input, so that an exact
+    /// repeat (a retry after a lost reply, or after an agent restart) re-sends the identical
+    /// vector while any other input under a used round id is refused.
+    #[serde(default)]
+    inputs: BTreeMap<u64, Key32>,
     #[serde(skip)]
     pair_keys: BTreeMap<String, Zeroizing<[u8; 32]>>,
     /// Cache of the public key (a base-point multiplication), filled on first use.
@@ -76,6 +81,7 @@ impl SiteSession {
             policy,
             peers: BTreeMap::new(),
             used_rounds: BTreeSet::new(),
+            inputs: BTreeMap::new(),
             pair_keys: BTreeMap::new(),
             public: OnceLock::new(),
         })
@@ -167,9 +173,34 @@ impl SiteSession {
         )
     }
 
+    /// Whether two sessions hold the same state: study, site, secret, policy, pinned keys and
+    /// used rounds (derived caches aside). Compares the secret in constant time is not needed:
+    /// both sides are this site's own state.
+    pub fn same_state(&self, other: &Self) -> bool {
+        self.study_id == other.study_id
+            && self.site_id == other.site_id
+            && *Zeroizing::new(self.secret.to_bytes()) == *Zeroizing::new(other.secret.to_bytes())
+            && self.policy == other.policy
+            && self.peers == other.peers
+            && self.used_rounds == other.used_rounds
+            && self.inputs == other.inputs
+    }
+
     /// Check that this site may mask for `spec`: right study, well-formed sorted set that contains
     /// this site, at least the policy minimum, every peer's key known, round id never used.
     pub fn check_round(&self, spec: &RoundSpec) -> Result<()> {
+        self.check_round_params(spec)?;
+        if self.used_rounds.contains(&spec.round_id) {
+            return Err(SecAggError::RoundReused {
+                study: self.study_id.clone(),
+                round_id: spec.round_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Everything [`SiteSession::check_round`] checks except the reuse of the round id.
+    fn check_round_params(&self, spec: &RoundSpec) -> Result<()> {
         if spec.study_id != self.study_id {
             return Err(SecAggError::StudyMismatch {
                 expected: self.study_id.clone(),
@@ -188,12 +219,6 @@ impl SiteSession {
             if *p != self.site_id && !self.peers.contains_key(p) {
                 return Err(SecAggError::UnknownPeer(p.clone()));
             }
-        }
-        if self.used_rounds.contains(&spec.round_id) {
-            return Err(SecAggError::RoundReused {
-                study: self.study_id.clone(),
-                round_id: spec.round_id,
-            });
         }
         Ok(())
     }
@@ -221,10 +246,30 @@ impl SiteSession {
 
     /// Mask already-encoded ring elements for `spec`. The caller must have encoded them for
     /// `spec.n()` participants (as [`SiteSession::mask_values`] does) so the sum cannot wrap.
-    /// On success the round id is recorded and can never be used again by this session.
+    /// On success the round id is recorded and can never be used again by this session for
+    /// another input: an exact repeat (same round, same participant set, same encoded input)
+    /// yields the identical vector — re-sending it reveals nothing new — and anything else under
+    /// a used round id is refused ([`SecAggError::RoundReused`]).
     pub fn mask(&mut self, spec: &RoundSpec, mut encoded: Vec<u64>) -> Result<MaskedVector> {
-        self.check_round(spec)?;
+        self.check_round_params(spec)?;
         let digest = self.round_digest(spec)?;
+        let input = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(digest);
+            for v in &encoded {
+                h.update(v.to_le_bytes());
+            }
+            Key32(h.finalize().into())
+        };
+        if self.used_rounds.contains(&spec.round_id)
+            && self.inputs.get(&spec.round_id) != Some(&input)
+        {
+            return Err(SecAggError::RoundReused {
+                study: self.study_id.clone(),
+                round_id: spec.round_id,
+            });
+        }
         for peer in &spec.participants {
             if *peer == self.site_id {
                 continue;
@@ -239,6 +284,7 @@ impl SiteSession {
             apply_mask(&seed, MaskSign::for_pair(&self.site_id, peer), &mut encoded);
         }
         self.used_rounds.insert(spec.round_id);
+        self.inputs.insert(spec.round_id, input);
         Ok(MaskedVector {
             site_id: self.site_id.clone(),
             study_id: self.study_id.clone(),
@@ -255,7 +301,7 @@ impl SiteSession {
         layout: &Layout,
         parts: &[&[f64]],
     ) -> Result<MaskedVector> {
-        self.check_round(spec)?;
+        self.check_round_params(spec)?;
         let encoded = layout.encode(parts, spec.n())?;
         self.mask(spec, encoded)
     }
