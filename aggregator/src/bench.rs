@@ -212,6 +212,7 @@ pub async fn bench_combat(
 ) -> anyhow::Result<BenchResult> {
     let table = synthetic_table(sites, patients, features, seed);
     let spec = HarmonizeSpec {
+        secure_aggregation: false,
         features: table.header[4..].to_vec(),
         batch_column: None,
         covariates: vec!["age".into()],
@@ -382,6 +383,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                 1 => (
                     "combat",
                     AnalysisSpec::Harmonize(HarmonizeSpec {
+                        secure_aggregation: false,
                         features: features.clone(),
                         batch_column: None,
                         covariates: vec!["age".into()],

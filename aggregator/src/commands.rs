@@ -108,6 +108,7 @@ pub async fn simulate_table1(a: Table1Args<'_>) -> anyhow::Result<()> {
         id: StudyId::new("table1")?,
         title: format!("Table 1 of {}", a.table.display()),
         analysis: AnalysisSpec::Table1(Table1Spec {
+            secure_aggregation: false,
             label_column: label.clone(),
             positive_label: "1".into(),
             negative_label: "0".into(),
@@ -208,6 +209,7 @@ pub async fn simulate_harmonize(a: HarmonizeArgs<'_>) -> anyhow::Result<()> {
         .categorical
         .unwrap_or_else(|| pooled.guess_categorical(&a.covariates, 5));
     let spec = HarmonizeSpec {
+        secure_aggregation: false,
         features,
         batch_column: a.batch_column,
         covariates: a.covariates,

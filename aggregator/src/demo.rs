@@ -304,6 +304,7 @@ fn table1_spec() -> StudySpec {
         id: StudyId::new("table1").expect("valid id"),
         title: "Baseline characteristics by response".into(),
         analysis: AnalysisSpec::Table1(Table1Spec {
+            secure_aggregation: false,
             label_column: "response".into(),
             positive_label: "1".into(),
             negative_label: "0".into(),

@@ -6,6 +6,10 @@
 //! The aggregator's final `ComBatModel` equals `models::combat::combat_pooled` on the pooled rows
 //! to round-off. Sites keep no state: every task carries what earlier rounds established.
 //!
+//! Secure aggregation (`secure_aggregation = true`): the key round rides on round 0, rounds 1
+//! and 2 are masked, so the aggregator sees only Σ W'W, Σ W'Y, Σ RSS and Σ n over sites; the
+//! levels and each batch's estimates (round 3, a batch lives at one site) stay plain.
+//!
 //! Disclosure: W'W holds batch sizes and, for categorical covariates, level counts (also within
 //! each batch). A site refuses (sends a `Failure`) when any of those counts, or its row count, is
 //! between 1 and `min_count − 1`, or when the design's parameter count exceeds
@@ -14,6 +18,7 @@
 use crate::engine::{Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
+use crate::secure::{SecureRounds, SumShape};
 use crate::study::{HarmonizeMode, HarmonizeSpec};
 use crate::table::{SiteTable, TableError};
 use crate::task::{BatchSource, ComBatTask, ResultBody, TaskBody};
@@ -279,10 +284,17 @@ pub struct HarmonizeDriver {
     design: Option<DesignSpec>,
     fit: Option<combat::ComBatFit>,
     global: Option<combat::ComBatGlobal>,
+    /// Under `secure_aggregation`: the key round rides on the levels round, and the
+    /// cross-product and residual rounds are masked (`crate::secure`).
+    #[serde(default)]
+    secure: Option<SecureRounds>,
 }
 
 impl HarmonizeDriver {
     pub fn start(spec: HarmonizeSpec, sites: Vec<SiteId>) -> (Self, BTreeMap<SiteId, TaskBody>) {
+        let secure = spec.secure_aggregation.then(|| {
+            SecureRounds::new(&crate::study::AnalysisSpec::Harmonize(spec.clone()), &sites)
+        });
         let d = Self {
             spec,
             sites,
@@ -290,8 +302,13 @@ impl HarmonizeDriver {
             design: None,
             fit: None,
             global: None,
+            secure,
         };
         let tasks = d.tasks(TaskBody::ComBatLevels);
+        let tasks = match &d.secure {
+            Some(s) => s.key_round(tasks),
+            None => tasks,
+        };
         (d, tasks)
     }
 
@@ -320,6 +337,19 @@ impl HarmonizeDriver {
             .collect()
     }
 
+    /// The next summed round: masked under secure aggregation, plain otherwise.
+    fn next_summed(
+        &mut self,
+        make: fn(ComBatTask) -> TaskBody,
+        shape: SumShape,
+    ) -> Result<Step, String> {
+        let tasks = self.tasks(make);
+        Ok(Step::Next(match &mut self.secure {
+            Some(s) => s.masked(tasks, shape)?,
+            None => tasks,
+        }))
+    }
+
     pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
         match self.advance(results) {
             Ok(step) => step,
@@ -327,7 +357,25 @@ impl HarmonizeDriver {
         }
     }
 
-    fn advance(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Result<Step, String> {
+    fn advance(&mut self, received: &BTreeMap<SiteId, ResultBody>) -> Result<Step, String> {
+        let err = |e: models::ModelsError| format!("ComBat: {e}");
+        self.round += 1;
+        // Under secure aggregation the driver sees the key round's inner answers (round 1) and
+        // only the decoded sums of the masked rounds (2 and 3), under one pseudo-site.
+        let opened;
+        let results = match (&mut self.secure, self.round) {
+            (Some(s), 1) => {
+                opened = s.on_key_round(received)?;
+                &opened
+            }
+            (Some(s), 2 | 3) => {
+                opened = s.open_sum(received)?;
+                &opened
+            }
+            _ => received,
+        };
+        let features = self.spec.features.len();
+        // Defined here so that it reads the (possibly opened) `results` above (macro hygiene).
         macro_rules! collect {
             ($variant:ident) => {
                 results
@@ -339,8 +387,6 @@ impl HarmonizeDriver {
                     .collect::<Result<Vec<_>, String>>()?
             };
         }
-        let err = |e: models::ModelsError| format!("ComBat: {e}");
-        self.round += 1;
         match self.round {
             1 => {
                 let levels: Vec<SiteLevels> = collect!(ComBatLevels);
@@ -367,14 +413,21 @@ impl HarmonizeDriver {
                 }) {
                     return Err("a categorical covariate has a single level over all sites; drop it".into());
                 }
+                let columns = design.n_columns();
                 self.design = Some(design);
-                Ok(Step::Next(self.tasks(TaskBody::ComBatCrossProducts)))
+                self.next_summed(
+                    TaskBody::ComBatCrossProducts,
+                    SumShape::ComBatCrossProducts { columns, features },
+                )
             }
             2 => {
                 let xp: Vec<ComBatCrossProducts> = collect!(ComBatCrossProducts);
                 let design = self.design.as_ref().ok_or("no design")?;
                 self.fit = Some(combat::aggregate_cross_products(design, &xp).map_err(err)?);
-                Ok(Step::Next(self.tasks(TaskBody::ComBatResiduals)))
+                self.next_summed(
+                    TaskBody::ComBatResiduals,
+                    SumShape::ComBatResiduals { features },
+                )
             }
             3 => {
                 let rs: Vec<ComBatResiduals> = collect!(ComBatResiduals);

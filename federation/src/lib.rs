@@ -4,6 +4,7 @@
 //! Nothing here does IO: no network, no files, no clock (time is passed in as milliseconds), so
 //! every step can be tested against a pooled reference without starting a server.
 
+pub mod differencing;
 pub mod engine;
 pub mod harmonize;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod lasso;
 pub mod local;
 pub mod pipeline;
 pub mod policy;
+pub mod secure;
 pub mod site;
 pub mod study;
 pub mod table;

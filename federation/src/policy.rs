@@ -1,4 +1,9 @@
 //! A site's release policy: what may leave the hospital, checked before anything is sent.
+//!
+//! Besides the fields below, two rules follow from `min_count` without a setting of their own:
+//! every released count is 0 or ≥ `min_count` (`crate::site`), and no two aggregates of one
+//! study cover patient sets that differ by 1..`min_count − 1` patients (the differencing guard,
+//! `crate::differencing`).
 
 use crate::ids::StudyHash;
 use serde::{Deserialize, Serialize};
@@ -28,6 +33,11 @@ pub struct SitePolicy {
     /// `nfilter.glm`, default 0.33); `inf` turns it off.
     #[serde(default = "default_params_ratio")]
     pub max_params_per_row: f64,
+    /// Summed statistics (Table 1 count tables and moments, ComBat's cross-products and residual
+    /// sums, LASSO sums, pipeline stages) leave only pairwise-masked (`crate::secure`): a plain
+    /// summed request is refused with a message naming this setting. Off by default.
+    #[serde(default)]
+    pub require_secure_aggregation: bool,
 }
 
 fn default_min_count() -> u64 {
@@ -46,6 +56,7 @@ impl Default for SitePolicy {
             release_predictions: false,
             share_models: false,
             max_params_per_row: default_params_ratio(),
+            require_secure_aggregation: false,
         }
     }
 }

@@ -35,6 +35,14 @@ pub fn answer(task: &Task, table: &SiteTable, policy: &SitePolicy) -> Answer {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SiteMemory {
     pub studies: std::collections::BTreeMap<String, crate::pipeline::SitePipelineState>,
+    /// Per study hash: the patient sets this site released aggregates over (the differencing
+    /// guard, `crate::differencing`).
+    #[serde(default)]
+    pub released: std::collections::BTreeMap<String, crate::differencing::ReleaseLedger>,
+    /// Per study hash: the secure-aggregation session (X25519 secret, pinned peer keys, used
+    /// round ids; `crate::secure`).
+    #[serde(default)]
+    pub secure: crate::secure::SiteSessions,
 }
 
 impl SiteMemory {
@@ -44,6 +52,10 @@ impl SiteMemory {
         for s in self.studies.values_mut() {
             any |= std::mem::take(&mut s.dirty);
         }
+        for l in self.released.values_mut() {
+            any |= l.take_dirty();
+        }
+        any |= self.secure.take_dirty();
         any
     }
 }
@@ -95,12 +107,131 @@ fn compute(
             "the task's study id differs from its spec's id; refusing".into(),
         );
     }
-    let body = match (&spec.analysis, &task.body) {
+    let secure_study = spec.secure_aggregation();
+    // Taken out of the memory while the answer is computed (the analyses borrow the memory
+    // too) and put back whatever happens.
+    let mut ledger = memory.released.remove(&hash.0).unwrap_or_default();
+    let guarded =
+        crate::differencing::guarded(task, &spec, table, &mut ledger, policy.min_count, || {
+            let body = if let Some(refusal) = plain_sum_refusal(&task.body, secure_study, policy) {
+                Err((String::new(), refusal))
+            } else {
+                dispatch(&spec, &hash.0, task, &task.body, table, policy, memory)
+            };
+            let released = body.is_ok();
+            (body, released)
+        });
+    memory.released.insert(hash.0.clone(), ledger);
+    let body = guarded.unwrap_or_else(|refusal| Err((String::new(), refusal)));
+    let result = TaskResult {
+        study_id: task.study_id.clone(),
+        round: task.round,
+        body: match body {
+            Ok(b) => b,
+            Err((local, public)) => {
+                if !local.is_empty() {
+                    *note = Some(local);
+                }
+                ResultBody::Failure(SiteFailure { message: public })
+            }
+        },
+    };
+    release_check(result, policy)
+}
+
+/// The last step of every outgoing result, the one check no answer bypasses: whatever the
+/// analysis code did, no count between 1 and `min_count − 1` leaves (defence in depth behind
+/// each analysis' own suppression; a masked round's plain answer is checked before masking).
+/// Returns the result, or a failure naming the rule in its place.
+pub fn release_check(result: TaskResult, policy: &SitePolicy) -> TaskResult {
+    if let Some(min) = result.smallest_released_count()
+        && min < policy.min_count
+    {
+        return TaskResult {
+            study_id: result.study_id,
+            round: result.round,
+            body: ResultBody::Failure(SiteFailure {
+                message: format!(
+                    "internal disclosure check: the answer held a count of {min} < min_count {}; nothing was sent (please report this bug)",
+                    policy.min_count
+                ),
+            }),
+        };
+    }
+    result
+}
+
+/// The answer to a task the agent could not decode (typically another release of the
+/// aggregator): a failure naming the reason, through [`release_check`] like every other answer,
+/// so that the agent never builds a result itself. Errors when the study id is not a valid id
+/// (then nothing can be addressed to the study, and the agent only logs).
+pub fn unreadable_task(study_id: &str, round: u32, reason: String) -> Result<TaskResult, String> {
+    let study_id = crate::StudyId::new(study_id).map_err(|e| e.to_string())?;
+    Ok(release_check(
+        TaskResult {
+            study_id,
+            round,
+            body: ResultBody::Failure(SiteFailure { message: reason }),
+        },
+        &SitePolicy::default(),
+    ))
+}
+
+/// Summed requests that have a masked form: under a study with `secure_aggregation` or a site
+/// policy with `require_secure_aggregation`, they are answered only inside a masked round.
+fn is_plain_sum(body: &TaskBody) -> bool {
+    matches!(
+        body,
+        TaskBody::Table1Summary(_)
+            | TaskBody::ComBatCrossProducts(_)
+            | TaskBody::ComBatResiduals(_)
+            | TaskBody::LassoSums(_)
+            | TaskBody::Pipeline(_)
+    )
+}
+
+/// Why a plain summed request is refused, if it is.
+fn plain_sum_refusal(body: &TaskBody, secure_study: bool, policy: &SitePolicy) -> Option<String> {
+    if !is_plain_sum(body) {
+        return None;
+    }
+    if secure_study {
+        return Some(format!(
+            "the study spec asks for secure aggregation, but the aggregator sent a plain {} request; this site sends summed statistics of this study only masked",
+            body.kind()
+        ));
+    }
+    if policy.require_secure_aggregation {
+        return Some(format!(
+            "this site's policy requires secure aggregation (require_secure_aggregation = true) for summed statistics, and this {} request is plain; submit the study with secure_aggregation = true in its analysis (Table 1 and ComBat support it)",
+            body.kind()
+        ));
+    }
+    None
+}
+
+type Answered = Result<ResultBody, (String, String)>;
+
+/// The analysis half that answers `body` (recursing into the inner request of a key or masked
+/// round). Every branch returns the plain answer or a (local, public) error pair.
+fn dispatch(
+    spec: &StudySpec,
+    hash: &str,
+    task: &Task,
+    body: &TaskBody,
+    table: &SiteTable,
+    policy: &SitePolicy,
+    memory: &mut SiteMemory,
+) -> Answered {
+    match (&spec.analysis, body) {
         (AnalysisSpec::Table1(t), TaskBody::Table1Summary(s)) => {
             table1::site_summary(table, t, s, policy)
                 .map(ResultBody::Table1Summary)
                 .map_err(|e| (e.to_string(), e.public_message()))
         }
+        (AnalysisSpec::Table1(t), TaskBody::Table1Levels(s)) => table1::site_levels(table, t, s)
+            .map(ResultBody::Table1Levels)
+            .map_err(|e| (e.to_string(), e.public_message())),
         (AnalysisSpec::Table1(t), TaskBody::Histogram(h)) => {
             table1::site_histogram(table, t, h, policy)
                 .map(ResultBody::Histogram)
@@ -123,6 +254,69 @@ fn compute(
                 .map(ResultBody::Pipeline)
                 .map_err(|e| (e.to_string(), e.public_message()))
         }
+        (_, TaskBody::SecureKeys(k)) => {
+            let inner = match k.inner.as_deref() {
+                None => None,
+                // Only unsummed first requests ride on the key round: a summed one must be
+                // masked, which needs the keys this round establishes.
+                Some(inner @ (TaskBody::ComBatLevels(_) | TaskBody::Table1Levels(_))) => Some(
+                    Box::new(dispatch(spec, hash, task, inner, table, policy, memory)?),
+                ),
+                Some(other) => {
+                    return Err((
+                        String::new(),
+                        format!(
+                            "a {} request cannot ride on the secure-aggregation key round; refusing",
+                            other.kind()
+                        ),
+                    ));
+                }
+            };
+            let public_key = memory.secure.announce(hash);
+            Ok(ResultBody::SecureKey(crate::task::SecureKeyResult {
+                public_key,
+                inner,
+            }))
+        }
+        (_, TaskBody::Masked(m)) => {
+            if m.round.study_id != crate::secure::session_label(&spec.analysis) {
+                return Err((
+                    String::new(),
+                    "the masked round names another study; refusing".into(),
+                ));
+            }
+            if !is_plain_sum(&m.inner)
+                || matches!(*m.inner, TaskBody::Pipeline(_) | TaskBody::LassoSums(_))
+            {
+                return Err((
+                    String::new(),
+                    format!("a {} request has no masked form; refusing", m.inner.kind()),
+                ));
+            }
+            let plain = dispatch(spec, hash, task, &m.inner, table, policy, memory)?;
+            // The single gate's count check applies to the plain answer before it is masked.
+            let check = TaskResult {
+                study_id: task.study_id.clone(),
+                round: task.round,
+                body: plain.clone(),
+            };
+            if let Some(min) = check.smallest_released_count()
+                && min < policy.min_count
+            {
+                return Err((
+                    String::new(),
+                    format!(
+                        "internal disclosure check: the answer held a count of {min} < min_count {}; nothing was sent (please report this bug)",
+                        policy.min_count
+                    ),
+                ));
+            }
+            memory
+                .secure
+                .mask(hash, m, &plain)
+                .map(ResultBody::Masked)
+                .map_err(|e| (String::new(), e.to_string()))
+        }
         (analysis, body) => Err((
             String::new(),
             format!(
@@ -131,33 +325,7 @@ fn compute(
                 analysis.kind()
             ),
         )),
-    };
-    let result = TaskResult {
-        study_id: task.study_id.clone(),
-        round: task.round,
-        body: match body {
-            Ok(b) => b,
-            Err((local, public)) => {
-                if !local.is_empty() {
-                    *note = Some(local);
-                }
-                ResultBody::Failure(SiteFailure { message: public })
-            }
-        },
-    };
-    // Defence in depth: whatever the analysis code did, no count below min_count leaves.
-    if let Some(min) = result.smallest_released_count()
-        && min < policy.min_count
-    {
-        return failure(
-            task,
-            format!(
-                "internal disclosure check: the answer held a count of {min} < min_count {}; nothing was sent (please report this bug)",
-                policy.min_count
-            ),
-        );
     }
-    result
 }
 
 /// One line describing the shape of a result for the audit log (never the values).
@@ -231,6 +399,27 @@ pub fn describe(result: &TaskResult) -> String {
             f.len()
         ),
         ResultBody::Pipeline(r) => r.describe(),
+        ResultBody::Table1Levels(l) => format!(
+            "level names of {} categorical variables ({} levels); no counts",
+            l.len(),
+            l.iter().map(Vec::len).sum::<usize>()
+        ),
+        ResultBody::SecureKey(k) => format!(
+            "secure-aggregation public key{}",
+            k.inner.as_deref().map_or(String::new(), |inner| {
+                let inner = TaskResult {
+                    study_id: result.study_id.clone(),
+                    round: result.round,
+                    body: inner.clone(),
+                };
+                format!(" and {}", describe(&inner))
+            })
+        ),
+        ResultBody::Masked(v) => format!(
+            "{} pairwise-masked fixed-point values for secure round {} (the plain answer was checked before masking)",
+            v.values.len(),
+            v.round_id
+        ),
         ResultBody::Failure(f) => format!("failure message: {}", f.message),
     }
 }
@@ -279,6 +468,7 @@ mod tests {
             id: StudyId::new("s").unwrap(),
             title: String::new(),
             analysis: AnalysisSpec::Table1(Table1Spec {
+                secure_aggregation: false,
                 label_column: "response".into(),
                 positive_label: "1".into(),
                 negative_label: "0".into(),

@@ -56,6 +56,15 @@ pub struct HarmonizeSpec {
     pub categorical: Vec<String>,
     #[serde(default)]
     pub mode: HarmonizeMode,
+    /// Send W'W, W'Y and the residual sums pairwise-masked, so that the aggregator learns only
+    /// their sums over sites (`crate::secure`; needs at least 3 sites). Omitted from the
+    /// canonical JSON when off, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_aggregation: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// LASSO-logistic feature selection as `cv.glmnet(family = "binomial")` on the pooled rows.
@@ -133,6 +142,11 @@ pub struct Table1Spec {
     /// Tree levels a site may descend per histogram round (round trips vs payload).
     #[serde(default = "default_depth_per_round")]
     pub depth_per_round: u8,
+    /// Send the summary round's count tables and moment sums pairwise-masked, so that the
+    /// aggregator learns only their sums over sites (`crate::secure`; needs at least 3 sites).
+    /// Histogram rounds stay plain. Omitted from the canonical JSON when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_aggregation: bool,
 }
 
 fn default_positive() -> String {
@@ -181,6 +195,15 @@ impl StudySpec {
         let spec: StudySpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// Whether the study's summed rounds run under secure aggregation.
+    pub fn secure_aggregation(&self) -> bool {
+        match &self.analysis {
+            AnalysisSpec::Table1(t) => t.secure_aggregation,
+            AnalysisSpec::Harmonize(h) => h.secure_aggregation,
+            AnalysisSpec::Lasso(_) | AnalysisSpec::Pipeline(_) => false,
+        }
     }
 
     /// Checks what the type system cannot.

@@ -106,7 +106,9 @@ impl SiteTable {
             })
     }
 
-    fn patient(&self, row: usize) -> String {
+    /// The patient id of a row (the id column's value, or `#<row number>` without one); used
+    /// in local error messages and by the differencing guard, never sent.
+    pub fn patient(&self, row: usize) -> String {
         match self.id_column {
             Some(c) => self.rows[row][c].clone(),
             None => format!("#{}", row + 1),

@@ -18,6 +18,13 @@
 //!    than that resolution hold equal values only, and the Mann-Whitney statistic equals the pooled
 //!    one exactly; quartiles are exact to the reported resolution.
 //!
+//! Secure aggregation (`secure_aggregation = true`): round 1 is the key round, in which each
+//! site also names the categorical levels present (as the plain summary does, without counts);
+//! round 2 is the summary, masked: counts, 0/1 suppression flags and per-group Σx, Σx² travel in
+//! fixed point (`crate::secure::SumShape::Table1Summary`), so the aggregator learns the pooled
+//! table and, per cell, how many sites suppressed it but not which (`suppressed_by` then names
+//! the pseudo-site `masked-sum`). Histogram rounds stay plain.
+//!
 //! Tests: Student's t (pooled variance, R `t.test(var.equal = TRUE)`); Mann-Whitney U with mid-rank
 //! ties, normal approximation with tie and continuity correction (R `wilcox.test(exact = FALSE,
 //! correct = TRUE)`), statistic W for the positive group; Pearson χ² without Yates' correction
@@ -26,12 +33,13 @@
 use crate::engine::{Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
+use crate::secure::{SecureRounds, SumShape};
 use crate::study::{Table1Spec, VariableKind};
 use crate::table::{SiteTable, TableError};
 use crate::task::{
     CategoricalSummary, ContinuousSummary, GROUPS, GroupMoments, HistogramAnswer, HistogramRequest,
     HistogramResult, HistogramTask, LevelCounts, Node, NodeRequest, Released, ResultBody,
-    Table1SummaryResult, Table1SummaryTask, TaskBody,
+    SecureKeysTask, Table1SummaryResult, Table1SummaryTask, TaskBody,
 };
 use serde::{Deserialize, Serialize};
 use stats::moments::Moments;
@@ -198,6 +206,29 @@ pub fn site_summary(
     })
 }
 
+/// Site half of the levels round of a secure Table 1: per categorical variable of the task, the
+/// sorted levels present among the labelled rows (exactly the levels `site_summary` would list,
+/// without their counts).
+pub fn site_levels(
+    table: &SiteTable,
+    spec: &Table1Spec,
+    task: &Table1SummaryTask,
+) -> Result<Vec<Vec<String>>, SiteError> {
+    check_in_spec(spec, &task.categorical, VariableKind::Categorical)?;
+    let group = groups(table, spec)?;
+    let mut out = Vec::new();
+    for name in &task.categorical {
+        let values = table.text_column(name)?;
+        let levels: std::collections::BTreeSet<&str> = values
+            .iter()
+            .zip(&group)
+            .filter_map(|(v, g)| g.and(*v))
+            .collect();
+        out.push(levels.into_iter().map(str::to_string).collect());
+    }
+    Ok(out)
+}
+
 /// Site half of a histogram round.
 pub fn site_histogram(
     table: &SiteTable,
@@ -306,6 +337,10 @@ pub struct Table1Driver {
     trees: Vec<VarTree>,
     histogram_rounds: u32,
     notes: Vec<String>,
+    /// Under `secure_aggregation`: the key round (with the levels) comes first, then the masked
+    /// summary round (`crate::secure`); histogram rounds stay plain.
+    #[serde(default)]
+    secure: Option<SecureRounds>,
 }
 
 fn to_moments(m: GroupMoments) -> Moments {
@@ -358,7 +393,16 @@ fn summary_task(spec: &Table1Spec) -> Table1SummaryTask {
 impl Table1Driver {
     /// A new driver and its first task (the same for every site).
     pub fn start(spec: Table1Spec, sites: Vec<SiteId>) -> (Self, TaskBody) {
-        let task = TaskBody::Table1Summary(summary_task(&spec));
+        let secure = spec
+            .secure_aggregation
+            .then(|| SecureRounds::new(&crate::study::AnalysisSpec::Table1(spec.clone()), &sites));
+        let task = match secure {
+            // The key round's task is the same for every site (the engine sends one task).
+            Some(_) => TaskBody::SecureKeys(SecureKeysTask {
+                inner: Some(Box::new(TaskBody::Table1Levels(summary_task(&spec)))),
+            }),
+            None => TaskBody::Table1Summary(summary_task(&spec)),
+        };
         (
             Self {
                 spec,
@@ -367,6 +411,7 @@ impl Table1Driver {
                 trees: Vec::new(),
                 histogram_rounds: 0,
                 notes: Vec::new(),
+                secure,
             },
             task,
         )
@@ -374,16 +419,61 @@ impl Table1Driver {
 
     /// Combines a complete round (results iterate in `SiteId` order).
     pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
-        let r = if self.pooled.is_none() {
-            self.on_summary(results)
-        } else {
-            self.on_histogram(results)
+        let r = match (&mut self.secure, self.pooled.is_none()) {
+            (Some(s), _) if s.keys().is_empty() => self.on_key_round(results),
+            (Some(s), true) => match s.open_sum(results) {
+                Ok(sum) => self.on_summary(&sum),
+                Err(e) => Err(e),
+            },
+            (None, true) => self.on_summary(results),
+            (_, false) => self.on_histogram(results),
         };
         match r {
             Ok(Some(tasks)) => Step::Next(tasks),
             Ok(None) => Step::Done(StudyOutput::Table1(self.output())),
             Err(e) => Step::Failed(e),
         }
+    }
+
+    /// Secure Table 1, key round: record the keys, take the union of the sites' levels and ask
+    /// for the masked summary in one layout.
+    fn on_key_round(
+        &mut self,
+        results: &BTreeMap<SiteId, ResultBody>,
+    ) -> Result<Option<BTreeMap<SiteId, TaskBody>>, String> {
+        let secure = self.secure.as_mut().ok_or("not a secure study")?;
+        let inner = secure.on_key_round(results)?;
+        let task = summary_task(&self.spec);
+        let mut levels = vec![std::collections::BTreeSet::new(); task.categorical.len()];
+        for site in &self.sites {
+            match inner.get(site) {
+                Some(ResultBody::Table1Levels(l)) if l.len() == levels.len() => {
+                    for (acc, l) in levels.iter_mut().zip(l) {
+                        acc.extend(l.iter().cloned());
+                    }
+                }
+                Some(ResultBody::Table1Levels(_)) => {
+                    return Err(format!("site {site} answered a different set of variables"));
+                }
+                other => {
+                    return Err(format!(
+                        "site {site} answered the levels round with {}",
+                        other.map_or("nothing", ResultBody::kind)
+                    ));
+                }
+            }
+        }
+        let shape = SumShape::Table1Summary {
+            continuous: task.continuous.clone(),
+            categorical: task
+                .categorical
+                .iter()
+                .cloned()
+                .zip(levels.into_iter().map(|l| l.into_iter().collect()))
+                .collect(),
+        };
+        let tasks = crate::engine::same_for_all(&self.sites, TaskBody::Table1Summary(task));
+        Ok(Some(secure.masked(tasks, shape)?))
     }
 
     fn on_summary(

@@ -38,6 +38,35 @@ pub enum TaskBody {
     LassoSums(LassoTask),
     /// A stage of the nested-CV pipeline study (`crate::pipeline`).
     Pipeline(crate::pipeline::PipelineTask),
+    /// Table 1 under secure aggregation, first round: which levels of the categorical variables
+    /// occur at the site (no counts), so that every site packs its masked counts in one layout.
+    Table1Levels(Table1SummaryTask),
+    /// Secure aggregation, key round (`crate::secure`): announce this study's X25519 public key,
+    /// and answer `inner` (the analysis' own first, unsummed request) in the same round.
+    SecureKeys(SecureKeysTask),
+    /// Secure aggregation, a masked round (`crate::secure`): answer `inner`, encode its summed
+    /// statistics in fixed point with `shape` and mask them pairwise with the relayed keys.
+    Masked(MaskedTask),
+}
+
+/// The key round of a secure study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureKeysTask {
+    /// The analysis' own request answered in the same round (plain, not summed), if any.
+    pub inner: Option<Box<TaskBody>>,
+}
+
+/// A masked round of a secure study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskedTask {
+    /// Every participant's public key as announced in the key round (the relayed set).
+    pub keys: Vec<secagg::KeyAnnouncement>,
+    /// Study, a round id fresh for every masked exchange, and the sorted participant set.
+    pub round: secagg::RoundSpec,
+    /// How the answer is packed into the masked vector.
+    pub shape: crate::secure::SumShape,
+    /// The summed request itself.
+    pub inner: Box<TaskBody>,
 }
 
 /// All current LASSO fits' requests, evaluated by the site on its own rows in one go.
@@ -59,6 +88,9 @@ impl TaskBody {
             TaskBody::ComBatEstimate(_) => "combat_estimate",
             TaskBody::LassoSums(_) => "lasso_sums",
             TaskBody::Pipeline(_) => "pipeline",
+            TaskBody::Table1Levels(_) => "table1_levels",
+            TaskBody::SecureKeys(_) => "secure_keys",
+            TaskBody::Masked(_) => "masked",
         }
     }
 }
@@ -143,6 +175,13 @@ pub enum ResultBody {
     LassoSums(Vec<models::lasso::FitSums>),
     /// A stage of the nested-CV pipeline study (`crate::pipeline`).
     Pipeline(crate::pipeline::StageResult),
+    /// Per categorical variable (task order): the levels present at the site, sorted; no counts.
+    Table1Levels(Vec<Vec<String>>),
+    /// The key round's answer: the site's public key and its answer to the inner request.
+    SecureKey(SecureKeyResult),
+    /// A masked round's answer: fixed-point ring elements plus pairwise masks (uniformly
+    /// distributed to anyone without the pair seeds; see `secagg`).
+    Masked(secagg::MaskedVector),
     /// The site could not compute the answer (bad data, missing column): the message says what to
     /// fix at the site. The study fails with it; nothing else is sent.
     Failure(SiteFailure),
@@ -159,9 +198,21 @@ impl ResultBody {
             ResultBody::ComBatEstimates(_) => "combat_estimate",
             ResultBody::LassoSums(_) => "lasso_sums",
             ResultBody::Pipeline(_) => "pipeline",
+            ResultBody::Table1Levels(_) => "table1_levels",
+            ResultBody::SecureKey(_) => "secure_keys",
+            ResultBody::Masked(_) => "masked",
             ResultBody::Failure(_) => "failure",
         }
     }
+}
+
+/// The key round's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureKeyResult {
+    /// The site's X25519 public key for this study. The aggregator labels it with the sender's
+    /// authenticated site id when it relays the set.
+    pub public_key: [u8; 32],
+    pub inner: Option<Box<ResultBody>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,8 +320,24 @@ impl TaskResult {
             ResultBody::ComBatResiduals(r) => counts.push(r.n),
             ResultBody::ComBatEstimates(b) => counts.extend(b.iter().map(|b| b.n)),
             ResultBody::Pipeline(r) => counts.extend(r.released_counts()),
-            // Weighted sums over the site's rows (each fit covers all rows but a fold), not counts.
-            ResultBody::ComBatLevels(_) | ResultBody::LassoSums(_) | ResultBody::Failure(_) => {}
+            ResultBody::SecureKey(k) => {
+                if let Some(inner) = &k.inner {
+                    let inner = TaskResult {
+                        study_id: self.study_id.clone(),
+                        round: self.round,
+                        body: (**inner).clone(),
+                    };
+                    counts.extend(inner.smallest_released_count());
+                }
+            }
+            // Weighted sums over the site's rows (each fit covers all rows but a fold), not counts;
+            // level names without counts; masked vectors, whose plain content the site checked
+            // before masking (`site::answer_with_memory`) and which reveal nothing by themselves.
+            ResultBody::ComBatLevels(_)
+            | ResultBody::LassoSums(_)
+            | ResultBody::Table1Levels(_)
+            | ResultBody::Masked(_)
+            | ResultBody::Failure(_) => {}
         }
         counts.into_iter().filter(|&c| c > 0).min()
     }

@@ -61,6 +61,7 @@ fn run(analysis: AnalysisSpec, tables: BTreeMap<SiteId, SiteTable>) -> StudyStat
 
 fn combat(covariates: &[&str]) -> AnalysisSpec {
     AnalysisSpec::Harmonize(HarmonizeSpec {
+        secure_aggregation: false,
         features: vec!["f1".into(), "f2".into(), "f3".into()],
         batch_column: None,
         covariates: covariates.iter().map(|c| c.to_string()).collect(),

@@ -43,6 +43,7 @@ fn spec(mode: HarmonizeMode) -> StudySpec {
         id: StudyId::new("h").unwrap(),
         title: String::new(),
         analysis: AnalysisSpec::Harmonize(HarmonizeSpec {
+            secure_aggregation: false,
             features: [
                 "original_firstorder_Mean",
                 "original_glcm_Contrast",

@@ -6,6 +6,7 @@
 use crate::convert_combat as cc;
 use crate::convert_lasso as cl;
 use crate::convert_pipeline as cp;
+use crate::convert_secure as cs;
 use crate::pb;
 use federation::ids::{IdError, StudyHash, StudyId};
 use federation::task::{
@@ -111,6 +112,12 @@ impl TryFrom<pb::Task> for Task {
             pb::task::Body::CombatEstimate(t) => TaskBody::ComBatEstimate(cc::task_from(t)?),
             pb::task::Body::LassoSums(t) => TaskBody::LassoSums(cl::task_from(t)?),
             pb::task::Body::Pipeline(p) => TaskBody::Pipeline(cp::task_from(p)?),
+            pb::task::Body::Table1Levels(s) => TaskBody::Table1Levels(Table1SummaryTask {
+                continuous: s.continuous,
+                categorical: s.categorical,
+            }),
+            pb::task::Body::SecureKeys(k) => TaskBody::SecureKeys(cs::keys_task_from(k)?),
+            pb::task::Body::Masked(m) => TaskBody::Masked(cs::masked_task_from(m)?),
             pb::task::Body::Histogram(h) => TaskBody::Histogram(HistogramTask {
                 variables: h
                     .variables
@@ -161,6 +168,27 @@ impl From<&Task> for pb::Task {
             TaskBody::ComBatResiduals(t) => pb::task::Body::CombatResiduals(cc::task_to(t)),
             TaskBody::ComBatEstimate(t) => pb::task::Body::CombatEstimate(cc::task_to(t)),
             TaskBody::LassoSums(t) => pb::task::Body::LassoSums(cl::task_to(t)),
+            TaskBody::Table1Levels(s) => pb::task::Body::Table1Levels(pb::Table1SummaryTask {
+                continuous: s.continuous.clone(),
+                categorical: s.categorical.clone(),
+            }),
+            // As for the pipeline below: an inner request without a message (the drivers never
+            // build one) goes out without it, and the site refuses the task naming the field.
+            TaskBody::SecureKeys(k) => {
+                pb::task::Body::SecureKeys(cs::keys_task_to(k).unwrap_or_else(|e| {
+                    tracing::error!("cannot encode the key round's inner request: {e}");
+                    pb::SecureKeysTask { inner: None }
+                }))
+            }
+            TaskBody::Masked(m) => {
+                pb::task::Body::Masked(cs::masked_task_to(m).unwrap_or_else(|e| {
+                    tracing::error!("cannot encode the masked round's request: {e}");
+                    pb::MaskedTask {
+                        inner: None,
+                        ..Default::default()
+                    }
+                }))
+            }
             // `From` cannot fail. A stage that cannot be encoded (a value out of its message's
             // range) goes out without a stage, which the site refuses as
             // `PipelineTask.stage is missing`; the reason is logged here, at the sender.
@@ -242,6 +270,11 @@ impl TryFrom<pb::TaskResult> for TaskResult {
             }
             pb::task_result::Body::LassoSums(s) => ResultBody::LassoSums(cl::sums_from(s)?),
             pb::task_result::Body::Pipeline(p) => ResultBody::Pipeline(cp::result_from(p)?),
+            pb::task_result::Body::Table1Levels(l) => {
+                ResultBody::Table1Levels(cs::table1_levels_from(l))
+            }
+            pb::task_result::Body::SecureKey(k) => ResultBody::SecureKey(cs::key_result_from(k)?),
+            pb::task_result::Body::Masked(v) => ResultBody::Masked(cs::masked_from(v)?),
         };
         Ok(TaskResult {
             study_id: StudyId::new(r.study_id)?,
@@ -400,6 +433,16 @@ impl From<&TaskResult> for pb::TaskResult {
                 pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
             }
             ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
+            ResultBody::Table1Levels(l) => {
+                pb::task_result::Body::Table1Levels(cs::table1_levels_to(l))
+            }
+            ResultBody::SecureKey(k) => match cs::key_result_to(k) {
+                Ok(m) => pb::task_result::Body::SecureKey(m),
+                Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
+                    message: format!("this site cannot send its key-round answer: {e}"),
+                }),
+            },
+            ResultBody::Masked(v) => pb::task_result::Body::Masked(cs::masked_to(v)),
             // `From` cannot fail. An answer that cannot be encoded (a value out of its message's
             // range) goes out as the site's failure naming the reason, so the study
             // stops with it; nothing of the answer leaves the site.

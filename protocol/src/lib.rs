@@ -7,6 +7,7 @@
 pub mod convert;
 mod convert_combat;
 mod convert_lasso;
+mod convert_secure;
 pub mod convert_pipeline;
 pub mod convert_pipeline_metrics;
 pub mod tls;

@@ -24,6 +24,7 @@ const FEATURES: [&str; 4] = [
 
 fn spec(mode: HarmonizeMode) -> HarmonizeSpec {
     HarmonizeSpec {
+        secure_aggregation: false,
         features: FEATURES.map(String::from).to_vec(),
         batch_column: None,
         covariates: vec!["age".into()],

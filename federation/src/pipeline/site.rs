@@ -201,6 +201,7 @@ pub fn site_inputs(table: &SiteTable, spec: &PipelineSpec, site: &str) -> Result
         })
         .collect::<Result<_>>()?;
     let hspec = HarmonizeSpec {
+        secure_aggregation: false,
         features: spec.features.clone(),
         batch_column: spec.batch_column.clone(),
         covariates: vec![],

@@ -1,0 +1,698 @@
+//! Secure aggregation wired into study rounds: the key round, masked rounds, and the packing of
+//! summed statistics into fixed-point vectors (the cryptography itself is the `secagg` crate).
+//!
+//! # Flow (both halves)
+//!
+//! 1. **Key round.** The driver wraps its first task in [`TaskBody::SecureKeys`]: every site
+//!    creates (or reuses, after a restart) an X25519 key pair for the study
+//!    ([`secagg::SiteSession`], kept in the site's memory) and answers its public key with the
+//!    answer to the inner, unsummed request (ComBat's levels, Table 1's levels).
+//!    [`SecureRounds::on_key_round`] records the announcements.
+//! 2. **Masked rounds.** [`SecureRounds::masked`] wraps a summed request in [`TaskBody::Masked`]
+//!    with the relayed key set, a fresh round id, the sorted participant set and the
+//!    [`SumShape`]. The site computes the plain answer through the usual gate (policy, min_count
+//!    suppression, differencing guard), packs it with [`SumShape::encode`] into fixed point over
+//!    Z/2^64 and masks it ([`secagg::SiteSession::mask_values`]: for every peer, the ChaCha20
+//!    stream of the pair's HKDF-derived round seed is added or subtracted).
+//!    [`SecureRounds::open_sum`] adds the masked vectors (wrapping), the masks cancel, and the
+//!    driver receives **only the sum**, decoded back into the same result type
+//!    ([`SumShape::decode`]) under the pseudo-site [`MASKED_SUM_SITE`]. The analysis code then
+//!    runs unchanged, because every summed round's aggregation is itself a sum.
+//!
+//! # Precision
+//!
+//! Counts travel with F = 0 fractional bits and are exact. Real values travel with
+//! [`REAL_FRAC_BITS`] = 24: each decoded sum is within `n_sites · 2^−25` (≈ 3e−8 per site) of
+//! the exact sum of the sites' f64 values; per value `|x| ≤ 2^39 / n_sites` (≈ 1.8e11 for 3
+//! sites) is enforced at the site, which refuses with a message to rescale otherwise.
+//!
+//! # What the aggregator learns
+//!
+//! With secure aggregation: per masked round, the sum over all sites of the statistics, the
+//! number of sites that suppressed each Table 1 cell (not which), and each site's public key.
+//! Without it: every site's own statistics. Unsummed rounds (ComBat's levels and per-batch
+//! estimates, Table 1's level names and histogram refinements) stay plain in both modes.
+//!
+//! # Dropout
+//!
+//! Rule: **restart without the site** ([`SecureRounds::restart_without`]), never mask recovery.
+//! A partial sum is useless (the missing site's pads do not cancel), so the survivors re-mask
+//! their unchanged answers under a fresh round id. The round engine itself does not drop sites
+//! (a site that stops answering pauses the study, plain or masked); when the site comes back it
+//! re-sends the identical masked vector (re-masking the same input under the same round id is
+//! allowed and yields the same bytes; a different input is refused), so the round completes.
+
+use crate::ids::SiteId;
+use crate::study::AnalysisSpec;
+use crate::task::{
+    CategoricalSummary, ContinuousSummary, GROUPS, GroupMoments, LevelCounts, MaskedTask, Released,
+    ResultBody, SecureKeysTask, Table1SummaryResult, TaskBody,
+};
+use models::combat::{ComBatCrossProducts, ComBatResiduals};
+use secagg::{FixedPoint, KeyAnnouncement, Layout, MaskedRound, RoundSpec, SecAggPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Fractional bits for real-valued statistics (resolution 2^−24 ≈ 6e−8).
+pub const REAL_FRAC_BITS: u32 = 24;
+
+/// The pseudo-site under which a masked round's sum reaches the analysis driver.
+pub const MASKED_SUM_SITE: &str = "masked-sum";
+
+fn real() -> FixedPoint {
+    FixedPoint::new(REAL_FRAC_BITS).expect("24 is a valid number of fractional bits")
+}
+
+/// What a masked round sums and how it is packed; sent with the round so that every site and
+/// the aggregator use one layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SumShape {
+    /// ComBat round 1: `n` and the constant-in-batch flags (counts, F = 0), then W'W (packed
+    /// upper triangle, `columns·(columns+1)/2`) and W'Y (`columns × features`, row-major).
+    ComBatCrossProducts { columns: usize, features: usize },
+    /// ComBat round 2: `n` (count), then the residual sums of squares per feature.
+    ComBatResiduals { features: usize },
+    /// Table 1 summary: the cells of [`Table1SummaryResult`] for these continuous variables and
+    /// these categorical variables with their level lists (the union over sites).
+    Table1Summary {
+        continuous: Vec<String>,
+        categorical: Vec<(String, Vec<String>)>,
+    },
+}
+
+/// Why a result could not be packed or a sum unpacked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SecureError {
+    #[error(
+        "the answer does not fit the masked round's layout: {0}; the aggregator and this site disagree on the study's shape"
+    )]
+    Shape(String),
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] secagg::SecAggError),
+    #[error("secure aggregation: site {site} answered a masked round with {got}")]
+    NotMasked { site: String, got: &'static str },
+    #[error(
+        "secure aggregation: no public key from site {0}; the key round must complete before a masked round"
+    )]
+    NoKey(String),
+}
+
+impl SumShape {
+    /// Segment layout of the masked vector.
+    pub fn layout(&self) -> Layout {
+        match self {
+            SumShape::ComBatCrossProducts { columns, features } => Layout::new()
+                .with(
+                    "n and constant-in-batch flags",
+                    1 + features,
+                    FixedPoint::integer(),
+                )
+                .with("W'W", columns * (columns + 1) / 2, real())
+                .with("W'Y", columns * features, real()),
+            SumShape::ComBatResiduals { features } => Layout::new()
+                .with("n", 1, FixedPoint::integer())
+                .with("residual sums of squares", *features, real()),
+            SumShape::Table1Summary {
+                continuous,
+                categorical,
+            } => {
+                let cells = table1_cells(continuous.len(), categorical);
+                Layout::new()
+                    .with("counts", cells, FixedPoint::integer())
+                    .with("suppressed flags", cells, FixedPoint::integer())
+                    .with("moment sums", continuous.len() * GROUPS * 2, real())
+            }
+        }
+    }
+
+    /// Site side: the parts of `result` in layout order. Refuses a result of another kind or
+    /// size, and a Table 1 level the shape does not list.
+    pub fn encode(&self, result: &ResultBody) -> Result<Vec<Vec<f64>>, SecureError> {
+        let shape = |m: String| SecureError::Shape(m);
+        match (self, result) {
+            (
+                SumShape::ComBatCrossProducts { columns, features },
+                ResultBody::ComBatCrossProducts(c),
+            ) => {
+                if c.wtw.len() != columns * (columns + 1) / 2
+                    || c.wty.len() != columns * features
+                    || c.constant_in_batch.len() != *features
+                {
+                    return Err(shape(format!(
+                        "W'W/W'Y of {}/{} values for {columns} columns and {features} features",
+                        c.wtw.len(),
+                        c.wty.len()
+                    )));
+                }
+                let mut counts = vec![c.n as f64];
+                counts.extend(c.constant_in_batch.iter().map(|&b| f64::from(u8::from(b))));
+                Ok(vec![counts, c.wtw.clone(), c.wty.clone()])
+            }
+            (SumShape::ComBatResiduals { features }, ResultBody::ComBatResiduals(r)) => {
+                if r.rss.len() != *features {
+                    return Err(shape(format!(
+                        "{} residual sums for {features} features",
+                        r.rss.len()
+                    )));
+                }
+                Ok(vec![vec![r.n as f64], r.rss.clone()])
+            }
+            (
+                SumShape::Table1Summary {
+                    continuous,
+                    categorical,
+                },
+                ResultBody::Table1Summary(s),
+            ) => encode_table1(continuous, categorical, s),
+            (_, other) => Err(shape(format!("a {} answer", other.kind()))),
+        }
+    }
+
+    /// Aggregator side: the pooled result from the decoded sum (parts in layout order).
+    pub fn decode(&self, parts: &[Vec<f64>]) -> Result<ResultBody, SecureError> {
+        let count = |x: f64| x.max(0.0).round() as u64;
+        match self {
+            SumShape::ComBatCrossProducts { .. } => {
+                let [counts, wtw, wty] = parts else {
+                    return Err(SecureError::Shape("three segments expected".into()));
+                };
+                Ok(ResultBody::ComBatCrossProducts(ComBatCrossProducts {
+                    n: count(counts[0]),
+                    wtw: wtw.clone(),
+                    wty: wty.clone(),
+                    // Summed 0/1 flags: some site had a constant feature in a batch (the OR).
+                    constant_in_batch: counts[1..].iter().map(|&c| c > 0.5).collect(),
+                }))
+            }
+            SumShape::ComBatResiduals { .. } => {
+                let [n, rss] = parts else {
+                    return Err(SecureError::Shape("two segments expected".into()));
+                };
+                Ok(ResultBody::ComBatResiduals(ComBatResiduals {
+                    n: count(n[0]),
+                    rss: rss.clone(),
+                }))
+            }
+            SumShape::Table1Summary {
+                continuous,
+                categorical,
+            } => decode_table1(continuous, categorical, parts),
+        }
+    }
+}
+
+/// Count cells of a Table 1 summary: group sizes (2), label missing (1); per continuous
+/// variable: missing (2) and group n (2); per categorical variable: missing (2) and per level
+/// the group counts (2).
+fn table1_cells(continuous: usize, categorical: &[(String, Vec<String>)]) -> usize {
+    GROUPS
+        + 1
+        + continuous * 2 * GROUPS
+        + categorical
+            .iter()
+            .map(|(_, l)| GROUPS * (1 + l.len()))
+            .sum::<usize>()
+}
+
+/// Pushes a released count: the count (0 when suppressed) and the 0/1 suppression flag.
+fn push_count(counts: &mut Vec<f64>, flags: &mut Vec<f64>, c: &Released<u64>) {
+    match c {
+        Released::Value(v) => {
+            counts.push(*v as f64);
+            flags.push(0.0);
+        }
+        Released::Suppressed => {
+            counts.push(0.0);
+            flags.push(1.0);
+        }
+    }
+}
+
+fn encode_table1(
+    continuous: &[String],
+    categorical: &[(String, Vec<String>)],
+    s: &Table1SummaryResult,
+) -> Result<Vec<Vec<f64>>, SecureError> {
+    let names_c: Vec<&String> = s.continuous.iter().map(|c| &c.variable).collect();
+    let names_k: Vec<&String> = s.categorical.iter().map(|c| &c.variable).collect();
+    if names_c != continuous.iter().collect::<Vec<_>>()
+        || names_k != categorical.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    {
+        return Err(SecureError::Shape(
+            "the summary's variables differ from the round's".into(),
+        ));
+    }
+    let (mut counts, mut flags, mut sums) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &s.group_n {
+        push_count(&mut counts, &mut flags, c);
+    }
+    push_count(&mut counts, &mut flags, &s.label_missing);
+    for c in &s.continuous {
+        for m in &c.missing {
+            push_count(&mut counts, &mut flags, m);
+        }
+        for g in &c.groups {
+            match g {
+                Released::Value(m) => {
+                    push_count(&mut counts, &mut flags, &Released::Value(m.n));
+                    // Σx and Σx² = M2 + n·mean² (the pooled mean and M2 follow from the sums).
+                    let n = m.n as f64;
+                    sums.push(n * m.mean);
+                    sums.push(m.m2 + n * m.mean * m.mean);
+                }
+                Released::Suppressed => {
+                    push_count(&mut counts, &mut flags, &Released::Suppressed);
+                    sums.extend([0.0, 0.0]);
+                }
+            }
+        }
+    }
+    for (c, (_, levels)) in s.categorical.iter().zip(categorical) {
+        for m in &c.missing {
+            push_count(&mut counts, &mut flags, m);
+        }
+        if let Some(l) = c.levels.iter().find(|l| !levels.contains(&l.level)) {
+            return Err(SecureError::Shape(format!(
+                "variable {:?} has level {:?} at this site, which the round's level list lacks",
+                c.variable, l.level
+            )));
+        }
+        for level in levels {
+            match c.levels.iter().find(|l| &l.level == level) {
+                Some(l) => l
+                    .counts
+                    .iter()
+                    .for_each(|x| push_count(&mut counts, &mut flags, x)),
+                None => {
+                    for _ in 0..GROUPS {
+                        push_count(&mut counts, &mut flags, &Released::Value(0));
+                    }
+                }
+            }
+        }
+    }
+    Ok(vec![counts, flags, sums])
+}
+
+fn decode_table1(
+    continuous: &[String],
+    categorical: &[(String, Vec<String>)],
+    parts: &[Vec<f64>],
+) -> Result<ResultBody, SecureError> {
+    let [counts, flags, sums] = parts else {
+        return Err(SecureError::Shape("three segments expected".into()));
+    };
+    let mut cell = 0usize;
+    // A cell is released only if no site suppressed it (the flags' sum is 0), exactly as the
+    // plain aggregation shows a cell any site suppressed as suppressed.
+    let mut next = || {
+        let i = cell;
+        cell += 1;
+        if flags[i] > 0.5 {
+            Released::Suppressed
+        } else {
+            Released::Value(counts[i].max(0.0).round() as u64)
+        }
+    };
+    let group_n = [next(), next()];
+    let label_missing = next();
+    let mut sum_i = 0usize;
+    let mut out_c = Vec::new();
+    for v in continuous {
+        let missing = [next(), next()];
+        let mut groups = [Released::Suppressed; GROUPS];
+        for g in &mut groups {
+            let (sx, sxx) = (sums[sum_i], sums[sum_i + 1]);
+            sum_i += 2;
+            *g = match next() {
+                Released::Suppressed => Released::Suppressed,
+                Released::Value(n) => {
+                    let nf = n as f64;
+                    let mean = if n == 0 { 0.0 } else { sx / nf };
+                    let m2 = if n <= 1 {
+                        0.0
+                    } else {
+                        (sxx - nf * mean * mean).max(0.0)
+                    };
+                    Released::Value(GroupMoments { n, mean, m2 })
+                }
+            };
+        }
+        out_c.push(ContinuousSummary {
+            variable: v.clone(),
+            groups,
+            missing,
+        });
+    }
+    let mut out_k = Vec::new();
+    for (v, levels) in categorical {
+        let missing = [next(), next()];
+        let levels = levels
+            .iter()
+            .map(|l| LevelCounts {
+                level: l.clone(),
+                counts: [next(), next()],
+            })
+            .collect();
+        out_k.push(CategoricalSummary {
+            variable: v.clone(),
+            levels,
+            missing,
+        });
+    }
+    Ok(ResultBody::Table1Summary(Table1SummaryResult {
+        group_n,
+        label_missing,
+        continuous: out_c,
+        categorical: out_k,
+    }))
+}
+
+/// The label that binds a study's masks (the `study` of every [`RoundSpec`] and of the sites'
+/// sessions): `analysis-` and the first 16 hex digits of SHA-256 over the analysis' canonical
+/// JSON. Both halves compute it from the spec they hold (the drivers do not see the study id).
+/// Pads are also bound to the per-study key pairs, so two studies with equal analyses never
+/// share one.
+pub fn session_label(analysis: &AnalysisSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_string(analysis).expect("an analysis spec always serialises");
+    format!(
+        "analysis-{}",
+        &hex::encode(Sha256::digest(json.as_bytes()))[..16]
+    )
+}
+
+/// The aggregator's secure-aggregation state of one study (kept inside its analysis driver and
+/// persisted with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureRounds {
+    study: String,
+    sites: Vec<SiteId>,
+    keys: Vec<KeyAnnouncement>,
+    /// Round id of the next masked exchange; never reused (restarts included).
+    next_round_id: u64,
+    /// The masked round being answered: its spec and shape.
+    open: Option<(RoundSpec, SumShape)>,
+}
+
+impl SecureRounds {
+    /// State for the study whose analysis is `analysis`, over `sites` (sorted by the engine).
+    pub fn new(analysis: &AnalysisSpec, sites: &[SiteId]) -> Self {
+        Self {
+            study: session_label(analysis),
+            sites: sites.to_vec(),
+            keys: Vec::new(),
+            next_round_id: 1,
+            open: None,
+        }
+    }
+
+    /// The policy the aggregator applies (the sites apply theirs): at least 3 participants.
+    pub fn policy() -> SecAggPolicy {
+        SecAggPolicy::default()
+    }
+
+    /// The public keys announced in the key round.
+    pub fn keys(&self) -> &[KeyAnnouncement] {
+        &self.keys
+    }
+
+    /// Wraps the first tasks in the key round (`inner` may be empty: no inner request).
+    pub fn key_round(&self, inner: BTreeMap<SiteId, TaskBody>) -> BTreeMap<SiteId, TaskBody> {
+        self.sites
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    TaskBody::SecureKeys(SecureKeysTask {
+                        inner: inner.get(s).cloned().map(Box::new),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// Records the key round's announcements and returns the inner answers (sites without an
+    /// inner answer are left out).
+    pub fn on_key_round(
+        &mut self,
+        results: &BTreeMap<SiteId, ResultBody>,
+    ) -> Result<BTreeMap<SiteId, ResultBody>, String> {
+        Self::policy()
+            .check(self.sites.len())
+            .map_err(|e| format!("secure aggregation: {e}"))?;
+        let mut keys = Vec::new();
+        let mut inner = BTreeMap::new();
+        for (site, body) in results {
+            let ResultBody::SecureKey(k) = body else {
+                return Err(format!(
+                    "site {site} answered the key round with {}",
+                    body.kind()
+                ));
+            };
+            // Labelled with the sender's authenticated id: a site cannot announce for another.
+            keys.push(KeyAnnouncement {
+                site_id: site.to_string(),
+                public_key: k.public_key,
+            });
+            if let Some(b) = &k.inner {
+                inner.insert(site.clone(), (**b).clone());
+            }
+        }
+        self.keys = keys;
+        Ok(inner)
+    }
+
+    /// Wraps one summed request per site in a masked round over every site of the study.
+    pub fn masked(
+        &mut self,
+        inner: BTreeMap<SiteId, TaskBody>,
+        shape: SumShape,
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        let participants: Vec<String> = self.sites.iter().map(|s| s.to_string()).collect();
+        self.masked_over(inner, shape, participants)
+    }
+
+    fn masked_over(
+        &mut self,
+        inner: BTreeMap<SiteId, TaskBody>,
+        shape: SumShape,
+        participants: Vec<String>,
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        for p in &participants {
+            if !self.keys.iter().any(|k| &k.site_id == p) {
+                return Err(SecureError::NoKey(p.clone()).to_string());
+            }
+        }
+        let spec = RoundSpec::new(self.study.clone(), self.next_round_id, participants)
+            .map_err(|e| format!("secure aggregation: {e}"))?;
+        Self::policy()
+            .check(spec.n())
+            .map_err(|e| format!("secure aggregation: {e}"))?;
+        self.next_round_id += 1;
+        let tasks = inner
+            .into_iter()
+            .filter(|(s, _)| spec.contains(s.as_str()))
+            .map(|(s, body)| {
+                (
+                    s,
+                    TaskBody::Masked(MaskedTask {
+                        keys: self.keys.clone(),
+                        round: spec.clone(),
+                        shape: shape.clone(),
+                        inner: Box::new(body),
+                    }),
+                )
+            })
+            .collect();
+        self.open = Some((spec, shape));
+        Ok(tasks)
+    }
+
+    /// Restarts the open masked round without `dropped`: a fresh round id over the survivors,
+    /// who re-mask their unchanged answers (`inner`: the survivors' requests). The partial sum
+    /// of the abandoned attempt is discarded.
+    pub fn restart_without(
+        &mut self,
+        dropped: &[SiteId],
+        inner: BTreeMap<SiteId, TaskBody>,
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        let (spec, shape) = self
+            .open
+            .clone()
+            .ok_or("secure aggregation: no masked round is open")?;
+        let survivors: Vec<String> = spec
+            .participants
+            .iter()
+            .filter(|p| !dropped.iter().any(|d| d.as_str() == p.as_str()))
+            .cloned()
+            .collect();
+        self.masked_over(inner, shape, survivors)
+    }
+
+    /// Sums the open round's masked vectors and returns only the decoded sum, keyed by
+    /// [`MASKED_SUM_SITE`]. Every participant must have answered with a masked vector.
+    pub fn open_sum(
+        &mut self,
+        results: &BTreeMap<SiteId, ResultBody>,
+    ) -> Result<BTreeMap<SiteId, ResultBody>, String> {
+        let (spec, shape) = self
+            .open
+            .take()
+            .ok_or("secure aggregation: a masked answer arrived but no masked round is open")?;
+        let layout = shape.layout();
+        let mut round = MaskedRound::new(spec, layout.total_len(), &Self::policy())
+            .map_err(|e| SecureError::from(e).to_string())?;
+        for (site, body) in results {
+            let ResultBody::Masked(v) = body else {
+                return Err(SecureError::NotMasked {
+                    site: site.to_string(),
+                    got: body.kind(),
+                }
+                .to_string());
+            };
+            if v.site_id != site.as_str() {
+                return Err(format!(
+                    "site {site} sent a masked vector labelled as site {:?}",
+                    v.site_id
+                ));
+            }
+            round
+                .accept(v)
+                .map_err(|e| SecureError::from(e).to_string())?;
+        }
+        let sum = round
+            .complete()
+            .map_err(|e| SecureError::from(e).to_string())?;
+        let parts = layout
+            .decode(&sum)
+            .map_err(|e| SecureError::from(e).to_string())?;
+        let pooled = shape.decode(&parts).map_err(|e| e.to_string())?;
+        Ok(BTreeMap::from([(
+            SiteId::new(MASKED_SUM_SITE).expect("a valid site id"),
+            pooled,
+        )]))
+    }
+}
+
+/// A key generated in the key round, waiting for the first masked round to learn the site's
+/// own id (the one the relayed set lists with this key).
+#[derive(Clone, Serialize, Deserialize)]
+struct PendingKey(#[serde(with = "secret_hex")] secagg::SiteSecret);
+
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &secagg::SiteSecret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(zeroize::Zeroizing::new(v.to_bytes()).as_ref()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<secagg::SiteSecret, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.as_str(), bytes.as_mut())
+            .map_err(|e| D::Error::custom(format!("a pending secure-aggregation key: {e}")))?;
+        Ok(secagg::SiteSecret::from_bytes(*bytes))
+    }
+}
+
+/// A site's secure-aggregation sessions, one per study (by study hash). Contains X25519
+/// secrets: the agent stores the site memory with owner-only permissions.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct SiteSessions {
+    #[serde(default)]
+    sessions: BTreeMap<String, secagg::SiteSession>,
+    #[serde(default)]
+    pending: BTreeMap<String, PendingKey>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl std::fmt::Debug for SiteSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteSessions")
+            .field("sessions", &self.sessions)
+            .field("pending", &self.pending.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PartialEq for SiteSessions {
+    fn eq(&self, other: &Self) -> bool {
+        self.sessions.len() == other.sessions.len()
+            && self
+                .sessions
+                .iter()
+                .zip(&other.sessions)
+                .all(|((a, x), (b, y))| a == b && x.same_state(y))
+            && self.pending.len() == other.pending.len()
+            && self
+                .pending
+                .iter()
+                .zip(&other.pending)
+                .all(|((a, x), (b, y))| a == b && x.0.public_key() == y.0.public_key())
+    }
+}
+
+impl SiteSessions {
+    /// True (once) when a session changed since the last call (the agent persists it).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The key round at the site: this study's public key (generated on first use, from the
+    /// operating system's CSPRNG; the same key on a repeated key round).
+    pub fn announce(&mut self, study_hash: &str) -> [u8; 32] {
+        if let Some(s) = self.sessions.get(study_hash) {
+            return s.public_key();
+        }
+        if let Some(p) = self.pending.get(study_hash) {
+            return p.0.public_key();
+        }
+        let secret = secagg::SiteSecret::generate(&mut rand::rngs::OsRng);
+        let public = secret.public_key();
+        self.pending
+            .insert(study_hash.to_string(), PendingKey(secret));
+        self.dirty = true;
+        public
+    }
+
+    /// A masked round at the site: pins the relayed keys, packs `plain` with the round's shape
+    /// and masks it. In the study's first masked round the session is created, the site's own
+    /// id being the one the relayed set lists with this site's public key.
+    pub fn mask(
+        &mut self,
+        study_hash: &str,
+        task: &MaskedTask,
+        plain: &ResultBody,
+    ) -> Result<secagg::MaskedVector, SecureError> {
+        if !self.sessions.contains_key(study_hash) {
+            let pending = self.pending.get(study_hash).ok_or_else(|| {
+                SecureError::NoKey("this site (it answered no key round for this study)".into())
+            })?;
+            let own = pending.0.public_key();
+            let mut mine = task.keys.iter().filter(|k| k.public_key == own);
+            let (Some(me), None) = (mine.next(), mine.next()) else {
+                return Err(SecureError::Shape(
+                    "the relayed key set does not list this site's public key exactly once".into(),
+                ));
+            };
+            let session = secagg::SiteSession::new(
+                task.round.study_id.clone(),
+                me.site_id.clone(),
+                pending.0.clone(),
+                SecAggPolicy::default(),
+            )?;
+            self.sessions.insert(study_hash.to_string(), session);
+            self.pending.remove(study_hash);
+            self.dirty = true;
+        }
+        let session = self.sessions.get_mut(study_hash).expect("inserted above");
+        session.accept_peer_keys(&task.keys)?;
+        let parts = task.shape.encode(plain)?;
+        let refs: Vec<&[f64]> = parts.iter().map(Vec::as_slice).collect();
+        let v = session.mask_values(&task.round, &task.shape.layout(), &refs)?;
+        self.dirty = true;
+        Ok(v)
+    }
+}

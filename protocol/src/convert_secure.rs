@@ -1,0 +1,285 @@
+//! Conversions of the secure-aggregation messages (`federation::secure`, `secagg` ↔ protobuf).
+//!
+//! Strict like the rest of the edge: a public key that is not 32 bytes, an unsorted or
+//! duplicated participant list, a shape too large to address, or an inner request of a kind that
+//! may not ride on a key or masked round is a typed error naming the field.
+
+use crate::convert::ConvertError;
+use crate::convert_combat as cc;
+use crate::pb;
+use federation::secure::SumShape;
+use federation::task::{
+    MaskedTask, ResultBody, SecureKeyResult, SecureKeysTask, Table1SummaryTask, TaskBody,
+};
+use secagg::{KeyAnnouncement, MaskedVector, RoundSpec};
+
+/// Largest design column count and feature count a shape may name: the packed W'W of 2^20
+/// columns already has 2^39 entries, far above any message the transport accepts, and the
+/// bound keeps every size computation of the layout free of overflow.
+const MAX_COLUMNS: u64 = 1 << 20;
+const MAX_FEATURES: u64 = 1 << 24;
+
+fn key32(field: &'static str, bytes: Vec<u8>) -> Result<[u8; 32], ConvertError> {
+    let got = bytes.len();
+    bytes.try_into().map_err(|_| ConvertError::Length {
+        field,
+        got,
+        expected: 32,
+    })
+}
+
+fn bounded(field: &'static str, v: u64, max: u64) -> Result<usize, ConvertError> {
+    if v > max {
+        return Err(ConvertError::Range { field, value: v });
+    }
+    Ok(v as usize)
+}
+
+fn summary_task_from(t: pb::Table1SummaryTask) -> Table1SummaryTask {
+    Table1SummaryTask {
+        continuous: t.continuous,
+        categorical: t.categorical,
+    }
+}
+
+fn summary_task_to(t: &Table1SummaryTask) -> pb::Table1SummaryTask {
+    pb::Table1SummaryTask {
+        continuous: t.continuous.clone(),
+        categorical: t.categorical.clone(),
+    }
+}
+
+pub(crate) fn keys_task_from(t: pb::SecureKeysTask) -> Result<SecureKeysTask, ConvertError> {
+    use pb::secure_keys_task::Inner;
+    Ok(SecureKeysTask {
+        inner: match t.inner {
+            None => None,
+            Some(Inner::CombatLevels(c)) => {
+                Some(Box::new(TaskBody::ComBatLevels(cc::task_from(c)?)))
+            }
+            Some(Inner::Table1Levels(s)) => {
+                Some(Box::new(TaskBody::Table1Levels(summary_task_from(s))))
+            }
+        },
+    })
+}
+
+pub(crate) fn keys_task_to(t: &SecureKeysTask) -> Result<pb::SecureKeysTask, ConvertError> {
+    use pb::secure_keys_task::Inner;
+    Ok(pb::SecureKeysTask {
+        inner: match t.inner.as_deref() {
+            None => None,
+            Some(TaskBody::ComBatLevels(c)) => Some(Inner::CombatLevels(cc::task_to(c))),
+            Some(TaskBody::Table1Levels(s)) => Some(Inner::Table1Levels(summary_task_to(s))),
+            Some(_) => {
+                return Err(ConvertError::Unsupported(
+                    "only ComBat's and Table 1's levels requests ride on the key round",
+                ));
+            }
+        },
+    })
+}
+
+fn announcement_from(k: pb::KeyAnnouncement) -> Result<KeyAnnouncement, ConvertError> {
+    if k.site_id.is_empty() {
+        return Err(ConvertError::Missing("KeyAnnouncement.site_id"));
+    }
+    Ok(KeyAnnouncement {
+        site_id: k.site_id,
+        public_key: key32("KeyAnnouncement.public_key", k.public_key)?,
+    })
+}
+
+fn round_from(r: Option<pb::RoundSpec>) -> Result<RoundSpec, ConvertError> {
+    let r = r.ok_or(ConvertError::Missing("MaskedTask.round"))?;
+    let spec = RoundSpec {
+        study_id: r.study_id,
+        round_id: r.round_id,
+        participants: r.participants,
+    };
+    // Every site must derive the same round digest: the list must already be sorted and unique.
+    spec.validate().map_err(|e| ConvertError::Invalid {
+        field: "MaskedTask.round.participants",
+        reason: e.to_string(),
+    })?;
+    Ok(spec)
+}
+
+fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
+    use pb::sum_shape::Shape;
+    Ok(
+        match s
+            .and_then(|s| s.shape)
+            .ok_or(ConvertError::Missing("MaskedTask.shape"))?
+        {
+            Shape::CombatCrossProducts(c) => SumShape::ComBatCrossProducts {
+                columns: bounded("ComBatCrossProductsShape.columns", c.columns, MAX_COLUMNS)?,
+                features: bounded(
+                    "ComBatCrossProductsShape.features",
+                    c.features,
+                    MAX_FEATURES,
+                )?,
+            },
+            Shape::CombatResiduals(r) => SumShape::ComBatResiduals {
+                features: bounded("ComBatResidualsShape.features", r.features, MAX_FEATURES)?,
+            },
+            Shape::Table1Summary(t) => SumShape::Table1Summary {
+                continuous: t.continuous,
+                categorical: t
+                    .categorical
+                    .into_iter()
+                    .map(|c| (c.variable, c.levels))
+                    .collect(),
+            },
+        },
+    )
+}
+
+fn shape_to(s: &SumShape) -> pb::SumShape {
+    use pb::sum_shape::Shape;
+    pb::SumShape {
+        shape: Some(match s {
+            SumShape::ComBatCrossProducts { columns, features } => {
+                Shape::CombatCrossProducts(pb::ComBatCrossProductsShape {
+                    columns: *columns as u64,
+                    features: *features as u64,
+                })
+            }
+            SumShape::ComBatResiduals { features } => {
+                Shape::CombatResiduals(pb::ComBatResidualsShape {
+                    features: *features as u64,
+                })
+            }
+            SumShape::Table1Summary {
+                continuous,
+                categorical,
+            } => Shape::Table1Summary(pb::Table1SummaryShape {
+                continuous: continuous.clone(),
+                categorical: categorical
+                    .iter()
+                    .map(|(v, l)| pb::CategoricalLevels {
+                        variable: v.clone(),
+                        levels: l.clone(),
+                    })
+                    .collect(),
+            }),
+        }),
+    }
+}
+
+pub(crate) fn masked_task_from(t: pb::MaskedTask) -> Result<MaskedTask, ConvertError> {
+    use pb::masked_task::Inner;
+    let inner = match t.inner.ok_or(ConvertError::Missing("MaskedTask.inner"))? {
+        Inner::CombatCrossProducts(c) => TaskBody::ComBatCrossProducts(cc::task_from(c)?),
+        Inner::CombatResiduals(c) => TaskBody::ComBatResiduals(cc::task_from(c)?),
+        Inner::Table1Summary(s) => TaskBody::Table1Summary(summary_task_from(s)),
+    };
+    Ok(MaskedTask {
+        keys: t
+            .keys
+            .into_iter()
+            .map(announcement_from)
+            .collect::<Result<_, _>>()?,
+        round: round_from(t.round)?,
+        shape: shape_from(t.shape)?,
+        inner: Box::new(inner),
+    })
+}
+
+pub(crate) fn masked_task_to(t: &MaskedTask) -> Result<pb::MaskedTask, ConvertError> {
+    use pb::masked_task::Inner;
+    let inner = match &*t.inner {
+        TaskBody::ComBatCrossProducts(c) => Inner::CombatCrossProducts(cc::task_to(c)),
+        TaskBody::ComBatResiduals(c) => Inner::CombatResiduals(cc::task_to(c)),
+        TaskBody::Table1Summary(s) => Inner::Table1Summary(summary_task_to(s)),
+        _ => {
+            return Err(ConvertError::Unsupported(
+                "only ComBat's cross-products and residuals and Table 1's summary have a masked form",
+            ));
+        }
+    };
+    Ok(pb::MaskedTask {
+        keys: t
+            .keys
+            .iter()
+            .map(|k| pb::KeyAnnouncement {
+                site_id: k.site_id.clone(),
+                public_key: k.public_key.to_vec(),
+            })
+            .collect(),
+        round: Some(pb::RoundSpec {
+            study_id: t.round.study_id.clone(),
+            round_id: t.round.round_id,
+            participants: t.round.participants.clone(),
+        }),
+        shape: Some(shape_to(&t.shape)),
+        inner: Some(inner),
+    })
+}
+
+pub(crate) fn table1_levels_from(l: pb::Table1Levels) -> Vec<Vec<String>> {
+    l.variables.into_iter().map(|v| v.levels).collect()
+}
+
+pub(crate) fn table1_levels_to(l: &[Vec<String>]) -> pb::Table1Levels {
+    pb::Table1Levels {
+        variables: l
+            .iter()
+            .map(|v| pb::LevelList { levels: v.clone() })
+            .collect(),
+    }
+}
+
+pub(crate) fn key_result_from(k: pb::SecureKeyResult) -> Result<SecureKeyResult, ConvertError> {
+    use pb::secure_key_result::Inner;
+    Ok(SecureKeyResult {
+        public_key: key32("SecureKeyResult.public_key", k.public_key)?,
+        inner: k.inner.map(|i| {
+            Box::new(match i {
+                Inner::CombatLevels(l) => ResultBody::ComBatLevels(cc::levels_from(l)),
+                Inner::Table1Levels(l) => ResultBody::Table1Levels(table1_levels_from(l)),
+            })
+        }),
+    })
+}
+
+pub(crate) fn key_result_to(k: &SecureKeyResult) -> Result<pb::SecureKeyResult, ConvertError> {
+    use pb::secure_key_result::Inner;
+    Ok(pb::SecureKeyResult {
+        public_key: k.public_key.to_vec(),
+        inner: match k.inner.as_deref() {
+            None => None,
+            Some(ResultBody::ComBatLevels(l)) => Some(Inner::CombatLevels(cc::levels_to(l))),
+            Some(ResultBody::Table1Levels(l)) => Some(Inner::Table1Levels(table1_levels_to(l))),
+            Some(_) => {
+                return Err(ConvertError::Unsupported(
+                    "only levels answers ride on the key round",
+                ));
+            }
+        },
+    })
+}
+
+pub(crate) fn masked_from(v: pb::MaskedVector) -> Result<MaskedVector, ConvertError> {
+    if v.site_id.is_empty() {
+        return Err(ConvertError::Missing("MaskedVector.site_id"));
+    }
+    if v.study_id.is_empty() {
+        return Err(ConvertError::Missing("MaskedVector.study_id"));
+    }
+    Ok(MaskedVector {
+        site_id: v.site_id,
+        study_id: v.study_id,
+        round_id: v.round_id,
+        values: v.values,
+    })
+}
+
+pub(crate) fn masked_to(v: &MaskedVector) -> pb::MaskedVector {
+    pb::MaskedVector {
+        site_id: v.site_id.clone(),
+        study_id: v.study_id.clone(),
+        round_id: v.round_id,
+        values: v.values.clone(),
+    }
+}
