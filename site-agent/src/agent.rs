@@ -105,8 +105,9 @@ fn classify(status: &tonic::Status) -> SessionError {
 /// A running site agent.
 pub struct Agent {
     config: SiteConfig,
-    table: SiteTable,
-    audit: AuditLog,
+    /// Shared with the blocking task that answers (read-only).
+    table: std::sync::Arc<SiteTable>,
+    audit: std::sync::Arc<std::sync::Mutex<AuditLog>>,
     options: AgentOptions,
     /// Per-study state of multi-stage studies, persisted in `state_dir` after every answer
     /// that changes it, so an agent restart loses no stage.
@@ -151,8 +152,8 @@ impl Agent {
         let memory = load_memory(&config)?;
         Ok(Self {
             config,
-            table,
-            audit,
+            table: std::sync::Arc::new(table),
+            audit: std::sync::Arc::new(std::sync::Mutex::new(audit)),
             options,
             memory,
         })
@@ -294,44 +295,36 @@ impl Agent {
                 }
             };
             // From here until the push this agent holds the task (fault tests kill it here).
-            tracing::debug!("study {} round {}: task received", task.study_id, task.round);
+            tracing::debug!(
+                "study {} round {}: task received",
+                task.study_id,
+                task.round
+            );
             if !self.options.task_delay.is_zero() {
                 tokio::time::sleep(self.options.task_delay).await;
             }
-            let answer::Answer { result, local_note } = answer::answer_with_memory(
-                &task,
-                &self.table,
-                &self.config.policy,
-                &mut self.memory,
-            );
-            if self.memory.take_dirty() {
-                save_memory(&self.config, &self.memory).map_err(SessionError::Setup)?;
-            }
-            if let Some(note) = local_note {
-                tracing::error!(
-                    "study {} round {}: cannot answer: {note}",
-                    task.study_id,
-                    task.round
-                );
-            }
-            let msg = pb::TaskResult::from(&result);
-            let bytes = msg.encode_to_vec();
-            let entry = self
-                .audit
-                .append(
-                    task.study_id.as_str(),
-                    task.round,
-                    task.body.kind(),
-                    result.body.kind(),
-                    answer::describe(&result),
-                    &bytes,
-                )
-                .map_err(|e| SessionError::Setup(e.to_string()))?;
+            // Answering, saving the study memory and the audit append (fsync) run on the
+            // blocking pool: on the async workers they would stall this process's other work
+            // (in a simulation, the aggregator and every other agent) for the whole computation.
+            let work = AnswerWork {
+                task,
+                table: self.table.clone(),
+                policy: self.config.policy.clone(),
+                memory: std::mem::take(&mut self.memory),
+                audit: self.audit.clone(),
+                config: self.config.clone(),
+            };
+            let done = tokio::task::spawn_blocking(move || work.run())
+                .await
+                .map_err(|e| SessionError::Setup(format!("answering the task panicked: {e}")))?;
+            self.memory = done.memory;
+            let (task, msg) = (done.task, done.msg);
+            let entry = done.entry.map_err(SessionError::Setup)?;
             tracing::info!(
                 "study {} round {}: sent {} ({} bytes, audit #{})",
                 task.study_id,
                 task.round,
-                result.body.kind(),
+                done.kind,
                 entry.bytes,
                 entry.seq
             );
@@ -339,6 +332,67 @@ impl Agent {
                 .push_result(pb::PushResultRequest { result: Some(msg) })
                 .await
                 .map_err(|s| classify(&s))?;
+        }
+    }
+}
+
+/// One task's local work, moved to the blocking pool and back (the agent's memory and audit log
+/// travel with it so the async side never shares them).
+struct AnswerWork {
+    task: Task,
+    table: std::sync::Arc<SiteTable>,
+    policy: federation::policy::SitePolicy,
+    memory: answer::SiteMemory,
+    audit: std::sync::Arc<std::sync::Mutex<AuditLog>>,
+    config: SiteConfig,
+}
+
+struct AnswerDone {
+    task: Task,
+    kind: &'static str,
+    msg: pb::TaskResult,
+    entry: Result<crate::audit::AuditEntry, String>,
+    memory: answer::SiteMemory,
+}
+
+impl AnswerWork {
+    fn run(mut self) -> AnswerDone {
+        let answer::Answer { result, local_note } =
+            answer::answer_with_memory(&self.task, &self.table, &self.policy, &mut self.memory);
+        let saved = if self.memory.take_dirty() {
+            save_memory(&self.config, &self.memory)
+        } else {
+            Ok(())
+        };
+        if let Some(note) = local_note {
+            tracing::error!(
+                "study {} round {}: cannot answer: {note}",
+                self.task.study_id,
+                self.task.round
+            );
+        }
+        let msg = pb::TaskResult::from(&result);
+        let entry = saved.and_then(|()| {
+            let bytes = msg.encode_to_vec();
+            self.audit
+                .lock()
+                .map_err(|_| "the audit log lock is poisoned".to_string())?
+                .append(
+                    self.task.study_id.as_str(),
+                    self.task.round,
+                    self.task.body.kind(),
+                    result.body.kind(),
+                    answer::describe(&result),
+                    &bytes,
+                )
+                .map_err(|e| e.to_string())
+        });
+        AnswerDone {
+            kind: result.body.kind(),
+            task: self.task,
+            msg,
+            entry,
+            memory: self.memory,
         }
     }
 }
