@@ -5,16 +5,16 @@
 //! - a submitted study: its state, flushed before the submitter is told (`submit.persisted`);
 //! - a result: kept in memory only (`result.accepted`). A result lost in a crash is asked for
 //!   again — the site answers the same task with the same bytes — so nothing is double-counted;
-//! - a completed round: every site's result and the round record in one atomic batch
-//!   (`round.written`), flushed before the next round is handed out (`round.durable`). The
-//!   stored rounds are the study's replay log;
+//! - a completed round: every site's result appended to the study's round log
+//!   (`round.written`, see [`crate::roundlog`]), synced before the next round is handed out
+//!   (`round.durable`);
 //! - a snapshot of the whole study state (`snapshot.written`, `snapshot.durable`): when the study
 //!   finishes, and after a completed round once `snapshot_interval_ms` has passed since the last
 //!   one. Writing a large study's state after every round cost more than the round itself (a
 //!   pipeline study's state is megabytes of LASSO paths), so the state is written now and then
 //!   and the rounds in between are replayed on start-up (`restore.replayed`): the drivers are
 //!   deterministic functions of the stored results, so the replayed state is bit-identical.
-//!   Results older than the snapshot are then pruned (except Table 1's, which the report reads).
+//!   The round log is then emptied (except Table 1's, whose first round the report reads).
 //!
 //! A round deadline pausing a study is not persisted: it is a function of the time, and a
 //! restarted aggregator gives the sites a fresh deadline.
@@ -140,23 +140,32 @@ impl Coordinator {
         for mut s in store.studies()? {
             let id = s.spec.id.to_string();
             let mut replayed = 0u32;
-            // Each stored round either holds every site's result (written in one batch) or is
-            // absent; a complete one advances the study exactly as it did before the stop.
-            while !s.status.is_finished() {
-                let results = store.results(&id, s.round)?;
-                if results.is_empty() || !s.restore(results, now) {
+            // The log holds whole rounds (a torn last record is dropped); each one at the
+            // study's current round advances it exactly as it did before the stop. Rounds
+            // before it are covered by the snapshot (a stop between the snapshot and the log's
+            // truncation leaves them behind).
+            for (round, results) in store.logged_rounds(&id)? {
+                if s.status.is_finished() || round < s.round {
+                    continue;
+                }
+                if round > s.round || !s.restore(results, now) {
                     break;
                 }
-                s.completed = None;
+                if let Some(rec) = s.completed.take() {
+                    store.write_round(&id, &rec)?;
+                }
                 replayed += 1;
             }
             if replayed > 0 {
-                tracing::info!("study {id}: replayed {replayed} stored rounds, at round {}", s.round);
+                tracing::info!(
+                    "study {id}: replayed {replayed} logged rounds, at round {}",
+                    s.round
+                );
                 store.put_study(&s)?;
                 store.flush()?;
-                if prunes_results(&s) {
-                    store.prune_results(&id, s.round)?;
-                }
+            }
+            if prunes_results(&s) {
+                store.prune_results(&id)?;
             }
             snapshot_ms.insert(s.spec.id.clone(), now);
             studies.insert(s.spec.id.clone(), s);
@@ -294,7 +303,7 @@ impl Coordinator {
                 if let Some(rec) = state.completed.take() {
                     self.store.write_round(study_id.as_str(), &rec)?;
                     failpoint::hit("round.written");
-                    self.store.flush()?;
+                    self.store.sync_rounds(study_id.as_str())?;
                     failpoint::hit("round.durable");
                 }
                 let now = now_ms();
@@ -308,7 +317,7 @@ impl Coordinator {
                     failpoint::hit("snapshot.durable");
                     snapshot_ms.insert(study_id.clone(), now);
                     if prunes_results(state) {
-                        self.store.prune_results(study_id.as_str(), state.round)?;
+                        self.store.prune_results(study_id.as_str())?;
                     }
                 }
                 Ok(())

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod reporting;
 pub mod results;
+pub mod roundlog;
 pub mod server;
 pub mod service;
 pub mod simulate;

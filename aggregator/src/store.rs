@@ -4,8 +4,10 @@
 //! change. Writes become durable with [`Store::flush`]; the coordinator flushes before it acts on
 //! a transition (see `coordinator.rs` for what is written when).
 
+use crate::roundlog::{LogError, LoggedRound, RoundLog};
 use federation::SiteId;
 use federation::engine::{RoundRecord, StudyState};
+use std::collections::BTreeMap;
 use federation::task::ResultBody;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -37,32 +39,32 @@ pub trait Store: Send + Sync {
     /// Writes a snapshot of a study's state (durable after the next [`Store::flush`]).
     fn put_study(&self, state: &StudyState) -> Result<(), StoreError>;
     fn studies(&self) -> Result<Vec<StudyState>, StoreError>;
-    /// Writes a completed round — what was asked, every site's result and its size — in one
-    /// atomic batch, not yet forced to disk: the caller calls [`Store::flush`] before handing
-    /// out the next round. The stored results are the study's replay log: a restart replays the
-    /// rounds stored after the last snapshot (`put_study`).
+    /// Writes a completed round: every site's result, as it travelled, appended to the study's
+    /// round log (the replay log between snapshots), and the round's sizes and result kinds.
+    /// Not yet durable: the caller calls [`Store::sync_rounds`] before handing out the next
+    /// round. The tasks are not stored (a replay derives them again from the spec and the
+    /// earlier results).
     fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
-    /// Forces every earlier write to disk.
+    /// Forces the study's written rounds to disk.
+    fn sync_rounds(&self, study: &str) -> Result<(), StoreError>;
+    /// Forces every snapshot and record written so far to disk.
     fn flush(&self) -> Result<(), StoreError>;
-    /// Every completed round of a study; `results` holds what is still stored (see
-    /// [`Store::prune_results`]), `bytes` and `kinds` are always there.
+    /// Every completed round of a study: sizes and kinds, and the results where the round log
+    /// still holds them (see [`Store::prune_results`]); `tasks` are empty.
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError>;
-    /// The results stored for one round (empty if the round never completed or was pruned).
-    fn results(
-        &self,
-        study: &str,
-        round: u32,
-    ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError>;
-    /// Deletes the stored results of rounds before `before` (a snapshot now covers them).
-    fn prune_results(&self, study: &str, before: u32) -> Result<(), StoreError>;
+    /// The rounds in the study's round log, in order.
+    fn logged_rounds(&self, study: &str) -> Result<Vec<LoggedRound>, StoreError>;
+    /// Empties the study's round log (call only once a durable snapshot covers it).
+    fn prune_results(&self, study: &str) -> Result<(), StoreError>;
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError>;
     fn sites(&self) -> Result<Vec<SiteRecord>, StoreError>;
 }
 
-/// sled-backed store under `<state_dir>/db`.
+/// sled-backed store under `<state_dir>/db`, with the round logs under `<state_dir>/rounds`.
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
+    log: RoundLog,
 }
 
 impl SledStore {
@@ -72,7 +74,18 @@ impl SledStore {
             path: path.clone(),
             message: format!("{e} (is another aggregator using this state directory?)"),
         })?;
-        Ok(Self { path, db })
+        let log = RoundLog::open(&state_dir.join("rounds")).map_err(|e| StoreError::Backend {
+            path: state_dir.join("rounds"),
+            message: e.to_string(),
+        })?;
+        Ok(Self { path, db, log })
+    }
+
+    fn log_err(&self, e: LogError) -> StoreError {
+        StoreError::Backend {
+            path: self.path.with_file_name("rounds"),
+            message: e.to_string(),
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -119,34 +132,35 @@ impl Store for SledStore {
         self.scan("study/")
     }
     fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        // The round's tasks, sizes and kinds as JSON; the results as protobuf, as they travelled
-        // (compact and fast: JSON of a LASSO round's sums cost more than computing them).
-        let meta = RoundRecord {
-            results: Default::default(),
-            ..record.clone()
-        };
-        batch.insert(
-            format!("round/{study}/{:010}", record.round).as_bytes(),
-            serde_json::to_vec(&meta).map_err(|e| self.err(e))?,
-        );
         let study_id = federation::StudyId::new(study).map_err(|e| self.err(e))?;
-        for (site, body) in &record.results {
-            let bytes = record.bytes.get(site).copied().unwrap_or(0);
-            let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
-                study_id: study_id.clone(),
-                round: record.round,
-                body: body.clone(),
-            });
-            let mut value = bytes.to_le_bytes().to_vec();
-            prost::Message::encode(&msg, &mut value).map_err(|e| self.err(e))?;
-            batch.insert(
-                format!("result/{study}/{:010}/{site}", record.round).as_bytes(),
-                value,
-            );
-        }
-        // One batch: a crash leaves either the whole round or none of it.
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
+        let encoded: Vec<(&SiteId, u64, Vec<u8>)> = record
+            .results
+            .iter()
+            .map(|(site, body)| {
+                let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
+                    study_id: study_id.clone(),
+                    round: record.round,
+                    body: body.clone(),
+                });
+                let bytes = record.bytes.get(site).copied().unwrap_or(0);
+                (site, bytes, prost::Message::encode_to_vec(&msg))
+            })
+            .collect();
+        self.log
+            .append(study, record.round, &encoded)
+            .map_err(|e| self.log_err(e))?;
+        let meta = RoundRecord {
+            round: record.round,
+            tasks: Default::default(),
+            results: Default::default(),
+            bytes: record.bytes.clone(),
+            kinds: record.kinds.clone(),
+        };
+        // Durable with the next snapshot's flush; a replay writes it again if it is lost.
+        self.put_lazy(format!("round/{study}/{:010}", record.round), &meta)
+    }
+    fn sync_rounds(&self, study: &str) -> Result<(), StoreError> {
+        self.log.sync(study).map_err(|e| self.log_err(e))
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| self.err(e))?;
@@ -154,53 +168,20 @@ impl Store for SledStore {
     }
     fn rounds(&self, study: &str) -> Result<Vec<RoundRecord>, StoreError> {
         let mut rounds: Vec<RoundRecord> = self.scan(&format!("round/{study}/"))?;
+        let mut logged: BTreeMap<u32, Vec<(SiteId, ResultBody, u64)>> =
+            self.logged_rounds(study)?.into_iter().collect();
         for r in &mut rounds {
-            r.results = self
-                .results(study, r.round)?
-                .into_iter()
-                .map(|(s, b, _)| (s, b))
-                .collect();
+            if let Some(results) = logged.remove(&r.round) {
+                r.results = results.into_iter().map(|(s, b, _)| (s, b)).collect();
+            }
         }
         Ok(rounds)
     }
-    fn prune_results(&self, study: &str, before: u32) -> Result<(), StoreError> {
-        let prefix = format!("result/{study}/");
-        let end = format!("result/{study}/{before:010}");
-        let mut batch = sled::Batch::default();
-        for kv in self.db.range(prefix.as_bytes()..end.as_bytes()) {
-            let (k, _) = kv.map_err(|e| self.err(e))?;
-            batch.remove(k);
-        }
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
+    fn logged_rounds(&self, study: &str) -> Result<Vec<LoggedRound>, StoreError> {
+        self.log.read(study).map_err(|e| self.log_err(e))
     }
-    fn results(
-        &self,
-        study: &str,
-        round: u32,
-    ) -> Result<Vec<(SiteId, ResultBody, u64)>, StoreError> {
-        let prefix = format!("result/{study}/{round:010}/");
-        let mut out = Vec::new();
-        for kv in self.db.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let corrupt = |message: String| StoreError::Corrupt {
-                path: self.path.clone(),
-                key: key.clone(),
-                message,
-            };
-            if v.len() < 8 {
-                return Err(corrupt("too short".into()));
-            }
-            let bytes = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
-            let msg: protocol::pb::TaskResult =
-                prost::Message::decode(&v[8..]).map_err(|e| corrupt(e.to_string()))?;
-            let result =
-                federation::task::TaskResult::try_from(msg).map_err(|e| corrupt(e.to_string()))?;
-            let site = SiteId::new(key.rsplit('/').next().unwrap_or_default())
-                .map_err(|e| corrupt(e.to_string()))?;
-            out.push((site, result.body, bytes));
-        }
-        Ok(out)
+    fn prune_results(&self, study: &str) -> Result<(), StoreError> {
+        self.log.truncate(study).map_err(|e| self.log_err(e))
     }
     fn put_site(&self, record: &SiteRecord) -> Result<(), StoreError> {
         self.put(format!("site/{}", record.site), record)
