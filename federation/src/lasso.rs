@@ -275,7 +275,7 @@ impl LassoStudyDriver {
                             r.fit_id, r.params, r.rows, r.max_params_per_row
                         ));
                     }
-                    replies.push(s.clone());
+                    replies.push(s.as_slice());
                 }
                 other => {
                     return Step::Failed(format!("site {site} answered with {}", other.kind()));

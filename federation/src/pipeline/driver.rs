@@ -468,7 +468,7 @@ impl PipelineDriver {
                     .collect();
                 for (k, &i) in active.iter().enumerate() {
                     let fit = self.lasso[i].0;
-                    let mut replies: Vec<Vec<FitSums>> = Vec::with_capacity(sums.len());
+                    let mut replies: Vec<&[FitSums]> = Vec::with_capacity(sums.len());
                     for (s, site_sums) in sums.iter().enumerate() {
                         let v = pick(site_sums, k, fit)?;
                         if let Some(FitSums::Refused(r)) =
@@ -484,7 +484,7 @@ impl PipelineDriver {
                                 r.max_params_per_row
                             ));
                         }
-                        replies.push(v.clone());
+                        replies.push(v);
                     }
                     self.lasso[i].1.apply(&replies).map_err(err)?;
                 }

@@ -27,6 +27,7 @@ use models::standardize::Standardizer;
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Why a site cannot answer a pipeline round.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,29 @@ pub struct SitePipelineState {
     /// leave it unset: a restarted agent recomputes them identically, so they need no write.
     #[serde(skip)]
     pub dirty: bool,
+    /// Each fit's LASSO rows (harmonised, z-scored outer training rows, labels, CV folds),
+    /// derived from `combat` and `standardizers` once per batch instead of once per round.
+    #[serde(skip)]
+    pub lasso_rows: LassoRows,
+}
+
+/// A cache of what the LASSO rounds of a batch read: `SiteData` per fit, built from the
+/// fit's frozen ComBat model and z-score. It is a pure function of persisted state, so it is not
+/// persisted (a restarted agent rebuilds it on the next round) and takes no part in comparing
+/// states: two states are equal when what they persist is.
+#[derive(Clone, Default)]
+pub struct LassoRows(BTreeMap<FitId, Arc<SiteData>>);
+
+impl PartialEq for LassoRows {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for LassoRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LassoRows({} fits cached)", self.0.len())
+    }
 }
 
 /// The site's rows, read once per answer.
@@ -263,6 +287,64 @@ pub fn site_inputs(table: &SiteTable, spec: &PipelineSpec, site: &str) -> Result
     })
 }
 
+/// One parsed table in [`INPUTS`].
+struct CachedInputs {
+    table: SiteTable,
+    spec: PipelineSpec,
+    site: String,
+    inputs: Arc<SiteInputs>,
+}
+
+/// How many parsed tables [`INPUTS`] keeps (a simulation answers for every site in one process;
+/// a real agent has one table).
+const INPUTS_CAPACITY: usize = 64;
+
+/// The inputs of the tables this process answered pipeline rounds for, most recently used last.
+/// A pipeline study asks each site for hundreds of rounds; parsing the table's text cells every
+/// round cost more than most rounds' arithmetic. An entry is reused only for an identical table
+/// (every cell compared), spec and site id, so the answer is exactly what [`site_inputs`]
+/// returns; errors are not cached.
+static INPUTS: Mutex<Vec<CachedInputs>> = Mutex::new(Vec::new());
+
+/// [`site_inputs`] through the [`INPUTS`] cache.
+pub fn site_inputs_cached(
+    table: &SiteTable,
+    spec: &PipelineSpec,
+    site: &str,
+) -> Result<Arc<SiteInputs>> {
+    // A poisoned lock only means another thread panicked mid-update of a plain Vec whose
+    // entries are pushed whole, so the cache stays usable.
+    let lock = || {
+        INPUTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    {
+        let mut cache = lock();
+        if let Some(i) = cache
+            .iter()
+            .position(|c| c.site == site && c.spec == *spec && c.table == *table)
+        {
+            let hit = cache.remove(i);
+            let inputs = hit.inputs.clone();
+            cache.push(hit);
+            return Ok(inputs);
+        }
+    }
+    let inputs = Arc::new(site_inputs(table, spec, site)?);
+    let mut cache = lock();
+    if cache.len() >= INPUTS_CAPACITY {
+        cache.remove(0);
+    }
+    cache.push(CachedInputs {
+        table: table.clone(),
+        spec: spec.clone(),
+        site: site.to_string(),
+        inputs: inputs.clone(),
+    });
+    Ok(inputs)
+}
+
 impl SiteInputs {
     fn fit(&self, id: FitId) -> Result<&SiteFit> {
         Ok(self.plan.fit(id)?)
@@ -334,7 +416,7 @@ pub fn site_answer(
     {
         return Ok(answer.clone());
     }
-    let inputs = site_inputs(table, spec, &task.site)?;
+    let inputs = site_inputs_cached(table, spec, &task.site)?;
     if state.batch != task.batch {
         // A new batch of repeats: the per-fit state of the previous one is no longer needed.
         let keep = (
@@ -361,6 +443,7 @@ pub fn site_answer(
         StageTask::ComBat { round, fits } => combat_round(&inputs, spec, policy, *round, fits)?,
         StageTask::Moments { models } => {
             let mut out = Vec::new();
+            state.lasso_rows.0.clear();
             for (id, model) in models {
                 state.combat.insert(*id, model.clone());
                 let fit = inputs.fit(*id)?;
@@ -373,6 +456,11 @@ pub fn site_answer(
             standardizers,
             requests,
         } => {
+            if !standardizers.is_empty() {
+                // New preprocessing (the batch's first LASSO round): rows derived from the old
+                // one are stale.
+                state.lasso_rows.0.clear();
+            }
             for (id, z) in standardizers {
                 state.standardizers.insert(*id, z.clone());
             }
@@ -382,24 +470,31 @@ pub fn site_answer(
                 })?);
             let mut out = Vec::new();
             for (id, reqs) in requests {
-                let fit = inputs.fit(*id)?;
-                let x = inputs.preprocessed(state, *id, &fit.train)?;
-                let y: Vec<f64> = inputs
-                    .labels_of(&fit.train)
-                    .into_iter()
-                    .map(|b| f64::from(u8::from(b)))
-                    .collect();
-                let folds = assign_stratified_folds(
-                    &y,
-                    spec.lasso.nfolds,
-                    lasso_seed(spec.cv.seed, *id),
-                    key,
-                );
-                let data = SiteData {
-                    site_id: key,
-                    x,
-                    y,
-                    fold_schemes: vec![folds],
+                let data = match state.lasso_rows.0.get(id) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let fit = inputs.fit(*id)?;
+                        let x = inputs.preprocessed(state, *id, &fit.train)?;
+                        let y: Vec<f64> = inputs
+                            .labels_of(&fit.train)
+                            .into_iter()
+                            .map(|b| f64::from(u8::from(b)))
+                            .collect();
+                        let folds = assign_stratified_folds(
+                            &y,
+                            spec.lasso.nfolds,
+                            lasso_seed(spec.cv.seed, *id),
+                            key,
+                        );
+                        let d = Arc::new(SiteData {
+                            site_id: key,
+                            x,
+                            y,
+                            fold_schemes: vec![folds],
+                        });
+                        state.lasso_rows.0.insert(*id, d.clone());
+                        d
+                    }
                 };
                 out.push((
                     *id,
@@ -595,7 +690,18 @@ pub fn site_answer(
         | StageTask::Relay { .. }
         | StageTask::Score { .. } => true,
     };
-    state.last = Some((round, result.clone()));
+    // The answer is kept for a repeated round only where answering again would not give the
+    // same answer or would count twice (stages that change the site's state). A pure round
+    // (ComBat, LASSO and meta-model sums: functions of the task and of state it does not
+    // change) is simply recomputed, bit for bit the same; keeping its answer meant copying
+    // megabytes of LASSO sums every round.
+    let pure = matches!(
+        task.stage,
+        StageTask::ComBat { .. } | StageTask::Lasso { .. } | StageTask::Fit { .. }
+    );
+    if !pure {
+        state.last = Some((round, result.clone()));
+    }
     Ok(result)
 }
 
