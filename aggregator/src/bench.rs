@@ -369,6 +369,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                 0 => (
                     "table1",
                     AnalysisSpec::Table1(federation::study::Table1Spec {
+                        secure_aggregation: false,
                         label_column: "response".into(),
                         positive_label: "1".into(),
                         negative_label: "0".into(),
