@@ -6,8 +6,12 @@
 //! 1. **Key round.** The driver wraps its first task in [`TaskBody::SecureKeys`]: every site
 //!    creates (or reuses, after a restart) an X25519 key pair for the study
 //!    ([`secagg::SiteSession`], kept in the site's memory) and answers its public key with the
-//!    answer to the inner, unsummed request (ComBat's levels, Table 1's levels).
-//!    [`SecureRounds::on_key_round`] records the announcements.
+//!    answer to the inner, unsummed request (ComBat's levels, Table 1's levels). The key comes
+//!    from the operating system's CSPRNG (`rand::rngs::OsRng`), the crate's only
+//!    non-deterministic input. [`SecureRounds::on_key_round`] records the announcements,
+//!    labelling each key with the sender's id as the engine knows it (from its certificate), so
+//!    no site can announce for another; in its first masked round a site learns its own id as
+//!    the one the relayed set lists with its key, and its session is bound to it.
 //! 2. **Masked rounds.** [`SecureRounds::masked`] wraps a summed request in [`TaskBody::Masked`]
 //!    with the relayed key set, a fresh round id, the sorted participant set and the
 //!    [`SumShape`]. The site computes the plain answer through the usual gate (policy, min_count

@@ -245,7 +245,7 @@ fn check_policy(path: &Path, r: &mut Report) -> Option<SitePolicy> {
             r.problems.push(Finding::new(
                 loc,
                 e.to_string().replace('\n', " "),
-                "compare with examples/policy.toml: the keys are min_count, allow_all_studies, allowed_studies, release_predictions, share_models, max_params_per_row",
+                "compare with examples/policy.toml: the keys are min_count, allow_all_studies, allowed_studies, release_predictions, share_models, max_params_per_row, require_secure_aggregation",
             ));
             return None;
         }
