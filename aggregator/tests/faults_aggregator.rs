@@ -24,6 +24,7 @@ fn spec() -> StudySpec {
         id: federation::StudyId::new("table1").unwrap(),
         title: String::new(),
         analysis: AnalysisSpec::Table1(Table1Spec {
+            secure_aggregation: false,
             label_column: "response".into(),
             positive_label: "1".into(),
             negative_label: "0".into(),
