@@ -140,7 +140,20 @@ fn save_memory(config: &SiteConfig, memory: &answer::SiteMemory) -> Result<(), S
         .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(memory).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    // Owner-only: the memory holds the studies' secure-aggregation secrets (X25519 keys,
+    // federation::secure). Set on open and again for a temp file left by an earlier crash.
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(&tmp)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        f.write_all(&bytes)
+    };
+    write().map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
 
@@ -280,10 +293,13 @@ impl Agent {
                         env!("CARGO_PKG_VERSION")
                     );
                     tracing::error!("study {study_id} round {round}: {message}");
-                    let failure = pb::TaskResult {
-                        study_id,
-                        round,
-                        body: Some(pb::task_result::Body::Failure(pb::SiteFailure { message })),
+                    // Built by the site's gate like every other answer (federation::site).
+                    let failure = match answer::unreadable_task(&study_id, round, message) {
+                        Ok(r) => pb::TaskResult::from(&r),
+                        Err(e) => {
+                            tracing::error!("study {study_id:?}: nothing to answer ({e})");
+                            continue;
+                        }
                     };
                     client
                         .push_result(pb::PushResultRequest {
