@@ -192,19 +192,22 @@ pub fn reference_state(
 }
 
 /// No round lost or double-counted: every round from 1 to `last` is recorded exactly once, in
-/// order, with exactly one result from each site that had a task (the per-site byte counts are
-/// always kept; the results themselves where the store has not pruned them).
-pub fn assert_rounds_counted_once(rounds: &[federation::engine::RoundRecord], last: u32) {
+/// order, with exactly one result from each of the study's `sites` (the per-site byte counts
+/// are always kept; the results themselves where the store has not pruned them).
+pub fn assert_rounds_counted_once(
+    rounds: &[federation::engine::RoundRecord],
+    last: u32,
+    sites: &[SiteId],
+) {
     let numbers: Vec<u32> = rounds.iter().map(|r| r.round).collect();
     assert_eq!(numbers, (1..=last).collect::<Vec<_>>(), "recorded rounds");
     for r in rounds {
         assert!(
-            r.bytes.keys().eq(r.tasks.keys()),
-            "round {}: results from {:?}, tasks for {:?}",
+            r.bytes.keys().eq(sites.iter()),
+            "round {}: results from {:?}, study sites {sites:?}",
             r.round,
             r.bytes.keys().collect::<Vec<_>>(),
-            r.tasks.keys().collect::<Vec<_>>()
         );
-        assert!(r.results.is_empty() || r.results.keys().eq(r.tasks.keys()));
+        assert!(r.results.is_empty() || r.results.keys().eq(sites.iter()));
     }
 }

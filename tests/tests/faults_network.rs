@@ -210,7 +210,7 @@ async fn a_drop_longer_than_the_deadline_pauses_naming_the_site_then_resumes_ide
     );
     let rounds = coordinator.rounds("table1").unwrap();
     sim.shutdown().await;
-    assert_rounds_counted_once(&rounds, state.round);
+    assert_rounds_counted_once(&rounds, state.round, &state.sites);
     let reference = reference_state(&table, &spec, 1);
     assert_eq!(state.output, reference.output);
     assert_eq!(state.round, reference.round);
@@ -272,7 +272,7 @@ async fn a_drop_shorter_than_the_deadline_goes_by_without_a_pause() {
     );
     let rounds = coordinator.rounds("table1").unwrap();
     sim.shutdown().await;
-    assert_rounds_counted_once(&rounds, state.round);
+    assert_rounds_counted_once(&rounds, state.round, &state.sites);
     let reference = reference_state(&table, &spec, 1);
     assert_eq!(state.output, reference.output);
 }

@@ -67,7 +67,7 @@ async fn a_slow_site_is_waited_for_without_a_pause_and_changes_nothing() {
     );
     let rounds = coordinator.rounds("table1").unwrap();
     sim.shutdown().await;
-    assert_rounds_counted_once(&rounds, state.round);
+    assert_rounds_counted_once(&rounds, state.round, &state.sites);
     let reference = reference_state(&table, &spec, 1);
     assert_eq!(state.output, reference.output);
 }
