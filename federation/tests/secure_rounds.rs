@@ -624,3 +624,55 @@ fn the_option_leaves_existing_study_hashes_alone() {
     let toml = "id = \"t\"\n[analysis]\nkind = \"table1\"\nlabel_column = \"response\"\nvariables = [\"age\"]\nsecure_aggregation = true\n";
     assert!(StudySpec::from_toml(toml).unwrap().secure_aggregation());
 }
+
+/// Every site restarts between rounds (its memory written as JSON and read back, as the agent
+/// does): the pending key of the key round and the session of the masked rounds survive, the
+/// output equals an uninterrupted run's, and a masked round re-asked after a restart (the reply
+/// was lost) is answered with the identical vector, which the engine takes as a duplicate.
+#[test]
+fn secure_sessions_survive_site_restarts_and_retries_are_identical() {
+    let tables = tables();
+    let spec = harmonize(true);
+    let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, u64::MAX).unwrap();
+    let mut disk: BTreeMap<SiteId, String> = BTreeMap::new();
+    let mut retried = 0;
+    while !state.status.is_finished() {
+        for (site, table) in &tables {
+            let Some(task) = state.task_for(site) else {
+                continue;
+            };
+            let mut memory: SiteMemory = disk
+                .get(site)
+                .map(|j| serde_json::from_str(j).unwrap())
+                .unwrap_or_default();
+            let result = answer_with_memory(&task, table, &policy(1), &mut memory).result;
+            let dirty = memory.take_dirty();
+            let json = serde_json::to_string(&memory).unwrap();
+            if matches!(task.body, TaskBody::SecureKeys(_)) {
+                assert!(dirty, "a new key must be persisted");
+                assert!(json.contains("pending"), "{json:.300}");
+            }
+            disk.insert(site.clone(), json);
+            if matches!(result.body, ResultBody::Masked(_)) {
+                // The reply was lost: the restarted site answers the same task again.
+                let mut again: SiteMemory = serde_json::from_str(&disk[site]).unwrap();
+                let repeat = answer_with_memory(&task, table, &policy(1), &mut again).result;
+                assert_eq!(
+                    repeat, result,
+                    "site {site}: a retried masked answer differs"
+                );
+                retried += 1;
+                state.accept(site, result, 0, 0).unwrap();
+                assert_eq!(
+                    state.accept(site, repeat, 0, 0).unwrap(),
+                    federation::engine::Accepted::Duplicate
+                );
+            } else {
+                state.accept(site, result, 0, 0).unwrap();
+            }
+        }
+    }
+    assert_eq!(retried, 2 * tables.len(), "two masked rounds");
+    let reference = run(harmonize(true), 1);
+    assert_eq!(state.output, reference.output);
+}
