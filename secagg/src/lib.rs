@@ -18,7 +18,9 @@
 //!    Z_{2^64}, checks that the sum over `n` sites cannot wrap, and for every peer j adds (if its
 //!    id is smaller) or subtracts (if larger) the ChaCha20 stream keyed by the pair's round seed
 //!    (HKDF-SHA256 of the X25519 secret, bound to the study, the pair, the round id and the
-//!    participant set; see [`keys`]). It refuses round ids it has used before.
+//!    participant set; see [`keys`]). It refuses round ids it has used before, except for an
+//!    exact repeat (same round, set and input), which yields the identical vector so that a retry
+//!    after a lost reply or a restart can re-send it without revealing anything new.
 //! 4. **Aggregation**: [`MaskedRound::accept`] adds each [`MaskedVector`] (wrapping);
 //!    [`MaskedRound::complete`] returns the exact sum of the encoded inputs;
 //!    [`Layout::decode`] turns it back into f64.
