@@ -69,10 +69,16 @@ enum Command {
         out: PathBuf,
     },
     /// One-machine simulations: a real aggregator and one real agent per site over loopback mTLS.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv --study examples/pipeline-study.toml --repeats 2 --out fedrad-study"
+    )]
     Simulate(Simulate),
     /// Timed federated steps on synthetic data over loopback mTLS (numbers for BENCHMARKS.md).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cargo run --release -p aggregator -- bench lasso --sites 50 --patients 10000 --features 56"
+    )]
     Bench(Bench),
     /// The whole federated study on a synthetic 7-hospital cohort, on this machine: images →
     /// extraction at each site → Table 1 → ComBat → LASSO → stacking under nested CV → metrics
@@ -84,8 +90,9 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "fedrad-demo")]
         out: PathBuf,
-        /// Repeats of the 5-fold nested cross-validation (the study: 100).
-        #[arg(long, default_value_t = 2)]
+        /// Repeats of the 5-fold nested cross-validation. The default 1 keeps the demo near a
+        /// few minutes on 2 cores; the study used 100 (`--repeats 100`, hours here).
+        #[arg(long, default_value_t = 1)]
         repeats: u32,
         #[arg(long, default_value_t = 7)]
         sites: usize,
