@@ -536,7 +536,7 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
     }
 
     let mut outputs = Vec::new();
-    let mut rounds = Vec::new();
+    let mut table1_rounds = Vec::new();
     for spec in studies {
         let id = spec.id.to_string();
         let bar = multi.add(ProgressBar::new(1000));
@@ -550,11 +550,36 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
         bar.set_position(1000);
         bar.finish_with_message(format!("done in {} rounds", state.round));
         mark(&format!("study {id}"), &mut lap);
-        rounds.extend(server.coordinator.rounds(&id)?);
+        // Only Table 1's rounds are read back (its first round holds each site's released
+        // patient count). Every other study's traffic comes from the `traffic.csv` the server
+        // writes with its results: reading back the pipeline's few hundred rounds, with every
+        // site's result bodies, cost as much as the server writing them.
+        if matches!(state.spec.analysis, AnalysisSpec::Table1(_)) {
+            table1_rounds.extend(server.coordinator.rounds(&id)?);
+        }
         outputs.push(state);
     }
     drop(agents);
+    // The server writes each finished study's results folder in its housekeeping loop; stopping
+    // it before that happened would leave `work/aggregator/state/results/` incomplete.
+    let results_written = |id: &str| {
+        crate::results::results_dir(&server.state_dir, id)
+            .join("study.json")
+            .exists()
+    };
+    let waited = Instant::now();
+    while !outputs.iter().all(|s| results_written(s.spec.id.as_str())) {
+        if waited.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "the aggregator did not write the studies' results under {} within 10 minutes",
+                server.state_dir.join("results").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state_dir = server.state_dir.clone();
     server.shutdown().await;
+    mark("server: results folders", &mut lap);
 
     // 5. The report.
     let (mut table1, mut lasso, mut pipeline, mut pipeline_hash) = (None, None, None, None);
@@ -570,7 +595,14 @@ pub async fn run_demo(a: DemoArgs) -> anyhow::Result<DemoSummary> {
         }
     }
     let pipeline = pipeline.context("the pipeline study produced no output")?;
-    let (traffic, site_n) = crate::reporting::traffic_from_rounds(&rounds);
+    let (_, site_n) = crate::reporting::traffic_from_rounds(&table1_rounds);
+    let mut traffic = BTreeMap::new();
+    for s in &outputs {
+        let path = crate::results::results_dir(&state_dir, s.spec.id.as_str()).join("traffic.csv");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        crate::reporting::add_traffic_csv(&text, &mut traffic);
+    }
     let inputs = ReportInputs {
         pipeline,
         pipeline_hash: pipeline_hash.as_deref().unwrap_or_default(),

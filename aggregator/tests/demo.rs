@@ -63,4 +63,27 @@ fn demo_writes_a_consistent_report_from_separate_site_processes() {
         }
     }
     assert!(!html.contains("http://") && !html.contains("https://"));
+
+    // Per-site traffic comes from the server's results folders (traffic.csv of every study),
+    // which the demo waits for before stopping the server; the counts from Table 1's rounds.
+    let sites = metrics.sites.get().expect("per-site contributions");
+    assert_eq!(sites.len(), 3, "{sites:?}");
+    for s in sites {
+        assert!(s.messages_sent > 10 && s.bytes_sent > 1000, "{s:?}");
+        assert!(s.n.is_some_and(|n| n >= 5), "{s:?}");
+    }
+    for study in ["table1", "lasso", "pipeline"] {
+        let results = out.join("work/aggregator/state/results").join(study);
+        for f in ["study.json", "traffic.csv", "output.json"] {
+            assert!(
+                results.join(f).exists(),
+                "missing {}",
+                results.join(f).display()
+            );
+        }
+    }
+    // The closing summary names every stage with its time.
+    for stage in ["synthetic cohort", "study pipeline", "report", "total"] {
+        assert!(stdout.contains(&format!("  {stage} ")), "{stage}: {stdout}");
+    }
 }
