@@ -82,3 +82,79 @@ fn aggregator_and_site_examples_load() {
     assert_eq!(cfg.aggregator_name, "aggregator.example.org");
     assert_eq!(cfg.policy.min_count, 5);
 }
+
+/// The README's site-admin walkthrough: the example site.toml and policy.toml, a data table, the
+/// two example studies. With the studies' hashes in allowed_studies (as the walkthrough says),
+/// `site-agent validate` finds nothing; without them it names both studies.
+#[test]
+fn the_walkthrough_site_validates_against_the_example_studies() {
+    let dir = tempfile::tempdir().unwrap();
+    let site =
+        copy_with_referenced_files("site.toml", dir.path(), &["ca.pem", "site.pem", "site.key"]);
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(
+        repo_root().join("../shared/examples/cohort_example.csv"),
+        dir.path().join("data/cohort.csv"),
+    )
+    .unwrap();
+    let policy = std::fs::read_to_string(repo_root().join("examples/policy.toml")).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), &policy).unwrap();
+    let studies: Vec<std::path::PathBuf> = ["table1-study.toml", "pipeline-study.toml"]
+        .iter()
+        .map(|s| repo_root().join("examples").join(s))
+        .collect();
+    let args = site_agent::validate::ValidateArgs {
+        config: site.clone(),
+        manifest: None,
+        study: studies.clone(),
+        skip_images: false,
+    };
+    let report = site_agent::validate::validate(&args);
+    let refused: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|p| p.problem.contains("the policy does not allow study"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{}", report.render());
+    assert_eq!(report.problems.len(), 2, "{}", report.render());
+
+    let hashes: Vec<String> = studies
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            format!(
+                "\"{}\"",
+                federation::study::StudySpec::from_toml(&text)
+                    .unwrap()
+                    .hash()
+            )
+        })
+        .collect();
+    let allowed = policy.replace(
+        "allowed_studies = []",
+        &format!("allowed_studies = [{}]", hashes.join(", ")),
+    );
+    assert_ne!(
+        allowed, policy,
+        "examples/policy.toml no longer has `allowed_studies = []`"
+    );
+    std::fs::write(dir.path().join("policy.toml"), allowed).unwrap();
+    let report = site_agent::validate::validate(&args);
+    assert!(report.is_ok(), "{}", report.render());
+    assert!(
+        report.render().contains("102 patients"),
+        "{}",
+        report.render()
+    );
+}
+
+/// `examples/lesions.csv` is the manifest layout `extract --manifest` and `validate --manifest`
+/// read (NIfTI label maps, a DICOM series with an RTSTRUCT ROI).
+#[test]
+fn the_manifest_example_parses() {
+    let rows =
+        site_agent::extract::read_manifest(&repo_root().join("examples/lesions.csv")).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1].selection.label, Some(2));
+    assert_eq!(rows[2].selection.roi.as_deref(), Some("GTV-1"));
+}
