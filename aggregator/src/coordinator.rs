@@ -153,6 +153,7 @@ impl Coordinator {
                 }
                 if let Some(rec) = s.completed.take() {
                     store.write_round(&id, &rec)?;
+                    s.keep_previous(rec);
                 }
                 replayed += 1;
             }
@@ -161,6 +162,7 @@ impl Coordinator {
                     "study {id}: replayed {replayed} logged rounds, at round {}",
                     s.round
                 );
+                s.digest_previous();
                 store.put_study(&s)?;
                 store.flush()?;
             }
@@ -305,12 +307,14 @@ impl Coordinator {
                     failpoint::hit("round.written");
                     self.store.sync_rounds(study_id.as_str())?;
                     failpoint::hit("round.durable");
+                    state.keep_previous(rec);
                 }
                 let now = now_ms();
                 let last = snapshot_ms.get(&study_id).copied().unwrap_or(0);
                 if state.status.is_finished()
                     || now.saturating_sub(last) >= self.snapshot_interval_ms
                 {
+                    state.digest_previous();
                     self.store.put_study(state)?;
                     failpoint::hit("snapshot.written");
                     self.store.flush()?;

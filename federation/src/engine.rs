@@ -207,8 +207,15 @@ pub struct StudyState {
     pub received_bytes: BTreeMap<SiteId, u64>,
     /// Digest of each site's result in the round completed last, so a retried push whose reply
     /// was lost is recognised as a duplicate (the full record is stored by the aggregator).
+    /// Computed only for a snapshot ([`StudyState::digest_previous`]): hashing every result of
+    /// every round cost more than the rounds' statistics; between snapshots the bodies
+    /// themselves (`previous_bodies`) answer the question.
     #[serde(default)]
     pub previous: Option<(u32, BTreeMap<SiteId, String>)>,
+    /// The results of the round completed last, handed back by the caller once it has stored
+    /// them ([`StudyState::keep_previous`]).
+    #[serde(skip)]
+    pub previous_bodies: Option<(u32, BTreeMap<SiteId, ResultBody>)>,
     /// The round that the last transition completed, for the caller to store; transient.
     #[serde(skip)]
     pub completed: Option<RoundRecord>,
@@ -256,6 +263,7 @@ impl StudyState {
             received: BTreeMap::new(),
             received_bytes: BTreeMap::new(),
             previous: None,
+            previous_bodies: None,
             completed: None,
             status: StudyStatus::Running,
             round_started_ms: now_ms,
@@ -307,6 +315,21 @@ impl StudyState {
         }
         if !self.sites.contains(site) {
             return Err(EngineError::NotParticipant(site.clone(), study));
+        }
+        if let Some((_, bodies)) = self
+            .previous_bodies
+            .as_ref()
+            .filter(|p| p.0 == result.round)
+        {
+            // A retry of the round completed last (its reply was lost).
+            return match bodies.get(site) {
+                Some(b) if *b == result.body => Ok(Accepted::Duplicate),
+                _ => Err(EngineError::Conflict {
+                    site: site.clone(),
+                    study,
+                    round: result.round,
+                }),
+            };
         }
         if let Some((_, digests)) = self.previous.as_ref().filter(|p| p.0 == result.round) {
             // A retry of the round completed last (its reply was lost).
@@ -384,13 +407,8 @@ impl StudyState {
         let results = std::mem::take(&mut self.received);
         let bytes = std::mem::take(&mut self.received_bytes);
         let step = self.analysis.on_round(&results);
-        self.previous = Some((
-            self.round,
-            results
-                .iter()
-                .map(|(s, b)| (s.clone(), digest(b)))
-                .collect(),
-        ));
+        self.previous = None;
+        self.previous_bodies = None;
         self.completed = Some(RoundRecord {
             round: self.round,
             tasks: self.tasks.clone(),
@@ -423,6 +441,25 @@ impl StudyState {
                 self.status = StudyStatus::Completed;
             }
             Step::Failed(reason) => self.status = StudyStatus::Failed { reason },
+        }
+    }
+
+    /// Keeps the results of the round completed last (from the [`RoundRecord`] the caller has
+    /// just stored), so a retried push of one of them is recognised as a duplicate.
+    pub fn keep_previous(&mut self, record: RoundRecord) {
+        if record.round + 1 == self.round || self.status.is_finished() {
+            self.previous = None;
+            self.previous_bodies = Some((record.round, record.results));
+        }
+    }
+
+    /// Digests the previous round's results for a snapshot (the bodies are not serialised).
+    pub fn digest_previous(&mut self) {
+        if let Some((round, bodies)) = &self.previous_bodies {
+            self.previous = Some((
+                *round,
+                bodies.iter().map(|(s, b)| (s.clone(), digest(b))).collect(),
+            ));
         }
     }
 
