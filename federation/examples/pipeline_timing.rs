@@ -135,6 +135,13 @@ fn main() {
         clock.now() - cpu0,
         if clock.cpu() { "CPU" } else { "wall" }
     );
+    // The study's output, hashed: two builds that should compute the same thing (an
+    // optimisation that claims to change no result) print the same digest.
+    let json = serde_json::to_vec(&state.output).unwrap();
+    {
+        use sha2::Digest;
+        println!("output digest {}", hex::encode(sha2::Sha256::digest(&json)));
+    }
     for (k, (s, a, n)) in per_kind {
         println!("{k:>10}: rounds {n:>5}  sites {s:>8.2} s  aggregator {a:>8.2} s");
     }

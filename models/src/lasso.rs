@@ -136,11 +136,62 @@ pub struct IrlsSums {
     /// so a relative error of 6e-8 in x̃ᵀWx̃ changes the iterates by far less than the IRLS
     /// tolerance and the solutions not at all at the tested precision (inexact Newton). The
     /// pooled reference keeps f64 throughout.
+    ///
+    /// Serialised (JSON for persistence, postcard for result digests) as 4-byte floats when
+    /// every value is one, which the sites' values are: see [`compact_hess`].
+    #[serde(with = "compact_hess")]
     pub hess: Vec<f64>,
     /// Σh over held-out rows.
     pub heldout_w: f64,
     /// Σh·deviance over held-out rows.
     pub heldout_dev: f64,
+}
+
+/// Serde form of [`IrlsSums::hess`]: `{"f32": [..]}` when every value is exactly an f32 (the
+/// sites round x̃ᵀWx̃ to single precision), else the plain list of f64 (the pooled reference, and
+/// what older states hold; both forms are read). The values read back are bit for bit the
+/// values written. Why: the aggregator hashes and persists every round's results, and these
+/// matrices are most of their bytes; written as f64 they took twice the bytes they carry.
+pub mod compact_hess {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The list as f32s, written straight from the f64s (no copy).
+    struct AsF32<'a>(&'a [f64]);
+
+    impl Serialize for AsF32<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|&x| x as f32))
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Single<'a> {
+        f32: AsF32<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Double(Vec<f64>),
+        Single { f32: Vec<f32> },
+    }
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        // NaN never compares equal, so a list holding one stays f64.
+        let single = !v.is_empty() && v.iter().all(|&x| f64::from(x as f32) == x);
+        if single {
+            Single { f32: AsF32(v) }.serialize(s)
+        } else {
+            v.serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Double(v) => v,
+            Stored::Single { f32 } => f32.into_iter().map(f64::from).collect(),
+        })
+    }
 }
 
 /// A site's answer for one fit.
@@ -280,6 +331,12 @@ struct Scratch {
     c: Vec<f64>,
     /// Product x̃ᵀ·c (one block at a time).
     g: Vec<f64>,
+    /// x̃β per row.
+    eta: Vec<f64>,
+    /// (r, w) per training row.
+    rw: Vec<(f64, f64)>,
+    /// Requested Hessian columns.
+    sel: Vec<usize>,
 }
 
 /// Width of the column blocks of the symmetric product: x̃ᵀWx̃ is computed block row by block
@@ -341,7 +398,16 @@ fn site_kernel(
     }
     let a = ArrayView2::from_shape((m, p), &sc.a[..])
         .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
-    let eta = a.dot(&ndarray::ArrayView1::from(beta));
+    sc.eta.clear();
+    sc.eta.resize(m, 0.0);
+    ndarray::linalg::general_mat_vec_mul(
+        1.0,
+        &a,
+        &ndarray::ArrayView1::from(beta),
+        0.0,
+        &mut ndarray::ArrayViewMut1::from(&mut sc.eta[..]),
+    );
+    let eta = &sc.eta;
     let mut out = IrlsSums {
         fit_id: req.fit_id,
         sum_w: 0.0,
@@ -355,7 +421,8 @@ fn site_kernel(
         heldout_dev: 0.0,
     };
     // Per-row scalars; r and w are kept for the products.
-    let mut rw = Vec::with_capacity(2 * mt);
+    let rw = &mut sc.rw;
+    rw.clear();
     for (k, &i) in sc.rows.iter().enumerate() {
         let e = beta0 + eta[k];
         // σ(η) and log(1 + e^η) from one exponential, e^−|η| (bit for bit what
@@ -384,22 +451,28 @@ fn site_kernel(
     }
     let at = a.slice_axis(Axis(0), Slice::from(..mt)).reversed_axes();
     // c = [w·x̃_S | r | w] for the requested columns S (none without Hessian, all for a full one).
-    let sel: Vec<usize> = match (hessian, cols) {
-        (false, _) => Vec::new(),
-        (true, None) => (0..p).collect(),
-        (true, Some(c)) => c.iter().map(|&j| j as usize).collect(),
-    };
+    let sel = &mut sc.sel;
+    sel.clear();
+    match (hessian, cols) {
+        (false, _) => {}
+        (true, None) => sel.extend(0..p),
+        (true, Some(c)) => sel.extend(c.iter().map(|&j| j as usize)),
+    }
     let q = sel.len() + 2;
     sc.c.clear();
     sc.c.resize(mt * q, 0.0);
     let ns = sel.len();
-    for ((dst, row), &(r, w)) in sc.c.chunks_exact_mut(q).zip(sc.a.chunks_exact(p)).zip(&rw) {
+    for ((dst, row), &(r, w)) in
+        sc.c.chunks_exact_mut(q)
+            .zip(sc.a.chunks_exact(p))
+            .zip(&sc.rw)
+    {
         if ns == p {
             for j in 0..p {
                 dst[j] = w * row[j];
             }
         } else {
-            for (d, &j) in dst.iter_mut().zip(&sel) {
+            for (d, &j) in dst.iter_mut().zip(&sc.sel) {
                 *d = w * row[j];
             }
         }
@@ -581,9 +654,18 @@ impl Quad {
         self.hcol.clear();
         if let Some(h) = &self.h {
             let p = h.nrows();
-            self.hcol.reserve(p * p);
-            for j in 0..p {
-                self.hcol.extend(h.column(j).iter());
+            // A full or stored matrix was unpacked from one triangle, so it is exactly symmetric
+            // and its rows are its columns; only a screened one (each sent column summed on its
+            // own) needs the transpose.
+            let symmetric = self.reused || self.known.iter().all(|&k| k);
+            match h.as_slice() {
+                Some(rows) if symmetric => self.hcol.extend_from_slice(rows),
+                _ => {
+                    self.hcol.reserve(p * p);
+                    for j in 0..p {
+                        self.hcol.extend(h.column(j).iter());
+                    }
+                }
             }
         }
     }
@@ -1534,8 +1616,10 @@ impl LassoDriver {
         }
         // Full fits first: they fix their group's λ sequence, which the fold fits need. Within a
         // fit, evaluations (in λ order) come before its step (plan order).
-        let mut order: Vec<usize> = (0..plan.len()).collect();
-        order.sort_by_key(|&k| self.fits[plan[k].fit()].role != Role::Full);
+        // (A stable partition: plan order within each part.)
+        let (mut order, rest): (Vec<usize>, Vec<usize>) =
+            (0..plan.len()).partition(|&k| self.fits[plan[k].fit()].role == Role::Full);
+        order.extend(rest);
         for k in order {
             let i = plan[k].fit();
             if self.fits[i].state == FitState::Done {
@@ -2539,6 +2623,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// x̃ᵀWx̃ values that are all f32 are written as f32 (half the bytes) and read back bit for
+    /// bit; a list with any value that is not an f32 (the pooled reference's) stays f64; the
+    /// plain f64 list older states hold is still read.
+    #[test]
+    fn hessians_serialise_as_single_precision_exactly_when_they_are() {
+        let sums = |hess: Vec<f64>| IrlsSums {
+            fit_id: 1,
+            sum_w: 2.0,
+            loss: 0.5,
+            r0: 0.1,
+            rx: vec![0.2],
+            w0: 0.3,
+            wx: vec![0.4],
+            hess,
+            heldout_w: 0.0,
+            heldout_dev: 0.0,
+        };
+        let single = sums(vec![f64::from(0.1f32), -3.0, f64::from(1e-30f32), 0.0]);
+        let json = serde_json::to_string(&single).unwrap();
+        assert!(json.contains("\"f32\""), "{json}");
+        assert_eq!(serde_json::from_str::<IrlsSums>(&json).unwrap(), single);
+        let double = sums(vec![0.1, 2.0]);
+        let json = serde_json::to_string(&double).unwrap();
+        assert!(!json.contains("f32"), "{json}");
+        assert_eq!(serde_json::from_str::<IrlsSums>(&json).unwrap(), double);
+        let empty = sums(vec![]);
+        let json = serde_json::to_string(&empty).unwrap();
+        assert_eq!(serde_json::from_str::<IrlsSums>(&json).unwrap(), empty);
+        let old = json.replace("\"hess\":[]", "\"hess\":[0.5,0.25]");
+        assert_eq!(
+            serde_json::from_str::<IrlsSums>(&old).unwrap().hess,
+            vec![0.5, 0.25]
+        );
+        // As f64, f32(0.1) would be written 0.10000000149011612.
+        let json = serde_json::to_string(&single).unwrap();
+        assert!(json.contains("[0.1,-3.0,1e-30,0.0]"), "{json}");
     }
 
     /// The CD solution (with its exact active-set finish) satisfies the subproblem's KKT

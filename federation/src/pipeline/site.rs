@@ -773,3 +773,83 @@ fn incomplete(what: &str) -> PipelineError {
         "the ComBat task is missing its {what}; the aggregator sent an incomplete round"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::study::{AnalysisSpec, StudySpec};
+
+    fn spec() -> PipelineSpec {
+        let text = r#"
+id = "inputs-cache"
+[analysis]
+kind = "pipeline"
+label_column = "response"
+features = ["f1", "f2"]
+[analysis.cv]
+seed = 3
+repeats = 1
+outer_folds = 2
+inner_folds = 2
+repeats_per_batch = 1
+[analysis.lasso]
+top_k = 1
+"#;
+        match StudySpec::from_toml(text).unwrap().analysis {
+            AnalysisSpec::Pipeline(p) => *p,
+            other => panic!("not a pipeline: {other:?}"),
+        }
+    }
+
+    fn table(cell: &str) -> SiteTable {
+        SiteTable::new(
+            vec!["response".into(), "f1".into(), "f2".into()],
+            (0..20)
+                .map(|i| {
+                    vec![
+                        (i % 2).to_string(),
+                        if i == 7 {
+                            cell.into()
+                        } else {
+                            format!("{i}.5")
+                        },
+                        format!("{}", i * i),
+                    ]
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// The parsed-inputs cache hands back the same parse for the same table, spec and site, and
+    /// parses anew when one cell, the site or the spec differs; what it returns is what
+    /// parsing returns.
+    #[test]
+    fn the_inputs_cache_is_reused_only_for_the_same_table_spec_and_site() {
+        let spec = spec();
+        let (t1, t2) = (table("41.25"), table("41.5"));
+        let a = site_inputs_cached(&t1, &spec, "A").unwrap();
+        let fresh = site_inputs(&t1, &spec, "A").unwrap();
+        assert_eq!(a.labels, fresh.labels);
+        assert_eq!(a.combat_rows.features, fresh.combat_rows.features);
+        assert_eq!(a.plan, fresh.plan);
+        assert!(Arc::ptr_eq(
+            &a,
+            &site_inputs_cached(&t1, &spec, "A").unwrap()
+        ));
+        let b = site_inputs_cached(&t2, &spec, "A").unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.combat_rows.features[[7, 0]], 41.5);
+        assert_eq!(a.combat_rows.features[[7, 0]], 41.25);
+        let other_site = site_inputs_cached(&t1, &spec, "B").unwrap();
+        assert!(!Arc::ptr_eq(&a, &other_site));
+        assert_eq!(other_site.site, "B");
+        let mut spec2 = spec.clone();
+        spec2.cv.seed = 4;
+        assert!(!Arc::ptr_eq(
+            &a,
+            &site_inputs_cached(&t1, &spec2, "A").unwrap()
+        ));
+        assert!(site_inputs_cached(&table("NA"), &spec, "A").is_err());
+    }
+}
