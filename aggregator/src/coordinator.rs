@@ -410,6 +410,15 @@ impl Coordinator {
         Ok(self.store.rounds(study)?)
     }
 
+    /// The hash of a registered study, if there is one with this id.
+    pub fn study_hash(&self, id: &str) -> Option<StudyHash> {
+        self.lock()
+            .studies
+            .values()
+            .find(|s| s.spec.id.as_str() == id)
+            .map(|s| s.hash.clone())
+    }
+
     /// Where a study stands and its round, without copying its state.
     pub fn study_status(&self, id: &str) -> Option<(StudyStatus, u32)> {
         self.lock()

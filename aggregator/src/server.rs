@@ -171,7 +171,15 @@ fn process_inbox(coordinator: &Coordinator, state_dir: &Path) {
         let outcome = std::fs::read_to_string(&path)
             .map_err(anyhow::Error::from)
             .and_then(|text| Ok(StudySpec::from_toml(&text)?))
-            .and_then(|spec| Ok(coordinator.submit(spec)?));
+            .and_then(|spec| {
+                // The same file seen again after a crash between registering the study and
+                // filing this note: it is registered, so it is accepted (not "already exists").
+                let hash = spec.hash();
+                if coordinator.study_hash(spec.id.as_str()).as_ref() == Some(&hash) {
+                    return Ok(hash);
+                }
+                Ok(coordinator.submit(spec)?)
+            });
         let (dir, note) = match outcome {
             Ok(hash) => ("accepted", format!("accepted, study hash {hash}\n")),
             Err(e) => {

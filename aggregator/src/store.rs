@@ -7,9 +7,9 @@
 use crate::roundlog::{LogError, LoggedRound, RoundLog};
 use federation::SiteId;
 use federation::engine::{RoundRecord, StudyState};
-use std::collections::BTreeMap;
 use federation::task::ResultBody;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A storage failure.
@@ -70,10 +70,16 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join("db");
-        let db = sled::open(&path).map_err(|e| StoreError::Backend {
-            path: path.clone(),
-            message: format!("{e} (is another aggregator using this state directory?)"),
-        })?;
+        // sled's default page cache is 1 GiB; the snapshots it holds are read once at start-up,
+        // so a small cache bounds the aggregator's memory without slowing the rounds.
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| StoreError::Backend {
+                path: path.clone(),
+                message: format!("{e} (is another aggregator using this state directory?)"),
+            })?;
         let log = RoundLog::open(&state_dir.join("rounds")).map_err(|e| StoreError::Backend {
             path: state_dir.join("rounds"),
             message: e.to_string(),

@@ -368,6 +368,14 @@ fn crash_at(point: &str, k: u32, snapshot_interval_secs: f64, replays: bool) {
     );
     let crashed_log_len = log.len();
     c.restart_and_check(&reference, point);
+    // The study file is filed as accepted, even when the crash came between registering the
+    // study and filing the note (the restart sees the file again).
+    let inbox = c.state.join("inbox");
+    assert!(
+        inbox.join("accepted/table1.toml").exists() && !inbox.join("rejected/table1.toml").exists(),
+        "{point}: the submitted study is not filed as accepted: {:?}",
+        std::fs::read_to_string(inbox.join("rejected/table1.result"))
+    );
     let restart_log = c.log()[crashed_log_len..].to_string();
     if replays {
         assert!(
