@@ -373,6 +373,12 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            // As on the agent's side: without it, Nagle's algorithm holds a small reply back
+            // until the previous segment is acknowledged (up to the peer's delayed-ACK timer,
+            // ~40 ms on Linux), once per round trip.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY for {peer}: {e}");
+            }
             let acceptor = tls.acceptor();
             let conn_tx = tx.clone();
             let refusals = refusals.clone();
