@@ -7,9 +7,9 @@
 pub mod convert;
 mod convert_combat;
 mod convert_lasso;
-mod convert_secure;
 pub mod convert_pipeline;
 pub mod convert_pipeline_metrics;
+mod convert_secure;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.
