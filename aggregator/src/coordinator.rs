@@ -153,7 +153,6 @@ impl Coordinator {
                 }
                 if let Some(rec) = s.completed.take() {
                     store.write_round(&id, &rec)?;
-                    s.keep_previous(rec);
                 }
                 replayed += 1;
             }
@@ -307,7 +306,6 @@ impl Coordinator {
                     failpoint::hit("round.written");
                     self.store.sync_rounds(study_id.as_str())?;
                     failpoint::hit("round.durable");
-                    state.keep_previous(rec);
                 }
                 let now = now_ms();
                 let last = snapshot_ms.get(&study_id).copied().unwrap_or(0);

@@ -212,8 +212,7 @@ pub struct StudyState {
     /// themselves (`previous_bodies`) answer the question.
     #[serde(default)]
     pub previous: Option<(u32, BTreeMap<SiteId, String>)>,
-    /// The results of the round completed last, handed back by the caller once it has stored
-    /// them ([`StudyState::keep_previous`]).
+    /// The results of the round completed last (not serialised; see `previous`).
     #[serde(skip)]
     pub previous_bodies: Option<(u32, BTreeMap<SiteId, ResultBody>)>,
     /// The round that the last transition completed, for the caller to store; transient.
@@ -408,7 +407,8 @@ impl StudyState {
         let bytes = std::mem::take(&mut self.received_bytes);
         let step = self.analysis.on_round(&results);
         self.previous = None;
-        self.previous_bodies = None;
+        // Kept for recognising a retry (a copy is far cheaper than hashing every result).
+        self.previous_bodies = Some((self.round, results.clone()));
         self.completed = Some(RoundRecord {
             round: self.round,
             tasks: self.tasks.clone(),
@@ -441,15 +441,6 @@ impl StudyState {
                 self.status = StudyStatus::Completed;
             }
             Step::Failed(reason) => self.status = StudyStatus::Failed { reason },
-        }
-    }
-
-    /// Keeps the results of the round completed last (from the [`RoundRecord`] the caller has
-    /// just stored), so a retried push of one of them is recognised as a duplicate.
-    pub fn keep_previous(&mut self, record: RoundRecord) {
-        if record.round + 1 == self.round || self.status.is_finished() {
-            self.previous = None;
-            self.previous_bodies = Some((record.round, record.results));
         }
     }
 

@@ -46,11 +46,6 @@ pub fn run_local(
             let result = site::answer_with_memory(&task, table, policy, memory).result;
             let retry = result.clone();
             state.accept(site, result, 0, 0)?;
-            // As the aggregator does once a completed round is stored: keep its results so a
-            // retry is recognised.
-            if let Some(record) = state.completed.take() {
-                state.keep_previous(record);
-            }
             // A retried push of the same payload (a lost reply) must change nothing.
             if state.accept(site, retry, 0, 0)? != Accepted::Duplicate {
                 return Err(LocalError::NotIdempotent(site.clone()));
