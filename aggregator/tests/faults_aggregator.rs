@@ -6,13 +6,12 @@
 //! round recorded once with one result per site. `restore.replayed` fires while starting up, so
 //! that case first kills a plain server mid-study and then crashes the restart itself.
 
+mod common;
+
 use aggregator::simulate::{PooledTable, SimOptions, write_site_kit};
 use certs::{Ca, Validity};
-use federation::engine::{StudyState, StudyStatus};
-use federation::local::run_local;
-use federation::policy::SitePolicy;
+use federation::engine::StudyState;
 use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
-use federation::table::SiteTable;
 use site_agent::{Agent, AgentOptions, SiteConfig};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -50,27 +49,7 @@ fn table() -> PooledTable {
 
 /// The undisturbed run: every site in process, no network, no crash.
 fn reference() -> StudyState {
-    let table = table();
-    let spec = spec();
-    let policy = SitePolicy {
-        min_count: 1,
-        allowed_studies: vec![spec.hash().0],
-        ..SitePolicy::default()
-    };
-    let tables = table
-        .by_site
-        .iter()
-        .map(|(s, rows)| {
-            let t = SiteTable::new(table.header.clone(), rows.clone())
-                .unwrap()
-                .with_id_column("patient_id")
-                .unwrap();
-            (s.clone(), (t, policy.clone()))
-        })
-        .collect();
-    let state = run_local(spec, &tables, 1000).unwrap();
-    assert_eq!(state.status, StudyStatus::Completed);
-    state
+    common::reference(&table(), &spec())
 }
 
 fn free_port() -> u16 {

@@ -4,12 +4,11 @@
 //! audit log). The study completes with the in-process reference result, every round counted
 //! once, and the site's audit chain intact.
 
+mod common;
+
 use aggregator::simulate::{PooledTable, SimOptions, Simulation};
 use federation::engine::StudyStatus;
-use federation::local::run_local;
-use federation::policy::SitePolicy;
 use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
-use federation::table::SiteTable;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -188,24 +187,7 @@ async fn a_site_agent_killed_while_holding_a_task_restarts_and_the_result_is_unc
     );
 
     // The undisturbed reference.
-    let policy = SitePolicy {
-        min_count: 1,
-        allowed_studies: vec![spec.hash().0],
-        ..SitePolicy::default()
-    };
-    let tables = table
-        .by_site
-        .iter()
-        .map(|(s, rows)| {
-            let t = SiteTable::new(table.header.clone(), rows.clone())
-                .unwrap()
-                .with_id_column("patient_id")
-                .unwrap();
-            (s.clone(), (t, policy.clone()))
-        })
-        .collect();
-    let reference = run_local(spec, &tables, 1000).unwrap();
-    assert_eq!(reference.status, StudyStatus::Completed);
+    let reference = common::reference(&table, &spec);
     assert_eq!(state.output, reference.output);
     assert_eq!(state.round, reference.round);
 }
