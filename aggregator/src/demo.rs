@@ -256,6 +256,8 @@ pub fn pipeline_spec(features: Vec<String>, repeats: u32, seed: u64, quick: bool
         negative_label: "0".into(),
         features,
         batch_column: None,
+        secure_aggregation: false,
+        on_masked_dropout: Default::default(),
         combat_mode: Default::default(),
         cv: CvSpec {
             seed,

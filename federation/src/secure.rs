@@ -82,7 +82,35 @@ pub enum SumShape {
         continuous: Vec<String>,
         categorical: Vec<(String, Vec<String>)>,
     },
+    // --- Pipeline meta-model and metrics rounds (`crate::pipeline`) ---
+    /// Pipeline meta-model + clinical round (`StageResult::Fit`): per MLP fit the row count
+    /// (integer), then per fit the loss sum and the gradient sum (`mlp_weights` values); per
+    /// clinical fit (with its global fit id) the row count, then Σv, the log-likelihood, the
+    /// score (`clinical_params` values, intercept first) and the packed upper triangle of the
+    /// information matrix. Reals with [`PIPELINE_FRAC_BITS`].
+    PipelineFit {
+        mlp_fits: Vec<learners::FitId>,
+        mlp_weights: usize,
+        clinical_fits: Vec<(learners::FitId, u32)>,
+        clinical_params: usize,
+    },
+    /// Pipeline metrics, score round: per model (the stacked model, then the clinical comparator
+    /// when `clinical`) every bin of the `bins`-bin grid **unmerged** (positives, negatives;
+    /// Σp, Σ(p − y)²), plus the unscored count and one "withheld" flag per model. The merge to
+    /// `min_count` happens on the sum (see [`SumShape::decode`]), not at the sites.
+    PipelineScores {
+        bins: u32,
+        clinical: bool,
+        min_count: u64,
+    },
 }
+
+/// Fractional bits of the pipeline's real-valued sums (MLP loss and gradient, clinical IRLS):
+/// resolution 2^−32 ≈ 2.3e−10, per value `|x| ≤ 2^31 / n_sites` (≈ 3e8 for 7 sites). More than
+/// [`REAL_FRAC_BITS`] because the L-BFGS and Newton iterations divide these sums by the row
+/// count and compare objective values across line-search steps.
+pub const PIPELINE_FRAC_BITS: u32 = 32;
+
 
 /// Why a result could not be packed or a sum unpacked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,6 +127,10 @@ pub enum SecureError {
         "secure aggregation: no public key from site {0}; the key round must complete before a masked round"
     )]
     NoKey(String),
+    /// The site's own guard refused the plain answer (e.g. the parameters-per-row guard on a
+    /// clinical fit); the message names the rule and the fix, and the study fails with it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SumShape {
@@ -125,6 +157,9 @@ impl SumShape {
                     .with("counts", cells, FixedPoint::integer())
                     .with("suppressed flags", cells, FixedPoint::integer())
                     .with("moment sums", continuous.len() * GROUPS * 2, real())
+            }
+            SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
+                crate::pipeline::secure::layout(self)
             }
         }
     }
@@ -168,6 +203,9 @@ impl SumShape {
                 },
                 ResultBody::Table1Summary(s),
             ) => encode_table1(continuous, categorical, s),
+            (SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. }, r) => {
+                crate::pipeline::secure::encode(self, r)
+            }
             (_, other) => Err(shape(format!("a {} answer", other.kind()))),
         }
     }
@@ -201,6 +239,9 @@ impl SumShape {
                 continuous,
                 categorical,
             } => decode_table1(continuous, categorical, parts),
+            SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
+                crate::pipeline::secure::decode(self, parts)
+            }
         }
     }
 }
@@ -531,7 +572,15 @@ impl SecureRounds {
             .filter(|p| !dropped.iter().any(|d| d.as_str() == p.as_str()))
             .cloned()
             .collect();
-        self.masked_over(inner, shape, survivors)
+        let tasks = self.masked_over(inner, shape, survivors)?;
+        // A dropped site takes no part in the study's later masked rounds either.
+        self.sites.retain(|s| !dropped.contains(s));
+        Ok(tasks)
+    }
+
+    /// Whether a masked round is waiting for its vectors.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Sums the open round's masked vectors and returns only the decoded sum, keyed by

@@ -195,6 +195,16 @@ fn plain_sum_refusal(body: &TaskBody, secure_study: bool, policy: &SitePolicy) -
     if !is_plain_sum(body) {
         return None;
     }
+    // A secure pipeline study sends only its summed stages masked (`pipeline::secure`); its
+    // other stages (levels, models, acknowledgements, and the stages without a masked form) stay
+    // plain.
+    if secure_study
+        && let TaskBody::Pipeline(t) = body
+        && !crate::pipeline::secure::has_masked_form(&t.stage)
+        && !policy.require_secure_aggregation
+    {
+        return None;
+    }
     if secure_study {
         return Some(format!(
             "the study spec asks for secure aggregation, but the aggregator sent a plain {} request; this site sends summed statistics of this study only masked",
@@ -285,13 +295,36 @@ fn dispatch(
                     "the masked round names another study; refusing".into(),
                 ));
             }
+            let pipeline_masked = matches!(&*m.inner, TaskBody::Pipeline(t)
+                if crate::pipeline::secure::has_masked_form(&t.stage));
             if !is_plain_sum(&m.inner)
-                || matches!(*m.inner, TaskBody::Pipeline(_) | TaskBody::LassoSums(_))
+                || (matches!(*m.inner, TaskBody::Pipeline(_)) && !pipeline_masked)
+                || matches!(*m.inner, TaskBody::LassoSums(_))
             {
                 return Err((
                     String::new(),
                     format!("a {} request has no masked form; refusing", m.inner.kind()),
                 ));
+            }
+            // The pipeline's masked score round packs the site's bins unmerged: they are never
+            // released as they are, only inside the sum, which the aggregator merges to the
+            // round's min_count (checked against this site's own by `site_binned_scores`). The
+            // per-site count check below therefore does not apply to them.
+            if let (AnalysisSpec::Pipeline(p), TaskBody::Pipeline(t), shape) =
+                (&spec.analysis, &*m.inner, &m.shape)
+                && matches!(shape, crate::secure::SumShape::PipelineScores { .. })
+            {
+                let state = memory.studies.entry(hash.to_string()).or_default();
+                let plain = crate::pipeline::secure::site_binned_scores(
+                    table, p, t, policy, state, shape,
+                )
+                .map(ResultBody::Pipeline)
+                .map_err(|e| (e.to_string(), e.public_message()))?;
+                return memory
+                    .secure
+                    .mask(hash, m, &plain)
+                    .map(ResultBody::Masked)
+                    .map_err(|e| (String::new(), e.to_string()));
             }
             let plain = dispatch(spec, hash, task, &m.inner, table, policy, memory)?;
             // The single gate's count check applies to the plain answer before it is masked.

@@ -202,7 +202,20 @@ impl StudySpec {
         match &self.analysis {
             AnalysisSpec::Table1(t) => t.secure_aggregation,
             AnalysisSpec::Harmonize(h) => h.secure_aggregation,
-            AnalysisSpec::Lasso(_) | AnalysisSpec::Pipeline(_) => false,
+            AnalysisSpec::Pipeline(p) => p.secure_aggregation,
+            AnalysisSpec::Lasso(_) => false,
+        }
+    }
+
+    /// Whether a site that misses a masked round's deadline is left out and the round restarted
+    /// without it (pipeline studies with `on_masked_dropout = "continue_without_site"`), rather
+    /// than the study pausing (every other study).
+    pub fn continues_without_dropped_sites(&self) -> bool {
+        match &self.analysis {
+            AnalysisSpec::Pipeline(p) => {
+                p.on_masked_dropout == crate::pipeline::spec::MaskedDropout::ContinueWithoutSite
+            }
+            _ => false,
         }
     }
 

@@ -426,7 +426,15 @@ impl SiteSet {
     }
 }
 
-fn valid_probabilities(p: &[f64]) -> bool {
+/// The analysis set's (labels, ML probabilities, clinical probabilities) and the number of
+/// patients left out of it, for the masked score round (`super::secure`).
+pub(crate) fn analysis_scores(inp: &MetricsInputs) -> (Vec<bool>, Vec<f64>, Option<Vec<f64>>, u32) {
+    let set = SiteSet::new(inp);
+    let unscored = (inp.labels.len() - set.idx.len()) as u32;
+    (set.labels, set.ml, set.clinical, unscored)
+}
+
+pub(crate) fn valid_probabilities(p: &[f64]) -> bool {
     p.iter().all(|x| (0.0..=1.0).contains(x))
 }
 
@@ -886,6 +894,10 @@ pub struct MetricsDriver {
     /// (time column, event column) when the study has a survival endpoint.
     survival: Option<(String, String)>,
     phase: Phase,
+    /// Under secure aggregation the score round's answer is one pooled table (`super::secure`)
+    /// and the follow-up round, built from each site's own cells, is not run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    secure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -916,7 +928,14 @@ impl MetricsDriver {
                 _ => None,
             },
             phase: Phase::Scores,
+            secure: false,
         }
+    }
+
+    /// The same driver for a study under secure aggregation (see the field).
+    pub fn secure(mut self, on: bool) -> Self {
+        self.secure = on;
+        self
     }
 
     /// This round's request to `site`.
@@ -1164,6 +1183,20 @@ impl MetricsDriver {
             report.notes.push(format!(
                 "survival by predicted group: not computed: the {ML_NAME}'s Youden cut-off is not available"
             ));
+        }
+        if self.secure && (paired_pending || !tasks.is_empty()) {
+            // The follow-up sums are per site cell; the masked path released no site's cells.
+            if paired_pending {
+                report.notes.push(format!(
+                    "paired DeLong test {ML_NAME} vs {CLINICAL_NAME}: not computed under secure aggregation (its count-table form needs each site's own cells, which are only released summed)"
+                ));
+            }
+            if self.survival.is_some() {
+                report.notes.push(
+                    "survival: not computed under secure aggregation (the survival tables have no masked form yet)".into(),
+                );
+            }
+            return Ok(Some(report));
         }
         if tasks.is_empty() && !paired_pending {
             return Ok(Some(report));

@@ -7,6 +7,7 @@
 pub mod driver;
 pub mod messages;
 pub mod metrics;
+pub mod secure;
 pub mod site;
 pub mod spec;
 

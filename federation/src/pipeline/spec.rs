@@ -40,6 +40,37 @@ pub struct PipelineSpec {
     pub clinical: Option<ClinicalSpec>,
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Send the meta-model's loss/gradient sums, the clinical comparator's IRLS sums and the
+    /// metrics stage's score count tables pairwise-masked, so that the aggregator learns only
+    /// their sums over sites (`crate::secure`; needs at least 3 sites). The other stages stay
+    /// plain. Omitted from the canonical JSON when off, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_aggregation: bool,
+    /// What the aggregator does when a site misses the deadline of a masked round
+    /// (`crate::engine`): pause the study naming it (the default), or restart the round without
+    /// it and leave it out of the rest of the study. Omitted from the canonical JSON at its
+    /// default.
+    #[serde(default, skip_serializing_if = "MaskedDropout::is_pause")]
+    pub on_masked_dropout: MaskedDropout,
+}
+
+/// The study's rule for a site that misses a masked round's deadline (`on_masked_dropout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskedDropout {
+    /// Pause the study naming the site; it resumes when the site answers (as for plain rounds).
+    #[default]
+    Pause,
+    /// Restart the round without the site under a fresh round id (the survivors re-mask), if at
+    /// least 3 sites remain; the site takes no further part in the study and the output names
+    /// it with the round and the reason. Fewer than 3 left: pause as above.
+    ContinueWithoutSite,
+}
+
+impl MaskedDropout {
+    fn is_pause(&self) -> bool {
+        *self == MaskedDropout::Pause
+    }
 }
 
 /// Repeated nested cross-validation.
@@ -187,6 +218,12 @@ pub struct MetricsSpec {
     pub time_column: Option<String>,
     /// Event indicator column (1 = progression or death, 0 = censored).
     pub event_column: Option<String>,
+    /// Under `secure_aggregation`: every released cell of the pooled score tables holds at least
+    /// this many patients (merged on the sum over sites, not at each site); a site whose policy
+    /// `min_count` is larger refuses the round. Absent = 5, the policy default. Omitted from the
+    /// canonical JSON when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_min_count: Option<u64>,
 }
 
 impl Default for MetricsSpec {
@@ -197,7 +234,15 @@ impl Default for MetricsSpec {
             seed: 1,
             time_column: None,
             event_column: None,
+            secure_min_count: None,
         }
+    }
+}
+
+impl MetricsSpec {
+    /// The pooled score tables' minimum cell size under secure aggregation.
+    pub fn pooled_min_count(&self) -> u64 {
+        self.secure_min_count.unwrap_or(5)
     }
 }
 
@@ -284,6 +329,12 @@ impl PipelineSpec {
         }
         if self.metrics.bins < 2 {
             return Err("analysis.metrics.bins must be at least 2".into());
+        }
+        if self.metrics.secure_min_count == Some(0) {
+            return Err("analysis.metrics.secure_min_count must be at least 1 (5 is the usual choice)".into());
+        }
+        if self.on_masked_dropout != MaskedDropout::Pause && !self.secure_aggregation {
+            return Err("analysis.on_masked_dropout applies to masked rounds only; set secure_aggregation = true or remove it".into());
         }
         if self.metrics.time_column.is_some() != self.metrics.event_column.is_some() {
             return Err(

@@ -455,7 +455,45 @@ impl SiteScoreTable {
                 .or_insert_with(|| ScoreTableCell::empty(k))
                 .push(p, y);
         }
-        let occupied: Vec<(u32, ScoreTableCell)> = bins.into_iter().collect();
+        Self::merge_bins(grid, bins.into_iter().collect(), min_count, rule)
+    }
+
+    /// The same table from per-bin cells instead of patients: `bins` holds one cell per occupied
+    /// bin (`lo_bin == hi_bin`, ascending, non-empty), e.g. a sum of several sites' unmerged
+    /// bins (`federation::secure`, where the merge happens on the sum over sites). Merged exactly
+    /// as [`SiteScoreTable::build`] merges a site's own bins.
+    pub fn from_bins(
+        grid: ScoreGrid,
+        bins: Vec<ScoreTableCell>,
+        min_count: u64,
+        rule: MergeRule,
+    ) -> Result<SiteScoreTable, MetricsError> {
+        for (i, c) in bins.iter().enumerate() {
+            if c.lo_bin != c.hi_bin
+                || c.hi_bin >= grid.n_bins()
+                || c.n() == 0
+                || (i > 0 && c.lo_bin <= bins[i - 1].hi_bin)
+            {
+                return Err(MetricsError::BadCell {
+                    index: i,
+                    reason: "per-bin cells must each cover one bin of the grid, hold a patient and ascend".into(),
+                });
+            }
+        }
+        Self::merge_bins(
+            grid,
+            bins.into_iter().map(|c| (c.lo_bin, c)).collect(),
+            min_count,
+            rule,
+        )
+    }
+
+    fn merge_bins(
+        grid: ScoreGrid,
+        occupied: Vec<(u32, ScoreTableCell)>,
+        min_count: u64,
+        rule: MergeRule,
+    ) -> Result<SiteScoreTable, MetricsError> {
         let runs = merge_runs_optimal(&occupied, min_count, rule)?;
         // Extents: single-bin runs stay tight; merged runs reach halfway into the gaps.
         let mut cells: Vec<ScoreTableCell> = runs.iter().map(|r| r.2).collect();
