@@ -342,8 +342,13 @@ pub struct LoadResult {
     pub round_trips: u64,
     /// Resident set (KiB) after setup, before any study.
     pub rss_start_kib: Option<u64>,
-    /// Resident set (KiB) after each wave, before the reference runs.
+    /// Resident set (KiB) after each wave (once its studies are retired from memory), before
+    /// the reference runs.
     pub rss_after_wave_kib: Vec<Option<u64>>,
+    /// How the coordinator held its studies after each wave, once the wave's results folders
+    /// were written: bounded memory means `running` and `finished_in_memory` stay 0 while
+    /// `retired` grows by the wave's size.
+    pub residency_after_wave: Vec<crate::coordinator::Residency>,
     /// Peak resident set (VmHWM, KiB) over the federated part (read before the references run).
     pub peak_rss_kib: Option<u64>,
     pub studies: Vec<LoadStudy>,
@@ -513,6 +518,7 @@ pub async fn bench_load(
     let c0 = process_cpu_s();
     let mut wave_s = Vec::new();
     let mut rss_after_wave_kib = Vec::new();
+    let mut residency_after_wave = Vec::new();
     let mut finished = Vec::new();
     let mut failure = None;
     'waves: for wave in &specs {
@@ -537,10 +543,20 @@ pub async fn bench_load(
             }
         }
         wave_s.push(t.elapsed().as_secs_f64());
+        // The server's housekeeping (every 200 ms) writes each finished study's results folder
+        // and then retires the study from memory; wait for that before reading the memory.
+        let retired_by = tokio::time::Instant::now() + Duration::from_secs(60);
+        while coordinator.residency().finished_in_memory > 0
+            && tokio::time::Instant::now() < retired_by
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        residency_after_wave.push(coordinator.residency());
         rss_after_wave_kib.push(proc_status_kib("VmRSS"));
         for spec in wave {
             // Only what the report needs is kept, so the benchmark's own bookkeeping does not
-            // show up as aggregator memory in the next wave's reading.
+            // show up as aggregator memory in the next wave's reading. A retired study's state
+            // is read back from the store's archive (and dropped again here).
             let id = spec.id.to_string();
             let state = coordinator
                 .study(&id)
@@ -602,6 +618,7 @@ pub async fn bench_load(
         round_trips: studies.iter().map(|s| s.round_trips).sum(),
         rss_start_kib,
         rss_after_wave_kib,
+        residency_after_wave,
         peak_rss_kib,
         all_match_reference: studies.iter().all(|s| s.matches_reference),
         studies,
@@ -638,7 +655,7 @@ impl LoadResult {
         let mib =
             |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
         let mut out = format!(
-            "{} sites, {} concurrent studies × {} wave(s), {} patients, {} features\nsetup {:.1} s; waves {}; CPU {}\nround trips {}; RSS start {}, after each wave [{}], peak (VmHWM) {}\n",
+            "{} sites, {} concurrent studies × {} wave(s), {} patients, {} features\nsetup {:.1} s; waves {}; CPU {}\nround trips {}; RSS start {}, after each wave [{}], peak (VmHWM) {}\nstudies held whole / as summaries after each wave: [{}]\n",
             self.sites,
             self.concurrent_studies,
             self.waves,
@@ -659,6 +676,11 @@ impl LoadResult {
                 .collect::<Vec<_>>()
                 .join(", "),
             mib(self.peak_rss_kib),
+            self.residency_after_wave
+                .iter()
+                .map(|r| format!("{}/{}", r.running + r.finished_in_memory, r.retired))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         for s in &self.studies {
             out += &format!(

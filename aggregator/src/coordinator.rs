@@ -18,6 +18,16 @@
 //!
 //! A round deadline pausing a study is not persisted: it is a function of the time, and a
 //! restarted aggregator gives the sites a fresh deadline.
+//!
+//! **Finished studies leave memory.** Once a finished study's results folder is durable (the
+//! server's housekeeping writes and syncs it) the study is *retired* ([`Coordinator::retire`]):
+//! in one atomic store batch its final snapshot moves to the archive and a small
+//! [`RetiredStudy`] summary is written (`retire.durable`); the whole state (driver, last round's
+//! results, output) is then dropped and only the summary stays in memory. Everything that asked
+//! for the state still gets it: [`Coordinator::study`] reads the archive on demand, a retried
+//! push is answered from the archived state exactly as a restarted aggregator would, and a
+//! restart loads retired studies as summaries only. Without this a long-running aggregator kept
+//! every study it ever ran (a few MiB each at 50 sites).
 
 use crate::failpoint;
 use crate::store::{SiteRecord, Store, StoreError};
@@ -25,7 +35,7 @@ use federation::engine::{Accepted, EngineError, StudyState, StudyStatus};
 use federation::study::StudySpec;
 use federation::task::{Task, TaskResult};
 use federation::{PROTOCOL_VERSION, SiteId, StudyHash, StudyId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -58,8 +68,50 @@ pub enum CoordError {
     Store(#[from] StoreError),
 }
 
+/// A finished study retired from memory: what `status`, the inbox and the progress queries need
+/// without reading its archived state. Written to the store when the study is retired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiredStudy {
+    pub hash: StudyHash,
+    pub status: StudyStatus,
+    pub round: u32,
+    /// `StudyState::stage_progress` at the end (multi-stage studies).
+    pub stage: Option<(String, f64)>,
+    /// The study's line in `status.json`, exactly as it was before the study was retired.
+    pub summary: StudySummary,
+}
+
+/// How a study is held in memory.
+enum Held {
+    /// Running, or finished and not yet retired: the whole state.
+    Live(Box<StudyState>),
+    /// Finished, results durable: the summary only (the state is in the store's archive).
+    Retired(RetiredStudy),
+}
+
+impl Held {
+    fn live(&self) -> Option<&StudyState> {
+        match self {
+            Held::Live(s) => Some(s),
+            Held::Retired(_) => None,
+        }
+    }
+}
+
+/// How many studies the coordinator holds, and how: bounded memory means `live` does not grow
+/// with the number of studies run, only `retired` (a few hundred bytes each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Residency {
+    /// Running or paused studies (whole state in memory).
+    pub running: usize,
+    /// Finished studies still held whole (results folder not yet durable).
+    pub finished_in_memory: usize,
+    /// Finished studies held as a summary only.
+    pub retired: usize,
+}
+
 struct Inner {
-    studies: BTreeMap<StudyId, StudyState>,
+    studies: BTreeMap<StudyId, Held>,
     sites: BTreeMap<String, SiteRecord>,
     /// When each study's state was last written whole (ms since the epoch).
     snapshot_ms: BTreeMap<StudyId, u64>,
@@ -95,7 +147,7 @@ pub struct SiteStatus {
 pub type StudyProgress = (StudyStatus, u32, Option<(String, f64)>);
 
 /// A study as shown by `aggregator status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudySummary {
     pub id: String,
     pub hash: String,
@@ -169,7 +221,22 @@ impl Coordinator {
                 store.prune_results(&id)?;
             }
             snapshot_ms.insert(s.spec.id.clone(), now);
-            studies.insert(s.spec.id.clone(), s);
+            studies.insert(s.spec.id.clone(), Held::Live(Box::new(s)));
+        }
+        let live = studies.len();
+        for r in store.retired()? {
+            let id = StudyId::new(r.summary.id.clone()).map_err(|e| StoreError::Corrupt {
+                path: std::path::PathBuf::from("retired"),
+                key: r.summary.id.clone(),
+                message: e.to_string(),
+            })?;
+            studies.insert(id, Held::Retired(r));
+        }
+        if !studies.is_empty() {
+            tracing::info!(
+                "loaded {live} studies whole and {} finished studies as summaries",
+                studies.len() - live
+            );
         }
         failpoint::hit("restore.replayed");
         let sites = store
@@ -267,7 +334,10 @@ impl Coordinator {
         if self.degraded.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
         }
-        Ok(inner.studies.values().find_map(|s| s.task_for(site)))
+        Ok(inner
+            .studies
+            .values()
+            .find_map(|s| s.live()?.task_for(site)))
     }
 
     /// Takes a site's result (`bytes`: its encoded size); persisted before returning.
@@ -286,9 +356,24 @@ impl Coordinator {
             snapshot_ms,
             ..
         } = &mut *inner;
-        let state = studies
-            .get_mut(&study_id)
-            .ok_or_else(|| CoordError::UnknownStudy(study_id.to_string()))?;
+        let state = match studies.get_mut(&study_id) {
+            Some(Held::Live(state)) => state,
+            Some(Held::Retired(_)) => {
+                // A retry of a retired study's last result (its reply was lost), or a stray
+                // push: answered from the archived state, as a restarted aggregator would. A
+                // finished state changes under no push, so the copy is simply dropped.
+                let mut archived =
+                    self.store
+                        .archived_study(study_id.as_str())?
+                        .ok_or_else(|| {
+                            CoordError::UnknownStudy(format!(
+                                "{study_id} (its archived state is missing)"
+                            ))
+                        })?;
+                return Ok(archived.accept(site, result, bytes, now_ms())?);
+            }
+            None => return Err(CoordError::UnknownStudy(study_id.to_string())),
+        };
         // Applied in place: cloning a state whose round holds every site's sums so far would
         // cost O(sites²) copying per round. If persisting fails below, the in-memory state is
         // ahead of the disk; the aggregator then stops handing out work (see `degraded`) and a
@@ -368,7 +453,9 @@ impl Coordinator {
         let hash = state.hash.clone();
         tracing::info!("study {} submitted (hash {hash})", state.spec.id);
         inner.snapshot_ms.insert(state.spec.id.clone(), now_ms());
-        inner.studies.insert(state.spec.id.clone(), state);
+        inner
+            .studies
+            .insert(state.spec.id.clone(), Held::Live(Box::new(state)));
         drop(inner);
         self.changed.notify_waiters();
         Ok(hash)
@@ -380,7 +467,8 @@ impl Coordinator {
         let now = now_ms();
         let mut inner = self.lock();
         let mut changed = false;
-        for (id, study) in inner.studies.iter_mut() {
+        for (id, held) in inner.studies.iter_mut() {
+            let Held::Live(study) = held else { continue };
             if study.tick(now) {
                 if let StudyStatus::Paused { .. } = &study.status {
                     tracing::warn!("study {id} {}", study.status.describe());
@@ -395,12 +483,24 @@ impl Coordinator {
         Ok(changed)
     }
 
+    /// A study's whole state: a copy of the one in memory, or for a retired study the archived
+    /// final snapshot read from the store (`None` if there is no such study, or the archive
+    /// cannot be read — logged).
     pub fn study(&self, id: &str) -> Option<StudyState> {
-        self.lock()
-            .studies
-            .values()
-            .find(|s| s.spec.id.as_str() == id)
-            .cloned()
+        let inner = self.lock();
+        match inner.studies.get(&StudyId::new(id).ok()?)? {
+            Held::Live(s) => Some(StudyState::clone(s)),
+            Held::Retired(_) => {
+                drop(inner);
+                match self.store.archived_study(id) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        tracing::error!("cannot read the archived state of study {id}: {e}");
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Every completed round of a study (inputs and outputs), from the store.
@@ -408,41 +508,100 @@ impl Coordinator {
         Ok(self.store.rounds(study)?)
     }
 
+    fn with_held<T>(&self, id: &str, f: impl FnOnce(&Held) -> T) -> Option<T> {
+        let id = StudyId::new(id).ok()?;
+        self.lock().studies.get(&id).map(f)
+    }
+
     /// The hash of a registered study, if there is one with this id.
     pub fn study_hash(&self, id: &str) -> Option<StudyHash> {
-        self.lock()
-            .studies
-            .values()
-            .find(|s| s.spec.id.as_str() == id)
-            .map(|s| s.hash.clone())
+        self.with_held(id, |h| match h {
+            Held::Live(s) => s.hash.clone(),
+            Held::Retired(r) => r.hash.clone(),
+        })
     }
 
     /// Where a study stands and its round, without copying its state.
     pub fn study_status(&self, id: &str) -> Option<(StudyStatus, u32)> {
-        self.lock()
-            .studies
-            .values()
-            .find(|s| s.spec.id.as_str() == id)
-            .map(|s| (s.status.clone(), s.round))
+        self.with_held(id, |h| match h {
+            Held::Live(s) => (s.status.clone(), s.round),
+            Held::Retired(r) => (r.status.clone(), r.round),
+        })
     }
 
     /// Status, round and stage progress of a study, without copying its state.
     pub fn study_progress(&self, id: &str) -> Option<StudyProgress> {
-        self.lock()
-            .studies
-            .values()
-            .find(|s| s.spec.id.as_str() == id)
-            .map(|s| (s.status.clone(), s.round, s.stage_progress()))
+        self.with_held(id, |h| match h {
+            Held::Live(s) => (s.status.clone(), s.round, s.stage_progress()),
+            Held::Retired(r) => (r.status.clone(), r.round, r.stage.clone()),
+        })
     }
 
-    /// Ids of the finished studies.
+    /// Ids of the finished studies still held whole in memory: their results are to be written
+    /// and made durable, then the study retired ([`Coordinator::retire`]).
     pub fn finished_studies(&self) -> Vec<String> {
         self.lock()
             .studies
             .values()
+            .filter_map(Held::live)
             .filter(|s| s.status.is_finished())
             .map(|s| s.spec.id.to_string())
             .collect()
+    }
+
+    /// Retires a finished study whose results folder the caller has made durable: its final
+    /// snapshot moves to the store's archive and its summary is written, in one synced batch
+    /// (`retire.durable`), then its state is dropped from memory. Returns `Ok(false)` (and does
+    /// nothing) for a study that is running, already retired or unknown, and while the
+    /// aggregator is degraded (the state in memory may then be ahead of the disk).
+    pub fn retire(&self, id: &str) -> Result<bool, CoordError> {
+        let Ok(study_id) = StudyId::new(id) else {
+            return Ok(false);
+        };
+        if self.degraded.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let mut inner = self.lock();
+        let Some(Held::Live(state)) = inner.studies.get(&study_id) else {
+            return Ok(false);
+        };
+        if !state.status.is_finished() {
+            return Ok(false);
+        }
+        let retired = RetiredStudy {
+            hash: state.hash.clone(),
+            status: state.status.clone(),
+            round: state.round,
+            stage: state.stage_progress(),
+            summary: summarize(state),
+        };
+        self.store.retire(id, &retired)?;
+        failpoint::hit("retire.durable");
+        inner
+            .studies
+            .insert(study_id.clone(), Held::Retired(retired));
+        inner.snapshot_ms.remove(&study_id);
+        drop(inner);
+        tracing::debug!("study {id}: results durable, state retired from memory");
+        Ok(true)
+    }
+
+    /// How many studies are held whole and how many as summaries.
+    pub fn residency(&self) -> Residency {
+        let inner = self.lock();
+        let mut r = Residency {
+            running: 0,
+            finished_in_memory: 0,
+            retired: 0,
+        };
+        for h in inner.studies.values() {
+            match h {
+                Held::Live(s) if s.status.is_finished() => r.finished_in_memory += 1,
+                Held::Live(_) => r.running += 1,
+                Held::Retired(_) => r.retired += 1,
+            }
+        }
+        r
     }
 
     pub fn status(&self) -> StatusReport {
@@ -467,21 +626,9 @@ impl Coordinator {
         let studies = inner
             .studies
             .values()
-            .map(|s| {
-                let (answered, total) = s.progress();
-                StudySummary {
-                    id: s.spec.id.to_string(),
-                    hash: s.hash.to_string(),
-                    kind: s.spec.analysis.kind().to_string(),
-                    round: s.round,
-                    answered,
-                    sites: total,
-                    status: s.status.describe(),
-                    finished: s.status.is_finished(),
-                    failed: matches!(s.status, StudyStatus::Failed { .. }),
-                    stage: s.stage_progress().map(|p| p.0),
-                    fraction_done: s.stage_progress().map(|p| p.1),
-                }
+            .map(|h| match h {
+                Held::Live(s) => summarize(s),
+                Held::Retired(r) => r.summary.clone(),
             })
             .collect();
         StatusReport {
@@ -489,6 +636,25 @@ impl Coordinator {
             sites,
             studies,
         }
+    }
+}
+
+/// A study's line in `status.json`.
+fn summarize(s: &StudyState) -> StudySummary {
+    let (answered, total) = s.progress();
+    let stage = s.stage_progress();
+    StudySummary {
+        id: s.spec.id.to_string(),
+        hash: s.hash.to_string(),
+        kind: s.spec.analysis.kind().to_string(),
+        round: s.round,
+        answered,
+        sites: total,
+        status: s.status.describe(),
+        finished: s.status.is_finished(),
+        failed: matches!(s.status, StudyStatus::Failed { .. }),
+        fraction_done: stage.as_ref().map(|p| p.1),
+        stage: stage.map(|p| p.0),
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `round.durable` | the completed round is flushed, the next round not yet handed out |
 //! | `snapshot.written` | a study snapshot is written, before its flush |
 //! | `snapshot.durable` | the snapshot is flushed |
+//! | `retire.durable` | a finished study (results folder synced) is retired in the store, its state not yet dropped from memory |
 //! | `restore.replayed` | on start-up, after replaying stored rounds, before serving |
 
 use std::sync::OnceLock;
@@ -28,6 +29,7 @@ pub const POINTS: &[&str] = &[
     "round.durable",
     "snapshot.written",
     "snapshot.durable",
+    "retire.durable",
     "restore.replayed",
 ];
 

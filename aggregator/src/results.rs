@@ -15,6 +15,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Forces a study's results folder to disk: every file in it, the folder itself and its entry
+/// in `results/`. The server calls it before retiring the study from memory
+/// ([`crate::coordinator::Coordinator::retire`]); after a crash a folder written by an earlier
+/// run is synced again, since a file that exists is not necessarily on disk.
+pub fn make_durable(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// `round,site,kind,bytes`: what each site sent in each round (the aggregator's view of the
 /// traffic; each site's own audit log records the same from its side).
 pub fn traffic_csv(rounds: &[RoundRecord]) -> String {
@@ -32,7 +50,8 @@ pub fn traffic_csv(rounds: &[RoundRecord]) -> String {
     out
 }
 
-/// Writes the results once (idempotent: a restart does not rewrite them).
+/// Writes the results once (idempotent: a restart does not rewrite them). Not synced: see
+/// [`make_durable`].
 pub fn write_if_new(
     state_dir: &Path,
     study: &StudyState,

@@ -131,6 +131,20 @@ impl RoundLog {
         })
     }
 
+    /// Closes the study's log file (the study is over); removes the file if it is empty, so a
+    /// long-running aggregator keeps neither a handle nor an empty file per finished study.
+    pub fn close(&self, study: &str) -> Result<(), LogError> {
+        let mut open = self.open.lock().expect("round log lock poisoned");
+        open.remove(study);
+        let path = self.path(study);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => std::fs::remove_file(&path).map_err(self.io(study)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(study)(e)),
+        }
+    }
+
     /// Every round in the study's log, in order, decoded.
     pub fn read(&self, study: &str) -> Result<Vec<LoggedRound>, LogError> {
         let path = self.path(study);

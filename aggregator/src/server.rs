@@ -117,21 +117,25 @@ async fn housekeeping(
             tracing::error!("deadline check failed: {e}");
         }
         process_inbox(&coordinator, &state_dir);
+        // Finished studies: results folder written and synced, then the study retired from
+        // memory (see `Coordinator::retire`).
         for id in coordinator.finished_studies() {
-            if results::results_dir(&state_dir, &id)
-                .join("study.json")
-                .exists()
-            {
-                continue;
-            }
-            let written = coordinator
-                .study(&id)
-                .ok_or_else(|| anyhow::anyhow!("study {id} vanished"))
-                .and_then(|study| {
-                    let rounds = coordinator.rounds(&id)?;
-                    results::write_if_new(&state_dir, &study, &rounds)
-                });
-            if let Err(e) = written {
+            let dir = results::results_dir(&state_dir, &id);
+            let written = if dir.join("study.json").exists() {
+                Ok(())
+            } else {
+                coordinator
+                    .study(&id)
+                    .ok_or_else(|| anyhow::anyhow!("study {id} vanished"))
+                    .and_then(|study| {
+                        let rounds = coordinator.rounds(&id)?;
+                        results::write_if_new(&state_dir, &study, &rounds)
+                    })
+            };
+            let retired = written
+                .and_then(|()| Ok(results::make_durable(&dir)?))
+                .and_then(|()| Ok(coordinator.retire(&id)?));
+            if let Err(e) = retired {
                 tracing::error!("cannot write results of {id}: {e:#}");
             }
         }

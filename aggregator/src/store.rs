@@ -4,6 +4,7 @@
 //! change. Writes become durable with [`Store::flush`]; the coordinator flushes before it acts on
 //! a transition (see `coordinator.rs` for what is written when).
 
+use crate::coordinator::RetiredStudy;
 use crate::roundlog::{LogError, LoggedRound, RoundLog};
 use federation::SiteId;
 use federation::engine::{RoundRecord, StudyState};
@@ -38,7 +39,17 @@ pub struct SiteRecord {
 pub trait Store: Send + Sync {
     /// Writes a snapshot of a study's state (durable after the next [`Store::flush`]).
     fn put_study(&self, state: &StudyState) -> Result<(), StoreError>;
+    /// The snapshots of the studies not retired (see [`Store::retire`]).
     fn studies(&self) -> Result<Vec<StudyState>, StoreError>;
+    /// Retires a finished study, atomically and durably before returning: its snapshot moves
+    /// to the archive (read back by [`Store::archived_study`]) and `summary` is recorded (read
+    /// back by [`Store::retired`]); [`Store::studies`] no longer returns it. The study's round
+    /// log is closed (and removed if empty).
+    fn retire(&self, study: &str, summary: &RetiredStudy) -> Result<(), StoreError>;
+    /// The summaries of every retired study.
+    fn retired(&self) -> Result<Vec<RetiredStudy>, StoreError>;
+    /// A retired study's final snapshot.
+    fn archived_study(&self, study: &str) -> Result<Option<StudyState>, StoreError>;
     /// Writes a completed round: every site's result, as it travelled, appended to the study's
     /// round log (the replay log between snapshots), and the round's sizes and result kinds.
     /// Not yet durable: the caller calls [`Store::sync_rounds`] before handing out the next
@@ -136,6 +147,46 @@ impl Store for SledStore {
     }
     fn studies(&self) -> Result<Vec<StudyState>, StoreError> {
         self.scan("study/")
+    }
+    fn retire(&self, study: &str, summary: &RetiredStudy) -> Result<(), StoreError> {
+        let key = format!("study/{study}");
+        let snapshot = self
+            .db
+            .get(key.as_bytes())
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: key.clone(),
+                message: "no snapshot to retire (already retired, or never stored)".into(),
+            })?;
+        // The stored bytes are moved as they are: the archive is exactly the durable final
+        // snapshot, whatever the state in memory holds besides.
+        let mut batch = sled::Batch::default();
+        batch.insert(format!("archive/{study}").as_bytes(), snapshot);
+        batch.insert(
+            format!("retired/{study}").as_bytes(),
+            serde_json::to_vec(summary).map_err(|e| self.err(e))?,
+        );
+        batch.remove(key.as_bytes());
+        self.db.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.log.close(study).map_err(|e| self.log_err(e))
+    }
+    fn retired(&self) -> Result<Vec<RetiredStudy>, StoreError> {
+        self.scan("retired/")
+    }
+    fn archived_study(&self, study: &str) -> Result<Option<StudyState>, StoreError> {
+        let key = format!("archive/{study}");
+        let Some(bytes) = self.db.get(key.as_bytes()).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                key,
+                message: e.to_string(),
+            })
     }
     fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
         let study_id = federation::StudyId::new(study).map_err(|e| self.err(e))?;

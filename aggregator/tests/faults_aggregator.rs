@@ -4,19 +4,19 @@
 //! it: no destructor, nothing flushed); it is started again without the variable on the same
 //! state directory, and the study completes with exactly the in-process reference result, each
 //! round recorded once with one result per site. `restore.replayed` fires while starting up, so
-//! that case first kills a plain server mid-study and then crashes the restart itself.
+//! that case first kills a plain server mid-study and then crashes the restart itself;
+//! `retire.durable` fires after the study finished (its results are durable by then), so that
+//! case checks that the restarted server holds it as a summary and still serves it.
 
 mod common;
 
-use aggregator::simulate::{PooledTable, SimOptions, write_site_kit};
-use certs::{Ca, Validity};
+use aggregator::simulate::PooledTable;
+use common::{Consortium, check_results, wait_until};
 use federation::engine::StudyState;
 use federation::study::{AnalysisSpec, StudySpec, Table1Spec};
-use site_agent::{Agent, AgentOptions, SiteConfig};
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 fn spec() -> StudySpec {
     StudySpec {
@@ -52,266 +52,15 @@ fn reference() -> StudyState {
     common::reference(&table(), &spec())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An aggregator process, killed when the test ends however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Server {
-    /// Waits for the process to end by itself (a failure point) and returns how it ended.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "the aggregator did not stop at its failure point"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A consortium on disk: CA, aggregator kit and config, and every site's agent running in
-/// this process (they reconnect by themselves whenever the aggregator comes back).
-struct Consortium {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-    _rt: tokio::runtime::Runtime,
-    stops: Vec<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Drop for Consortium {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            let _ = s.send(true);
-        }
-    }
-}
-
-impl Consortium {
-    /// `snapshot_interval_secs`: 0 writes the whole state after every round; a large value
-    /// leaves it to the submit and the finish, so a restart replays every round in between.
-    fn new(snapshot_interval_secs: f64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let table = table();
-        let mut ca = Ca::init(&root.join("ca"), "test CA", 30).unwrap();
-        let agg = root.join("aggregator");
-        ca.write_aggregator_kit(
-            &agg,
-            &["localhost".into()],
-            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            Validity::days(2),
-        )
-        .unwrap();
-        let port = free_port();
-        let sites: Vec<String> = table.by_site.keys().map(|s| format!("\"{s}\"")).collect();
-        let config = agg.join("aggregator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\nenrolled_sites = [{}]\nround_deadline_secs = 300\nsnapshot_interval_secs = {snapshot_interval_secs:?}\n[tls]\nca_cert = \"ca.pem\"\ncert = \"aggregator.pem\"\nkey = \"aggregator.key\"\ncrl = \"{}\"\n",
-                sites.join(", "),
-                ca.crl_path().display()
-            ),
-        )
-        .unwrap();
-        let url = format!("https://localhost:{port}");
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let policy = format!("min_count = 1\nallowed_studies = [\"{}\"]\n", spec().hash());
-        let mut stops = Vec::new();
-        for (site, rows) in &table.by_site {
-            let kit = write_site_kit(
-                &mut ca,
-                &root.join("kits"),
-                site,
-                &table.header,
-                rows,
-                &url,
-                &policy,
-                &SimOptions::default(),
-            )
-            .unwrap();
-            let agent = Agent::new(
-                SiteConfig::load(&kit.join("site.toml")).unwrap(),
-                AgentOptions {
-                    poll_wait: Duration::from_millis(300),
-                    heartbeat: Duration::from_secs(1),
-                    backoff_initial: Duration::from_millis(50),
-                    backoff_max: Duration::from_millis(300),
-                    // Some work per round, so a study spans several snapshot intervals of a
-                    // loaded machine rather than finishing in a blink.
-                    task_delay: Duration::from_millis(60),
-                },
-            )
-            .unwrap();
-            let (tx, mut rx) = tokio::sync::watch::channel(false);
-            rt.spawn(agent.run(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }));
-            stops.push(tx);
-        }
-        Self {
-            config,
-            state: agg.join("state"),
-            log: root.join("aggregator.log"),
-            dir,
-            _rt: rt,
-            stops,
-        }
-    }
-
-    fn serve(&self, failpoint: Option<String>) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aggregator"));
-        cmd.args(["serve", "--config"])
-            .arg(&self.config)
-            .env_remove("FEDRAD_FAILPOINT")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(f) = failpoint {
-            cmd.env("FEDRAD_FAILPOINT", f);
-        }
-        Server(cmd.spawn().unwrap())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_listening(&self, server: &mut Server) {
-        let t0 = Instant::now();
-        while !self.state.join("status.json").exists() {
-            if let Some(status) = server.0.try_wait().unwrap() {
-                panic!(
-                    "the aggregator exited ({status}) before serving:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "no status.json; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Submits the study through the CLI, as a statistician would.
-    fn submit(&self) {
-        let file = self.dir.path().join("study.toml");
-        std::fs::write(&file, STUDY_TOML).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_aggregator"))
-            .args(["submit", "--state"])
-            .arg(&self.state)
-            .arg(&file)
-            .env_remove("FEDRAD_FAILPOINT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn results(&self) -> PathBuf {
-        self.state.join("results/table1")
-    }
-
-    fn status_round(&self) -> Option<(u64, bool)> {
-        let text = std::fs::read_to_string(self.state.join("status.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let st = v["studies"].as_array()?.first()?.clone();
-        Some((st["round"].as_u64()?, st["finished"].as_bool()?))
-    }
-
-    /// Restarts without a failure point; the study finishes with the reference result.
-    fn restart_and_check(&self, reference: &StudyState, what: &str) {
-        let mut server = self.serve(None);
-        self.wait_listening(&mut server);
-        wait_until(
-            &format!("{what}: the restarted study to finish"),
-            Duration::from_secs(240),
-            || self.results().join("study.json").exists(),
-        );
-        drop(server);
-        check_results(&self.results(), reference, what);
-    }
-}
-
-/// The results folder holds the reference output, and every round 1..=last exactly once with
-/// one result per site (`traffic.csv` is the aggregator's record of who answered what).
-fn check_results(dir: &Path, reference: &StudyState, what: &str) {
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
-    assert_eq!(
-        summary["status"].as_str(),
-        Some("completed"),
-        "{what}: {summary}"
-    );
-    assert_eq!(
-        summary["rounds"].as_u64(),
-        Some(u64::from(reference.round)),
-        "{what}"
-    );
-    let got: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("output.json")).unwrap()).unwrap();
-    assert_eq!(
-        got,
-        serde_json::to_value(reference.output.as_ref().unwrap()).unwrap(),
-        "{what}: the restarted run differs from the reference"
-    );
-    let traffic = std::fs::read_to_string(dir.join("traffic.csv")).unwrap();
-    let mut seen: Vec<(u32, String)> = traffic
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let mut f = l.split(',');
-            (
-                f.next().unwrap().parse().unwrap(),
-                f.next().unwrap().to_string(),
-            )
-        })
-        .collect();
-    seen.sort();
-    let expected: Vec<(u32, String)> = (1..=reference.round)
-        .flat_map(|r| reference.sites.iter().map(move |s| (r, s.to_string())))
-        .collect();
-    assert_eq!(
-        seen, expected,
-        "{what}: rounds lost or double-counted:\n{traffic}"
-    );
+/// The consortium of the example cohort, every site allowing the Table 1 study, 60 ms of work
+/// per task.
+fn consortium(snapshot_interval_secs: f64) -> Consortium {
+    Consortium::new(
+        &table(),
+        &format!("min_count = 1\nallowed_studies = [\"{}\"]\n", spec().hash()),
+        snapshot_interval_secs,
+        Duration::from_millis(60),
+    )
 }
 
 /// Crashes `aggregator serve` at the `k`-th hit of `point` during the study, then restarts it.
@@ -330,10 +79,10 @@ fn crash_at(point: &str, k: u32, snapshot_interval_secs: f64, replays: bool) {
         "the study is too short ({} rounds) to crash mid-study",
         reference.round
     );
-    let c = Consortium::new(snapshot_interval_secs);
+    let c = consortium(snapshot_interval_secs);
     let mut server = c.serve(Some(format!("{point}:{k}")));
     c.wait_listening(&mut server);
-    c.submit();
+    c.submit(STUDY_TOML);
     let exit = server.wait_exit(Duration::from_secs(180));
     assert!(!exit.success(), "{point}: exited normally ({exit})");
     let log = c.log();
@@ -342,7 +91,7 @@ fn crash_at(point: &str, k: u32, snapshot_interval_secs: f64, replays: bool) {
         "{point}: not stopped by the failure point ({exit}); log:\n{log}"
     );
     assert!(
-        !c.results().join("study.json").exists(),
+        !c.results("table1").join("study.json").exists(),
         "{point}: the study finished before the crash"
     );
     let crashed_log_len = log.len();
@@ -405,11 +154,11 @@ fn crash_while_restoring_after_a_kill() {
     let point = "restore.replayed";
     assert!(aggregator::failpoint::POINTS.contains(&point));
     let reference = reference();
-    let c = Consortium::new(RARE_SNAPSHOTS);
+    let c = consortium(RARE_SNAPSHOTS);
     // A plain server, SIGKILLed mid-study with several rounds stored since the last snapshot.
     let mut server = c.serve(None);
     c.wait_listening(&mut server);
-    c.submit();
+    c.submit(STUDY_TOML);
     // Round 3: two rounds stored since the submit's snapshot, and margin before the end.
     wait_until("round 3", Duration::from_secs(120), || {
         c.status_round().is_some_and(|(r, _)| r >= 3)
@@ -429,6 +178,59 @@ fn crash_while_restoring_after_a_kill() {
     );
     assert!(log.contains("replayed"), "nothing was replayed:\n{log}");
     c.restart_and_check(&reference, point);
+}
+
+#[test]
+fn crash_after_a_finished_study_is_retired() {
+    let point = "retire.durable";
+    assert!(aggregator::failpoint::POINTS.contains(&point));
+    let reference = reference();
+    let c = consortium(RARE_SNAPSHOTS);
+    let mut server = c.serve(Some(format!("{point}:1")));
+    c.wait_listening(&mut server);
+    c.submit(STUDY_TOML);
+    let exit = server.wait_exit(Duration::from_secs(180));
+    assert!(!exit.success(), "{exit}");
+    let log = c.log();
+    assert!(
+        log.contains(&format!("FEDRAD_FAILPOINT: crashing at {point} (hit 1)")),
+        "{log}"
+    );
+    // The results folder was written and synced before the retirement.
+    check_results(&c.results("table1"), &reference, point);
+    let crashed_log_len = log.len();
+    let started_ms = aggregator::coordinator::now_ms();
+    let server = c.serve(None);
+    wait_until(
+        "the restarted server's status.json",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(c.state.join("status.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["updated_ms"].as_u64())
+                .is_some_and(|t| t >= started_ms)
+        },
+    );
+    let restart_log = c.log()[crashed_log_len..].to_string();
+    assert!(
+        restart_log.contains("loaded 0 studies whole and 1 finished studies as summaries"),
+        "the retired study was not loaded as a summary:\n{restart_log}"
+    );
+    assert_eq!(c.status_round(), Some((u64::from(reference.round), true)));
+    let out = Command::new(env!("CARGO_BIN_EXE_aggregator"))
+        .args(["results", "--state"])
+        .arg(&c.state)
+        .arg("table1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(c.results("table1").join("table1.csv")).unwrap()
+    );
+    drop(server);
+    check_results(&c.results("table1"), &reference, point);
 }
 
 /// Every point in `POINTS` has a test above: a new point without one fails here.
