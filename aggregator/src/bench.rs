@@ -280,6 +280,7 @@ pub async fn bench_lasso(
         bootstrap,
         top_k: 5,
         seed,
+        secure_aggregation: false,
     };
     let study = StudySpec {
         id: StudyId::new("bench-lasso")?,
@@ -410,6 +411,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                         bootstrap: 2,
                         top_k: 3,
                         seed: 7,
+                        secure_aggregation: false,
                     }),
                 ),
             };

@@ -383,6 +383,7 @@ pub async fn simulate_lasso(a: LassoArgs<'_>) -> anyhow::Result<()> {
         bootstrap: a.bootstrap,
         top_k: a.top_k,
         seed: a.seed,
+        secure_aggregation: false,
     };
     let study = StudySpec {
         id: StudyId::new("lasso")?,

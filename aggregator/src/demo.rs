@@ -335,6 +335,7 @@ fn lasso_spec(features: Vec<String>, seed: u64, quick: bool) -> StudySpec {
             bootstrap: if quick { 20 } else { 100 },
             top_k: 5,
             seed,
+            secure_aggregation: false,
         }),
     }
 }

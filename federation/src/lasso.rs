@@ -5,10 +5,18 @@
 //! follow the IRLS steps of the slowest fit, not the number of fits. Fold ids and bootstrap
 //! weights are drawn at the site from the study seed and the site's key; no row leaves. The
 //! math and its conventions are in `models::lasso`.
+//!
+//! Secure aggregation (`secure_aggregation = true`): round 1 is the key round (no inner
+//! request: every LASSO round is summed), and every later round is masked
+//! ([`secure`]: the moments as raw power sums, the IRLS sums with x̃ᵀWx̃ in additive form), so
+//! the driver sees only the sums over sites under the pseudo-site `masked-sum`.
+
+pub mod secure;
 
 use crate::engine::{Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
+use crate::secure::SecureRounds;
 use crate::study::LassoSpec;
 use crate::table::{SiteTable, TableError};
 use crate::task::{LassoTask, ResultBody, TaskBody};
@@ -214,6 +222,10 @@ pub struct LassoStudyDriver {
     spec: LassoSpec,
     sites: Vec<SiteId>,
     driver: LassoDriver,
+    /// Under `secure_aggregation`: the key round, then every round masked (`crate::secure`).
+    /// Not written when absent, so a plain study's persisted state is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secure: Option<SecureRounds>,
 }
 
 /// The `models` configuration for a spec.
@@ -237,13 +249,36 @@ impl LassoStudyDriver {
         sites: Vec<SiteId>,
     ) -> Result<(Self, BTreeMap<SiteId, TaskBody>), String> {
         let driver = LassoDriver::new(config(&spec)).map_err(|e| format!("LASSO: {e}"))?;
+        let secure = spec
+            .secure_aggregation
+            .then(|| SecureRounds::new(&crate::study::AnalysisSpec::Lasso(spec.clone()), &sites));
         let d = Self {
             spec,
             sites,
             driver,
+            secure,
         };
-        let tasks = d.tasks();
+        let tasks = match &d.secure {
+            // Nothing rides on the key round: every LASSO round is summed.
+            Some(s) => s.key_round(BTreeMap::new()),
+            None => d.tasks(),
+        };
         Ok((d, tasks))
+    }
+
+    /// The next round's tasks: masked under secure aggregation, plain otherwise.
+    fn next_step(&mut self) -> Step {
+        let tasks = self.tasks();
+        match &mut self.secure {
+            None => Step::Next(tasks),
+            Some(s) => {
+                let shape = secure::shape(self.spec.features.len(), &self.driver.next_requests());
+                match s.masked(tasks, shape) {
+                    Ok(t) => Step::Next(t),
+                    Err(e) => Step::Failed(e),
+                }
+            }
+        }
     }
 
     fn tasks(&self) -> BTreeMap<SiteId, TaskBody> {
@@ -263,6 +298,25 @@ impl LassoStudyDriver {
     }
 
     pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
+        // Under secure aggregation: the key round's announcements, then only the decoded sum of
+        // each masked round, under one pseudo-site (a refusal arrives as a site's failure).
+        let opened;
+        let results = match &mut self.secure {
+            None => results,
+            Some(s) if s.keys().is_empty() => {
+                return match s.on_key_round(results) {
+                    Ok(_) => self.next_step(),
+                    Err(e) => Step::Failed(e),
+                };
+            }
+            Some(s) => match s.open_sum(results) {
+                Ok(sum) => {
+                    opened = sum;
+                    &opened
+                }
+                Err(e) => return Step::Failed(e),
+            },
+        };
         let mut replies = Vec::with_capacity(results.len());
         for (site, body) in results {
             match body {
@@ -294,7 +348,7 @@ impl LassoStudyDriver {
                 None => Step::Failed("LASSO finished without a result".into()),
             };
         }
-        Step::Next(self.tasks())
+        self.next_step()
     }
 }
 
@@ -531,6 +585,7 @@ mod tests {
                 bootstrap: 4,
                 top_k: 2,
                 seed: 11,
+                secure_aggregation: false,
             }),
         };
         let policy = SitePolicy {
@@ -602,6 +657,7 @@ mod tests {
             bootstrap: 0,
             top_k: 1,
             seed: 5,
+            secure_aggregation: false,
         };
         let (t1, t2) = (table("41.25"), table("41.5"));
         let a = site_data_cached(&t1, &spec, 9).unwrap();

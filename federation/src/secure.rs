@@ -103,6 +103,19 @@ pub enum SumShape {
         clinical: bool,
         min_count: u64,
     },
+    // --- LASSO rounds (`crate::lasso::secure`) ---
+    /// A LASSO round of a `kind = "lasso"` study: per fit (request order) the moments' power
+    /// sums or the IRLS sums with x̃ᵀWx̃ in additive form, over `features` features; wide
+    /// values in two limbs, IRLS vectors with [`crate::lasso::secure::LASSO_FRAC_BITS`].
+    LassoSums {
+        features: usize,
+        fits: Vec<crate::lasso::secure::LassoSlot>,
+    },
+    /// The pipeline's LASSO stage: the same per outer fit, outer fits in request order.
+    PipelineLasso {
+        features: usize,
+        fits: Vec<(learners::FitId, Vec<crate::lasso::secure::LassoSlot>)>,
+    },
 }
 
 /// Fractional bits of the pipeline's real-valued sums (MLP loss and gradient, clinical IRLS):
@@ -161,6 +174,9 @@ impl SumShape {
             SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
                 crate::pipeline::secure::layout(self)
             }
+            SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. } => {
+                crate::lasso::secure::layout(self)
+            }
         }
     }
 
@@ -206,6 +222,9 @@ impl SumShape {
             (SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. }, r) => {
                 crate::pipeline::secure::encode(self, r)
             }
+            (SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. }, r) => {
+                crate::lasso::secure::encode(self, r)
+            }
             (_, other) => Err(shape(format!("a {} answer", other.kind()))),
         }
     }
@@ -241,6 +260,9 @@ impl SumShape {
             } => decode_table1(continuous, categorical, parts),
             SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
                 crate::pipeline::secure::decode(self, parts)
+            }
+            SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. } => {
+                crate::lasso::secure::decode(self, parts)
             }
         }
     }

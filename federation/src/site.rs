@@ -213,7 +213,7 @@ fn plain_sum_refusal(body: &TaskBody, secure_study: bool, policy: &SitePolicy) -
     }
     if policy.require_secure_aggregation {
         return Some(format!(
-            "this site's policy requires secure aggregation (require_secure_aggregation = true) for summed statistics, and this {} request is plain; submit the study with secure_aggregation = true in its analysis (Table 1 and ComBat support it)",
+            "this site's policy requires secure aggregation (require_secure_aggregation = true) for summed statistics, and this {} request is plain; submit the study with secure_aggregation = true in its analysis (Table 1, ComBat and LASSO studies support it)",
             body.kind()
         ));
     }
@@ -299,7 +299,6 @@ fn dispatch(
                 if crate::pipeline::secure::has_masked_form(&t.stage));
             if !is_plain_sum(&m.inner)
                 || (matches!(*m.inner, TaskBody::Pipeline(_)) && !pipeline_masked)
-                || matches!(*m.inner, TaskBody::LassoSums(_))
             {
                 return Err((
                     String::new(),

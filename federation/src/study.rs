@@ -92,6 +92,12 @@ pub struct LassoSpec {
     pub top_k: usize,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Send every round's sums (the standardisation moments and the IRLS sums of every fit)
+    /// pairwise-masked, so that the aggregator learns only their sums over sites
+    /// (`crate::lasso::secure`; needs at least 3 sites; one more round, the key round). Omitted
+    /// from the canonical JSON when off, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_aggregation: bool,
 }
 
 fn default_nfolds() -> u32 {
@@ -203,7 +209,7 @@ impl StudySpec {
             AnalysisSpec::Table1(t) => t.secure_aggregation,
             AnalysisSpec::Harmonize(h) => h.secure_aggregation,
             AnalysisSpec::Pipeline(p) => p.secure_aggregation,
-            AnalysisSpec::Lasso(_) => false,
+            AnalysisSpec::Lasso(l) => l.secure_aggregation,
         }
     }
 

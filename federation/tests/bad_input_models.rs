@@ -132,6 +132,7 @@ fn lasso() -> AnalysisSpec {
         bootstrap: 4,
         top_k: 2,
         seed: 3,
+        secure_aggregation: false,
     })
 }
 

@@ -266,6 +266,7 @@ fn lasso_outer_populations_are_guarded_inner_folds_and_bootstraps_are_not() {
         bootstrap: 0,
         top_k: 1,
         seed: 3,
+        secure_aggregation: false,
     };
     let study = StudySpec {
         id: StudyId::new("l").unwrap(),

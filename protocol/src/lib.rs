@@ -10,6 +10,7 @@ mod convert_lasso;
 pub mod convert_pipeline;
 pub mod convert_pipeline_metrics;
 mod convert_secure;
+mod convert_secure_lasso;
 pub mod tls;
 
 /// Generated protobuf and tonic types. Not domain types: convert with `convert` at the edge.

@@ -35,6 +35,7 @@ fn spec(bootstrap: u32) -> LassoSpec {
         bootstrap,
         top_k: 3,
         seed: 7,
+        secure_aggregation: false,
     }
 }
 
