@@ -35,7 +35,8 @@ pub struct SitePolicy {
     pub max_params_per_row: f64,
     /// Summed statistics (Table 1 count tables and moments, ComBat's cross-products and residual
     /// sums, LASSO sums, pipeline stages) leave only pairwise-masked (`crate::secure`): a plain
-    /// summed request is refused with a message naming this setting. Off by default.
+    /// summed request is refused with a message naming this setting. Such a site takes part in
+    /// Table 1, ComBat and LASSO studies with `secure_aggregation = true`. Off by default.
     #[serde(default)]
     pub require_secure_aggregation: bool,
 }

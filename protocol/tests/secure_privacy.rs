@@ -15,7 +15,7 @@ use federation::engine::{StudyState, StudyStatus};
 use federation::local::run_local;
 use federation::policy::SitePolicy;
 use federation::site::{SiteMemory, answer_with_memory};
-use federation::study::{AnalysisSpec, HarmonizeSpec, StudySpec, Table1Spec};
+use federation::study::{AnalysisSpec, HarmonizeSpec, LassoSpec, StudySpec, Table1Spec};
 use federation::table::SiteTable;
 use federation::task::{Task, TaskResult};
 use prost::Message;
@@ -258,6 +258,139 @@ fn secure_studies_through_the_wire_equal_the_in_process_runs() {
     };
     // Fresh X25519 keys per run: the masks differ, the decoded sums (and the model) do not.
     assert_eq!(over_the_wire(h.clone()).output, local(h).output);
+    // A secure LASSO: every round after the key round masked (moments, IRLS sums with packed
+    // and column-block x̃ᵀWx̃, evaluations without), each shape through the wire.
+    let l = StudySpec {
+        id: federation::StudyId::new("l").unwrap(),
+        title: String::new(),
+        analysis: AnalysisSpec::Lasso(LassoSpec {
+            label_column: "response".into(),
+            positive_label: "1".into(),
+            negative_label: "0".into(),
+            features: vec!["x".into(), "y".into(), "age".into()],
+            nfolds: 3,
+            foldid_column: None,
+            nlambda: 20,
+            bootstrap: 2,
+            top_k: 2,
+            seed: 5,
+            secure_aggregation: true,
+        }),
+    };
+    let wire = over_the_wire(l.clone());
+    assert!(
+        matches!(wire.output, Some(federation::engine::StudyOutput::Lasso(_))),
+        "{}",
+        wire.status.describe()
+    );
+    assert_eq!(wire.output, local(l).output);
+}
+
+fn lasso_shape(slots: Vec<pb::LassoSlot>, features: u64) -> pb::MaskedTask {
+    let mut m = masked_task();
+    m.shape = Some(pb::SumShape {
+        shape: Some(pb::sum_shape::Shape::LassoSums(pb::LassoSumsShape {
+            features,
+            fits: slots,
+        })),
+    });
+    m.inner = Some(pb::masked_task::Inner::LassoSums(pb::LassoTask {
+        site_key: 1,
+        requests: vec![],
+    }));
+    m
+}
+
+/// The LASSO shapes decode strictly: every legal slot form reads back, and a slot that is both
+/// moments and IRLS, names columns without a Hessian, is packed with columns, or names a column
+/// past the features is refused naming the field, as is a feature count too large to address.
+#[test]
+fn malformed_lasso_shapes_are_refused_naming_the_field() {
+    use federation::lasso::secure::{HessForm, LassoSlot, SlotKind};
+    use federation::secure::SumShape;
+    use federation::task::TaskBody;
+    let slot = |moments, hessian, packed, columns: Vec<u32>| pb::LassoSlot {
+        fit_id: 3,
+        moments,
+        hessian,
+        packed,
+        columns,
+    };
+    let good = vec![
+        slot(true, false, false, vec![]),
+        slot(false, false, false, vec![]),
+        slot(false, true, true, vec![]),
+        slot(false, true, false, vec![0, 2]),
+        slot(false, true, false, vec![]),
+    ];
+    let task = decode_task(lasso_shape(good, 3)).unwrap();
+    let TaskBody::Masked(m) = &task.body else {
+        panic!("{:?}", task.body)
+    };
+    let kinds = |k| LassoSlot { fit_id: 3, kind: k };
+    assert_eq!(
+        m.shape,
+        SumShape::LassoSums {
+            features: 3,
+            fits: vec![
+                kinds(SlotKind::Moments),
+                kinds(SlotKind::Irls(HessForm::None)),
+                kinds(SlotKind::Irls(HessForm::Packed)),
+                kinds(SlotKind::Irls(HessForm::Columns(vec![0, 2]))),
+                kinds(SlotKind::Irls(HessForm::Columns(vec![]))),
+            ],
+        }
+    );
+    // Encoding gives back the same message.
+    let back = pb::Task::from(&task);
+    assert_eq!(Task::try_from(back).unwrap(), task);
+    for bad in [
+        slot(true, true, false, vec![]),
+        slot(true, false, false, vec![1]),
+        slot(false, false, true, vec![]),
+        slot(false, false, false, vec![1]),
+        slot(false, true, true, vec![1]),
+    ] {
+        assert!(
+            matches!(
+                decode_task(lasso_shape(vec![bad.clone()], 3)).unwrap_err(),
+                ConvertError::Invalid {
+                    field: "LassoSlot",
+                    ..
+                }
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        decode_task(lasso_shape(vec![slot(false, true, false, vec![3])], 3)).unwrap_err(),
+        ConvertError::Range {
+            field: "LassoSlot.columns",
+            value: 3
+        }
+    );
+    assert!(matches!(
+        decode_task(lasso_shape(vec![], 1 << 21)).unwrap_err(),
+        ConvertError::Range {
+            field: "LassoSumsShape.features",
+            ..
+        }
+    ));
+    // The pipeline's form: a fit without its id is refused.
+    let mut m = masked_task();
+    m.shape = Some(pb::SumShape {
+        shape: Some(pb::sum_shape::Shape::PipelineLasso(pb::PipelineLassoShape {
+            features: 2,
+            fits: vec![pb::PipelineLassoFit {
+                fit: None,
+                slots: vec![],
+            }],
+        })),
+    });
+    assert_eq!(
+        decode_task(m).unwrap_err(),
+        ConvertError::Missing("PipelineLassoFit.fit")
+    );
 }
 
 fn masked_task() -> pb::MaskedTask {

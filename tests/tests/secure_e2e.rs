@@ -1,7 +1,8 @@
 //! Secure aggregation over loopback mutual TLS (a real aggregator, one real agent per site):
-//! Table 1 and ComBat with `secure_aggregation = true` equal the plain in-process runs (counts
-//! exactly, real values within the fixed-point precision); the aggregator's stored round records
-//! hold key announcements and masked vectors, never a site's plain summary or cross-products;
+//! Table 1, ComBat and the LASSO with `secure_aggregation = true` equal the plain in-process runs
+//! (counts exactly, real values within the fixed-point precision, the LASSO's selection
+//! exactly); the aggregator's stored round records hold key announcements and masked vectors,
+//! never a site's plain summary, cross-products or LASSO sums;
 //! every site's audit log verifies; and each site keeps its X25519 secret in its study memory,
 //! readable by its owner only.
 
@@ -121,6 +122,7 @@ fn reference(spec: &StudySpec, min_count: u64) -> Option<StudyOutput> {
     match &mut plain.analysis {
         AnalysisSpec::Table1(t) => t.secure_aggregation = false,
         AnalysisSpec::Harmonize(h) => h.secure_aggregation = false,
+        AnalysisSpec::Lasso(l) => l.secure_aggregation = false,
         _ => unreachable!(),
     }
     let policy = SitePolicy {
@@ -147,7 +149,8 @@ fn assert_only_masked_sums(rounds: &[federation::engine::RoundRecord], masked_ro
                 ResultBody::SecureKey(_) => assert_eq!(r.round, 1),
                 ResultBody::Table1Summary(_)
                 | ResultBody::ComBatCrossProducts(_)
-                | ResultBody::ComBatResiduals(_) => {
+                | ResultBody::ComBatResiduals(_)
+                | ResultBody::LassoSums(_) => {
                     panic!("round {}: site {site} sent a plain sum", r.round)
                 }
                 _ => assert!(!masked_rounds.contains(&r.round)),
@@ -219,5 +222,73 @@ async fn secure_combat_over_mtls_equals_the_plain_reference() {
         1e-6,
         &[],
         "model",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_lasso_over_mtls_selects_what_the_plain_reference_selects() {
+    let spec = StudySpec {
+        id: StudyId::new("lasso-secure").unwrap(),
+        title: String::new(),
+        analysis: AnalysisSpec::Lasso(federation::study::LassoSpec {
+            label_column: "response".into(),
+            positive_label: "1".into(),
+            negative_label: "0".into(),
+            features: [
+                "max_diameter_mm",
+                "original_firstorder_Mean",
+                "original_firstorder_Skewness",
+                "original_glcm_Contrast",
+                "original_glcm_Idm",
+                "original_shape_Sphericity",
+                "original_glrlm_RunEntropy",
+                "original_glszm_ZoneEntropy",
+                "original_firstorder_Energy",
+            ]
+            .map(String::from)
+            .to_vec(),
+            nfolds: 5,
+            foldid_column: None,
+            nlambda: 100,
+            bootstrap: 5,
+            top_k: 3,
+            seed: 7,
+            secure_aggregation: true,
+        }),
+    };
+    let (state, rounds) = federated(&spec, 5).await;
+    // Every round after the key round is masked: no plain LASSO sum reached the aggregator.
+    let masked: Vec<u32> = (2..=state.round).collect();
+    assert_only_masked_sums(&rounds, &masked);
+    assert!(
+        rounds
+            .iter()
+            .filter(|r| r.round >= 2)
+            .all(|r| r.results.values().all(|b| matches!(b, ResultBody::Masked(_)))),
+        "a LASSO round after the key round was not masked"
+    );
+    let (Some(StudyOutput::Lasso(s)), Some(StudyOutput::Lasso(p))) =
+        (&state.output, reference(&spec, 5))
+    else {
+        panic!("LASSO outputs")
+    };
+    // The same selection, exactly.
+    assert_eq!(s.result.cv.selected_min, p.result.cv.selected_min);
+    assert_eq!(s.result.cv.index_min, p.result.cv.index_min);
+    let (sb, pb) = (
+        s.result.bootstrap.as_ref().unwrap(),
+        p.result.bootstrap.as_ref().unwrap(),
+    );
+    assert_eq!(sb.top_k, pb.top_k);
+    assert_eq!(sb.frequency, pb.frequency);
+    // Numbers within the precision `federation::lasso::secure` states (measured there: SDs
+    // within 2e-13, coefficients within 3e-8 relative — the IRLS tolerance): 1e-6 here.
+    close(
+        &serde_json::to_value(&p).unwrap(),
+        &serde_json::to_value(s).unwrap(),
+        1e-6,
+        1e-9,
+        &[],
+        "lasso",
     );
 }

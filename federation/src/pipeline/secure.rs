@@ -69,7 +69,10 @@ fn real24() -> FixedPoint {
 pub fn has_masked_form(stage: &StageTask) -> bool {
     matches!(
         stage,
-        StageTask::Fit { .. } | StageTask::Metrics(MetricsTask::Scores { .. })
+        StageTask::Fit { .. }
+            | StageTask::Metrics(MetricsTask::Scores { .. })
+            // The LASSO stage's sums (`crate::lasso::secure`).
+            | StageTask::Lasso { .. }
     )
 }
 

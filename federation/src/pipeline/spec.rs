@@ -40,8 +40,9 @@ pub struct PipelineSpec {
     pub clinical: Option<ClinicalSpec>,
     #[serde(default)]
     pub metrics: MetricsSpec,
-    /// Send the meta-model's loss/gradient sums, the clinical comparator's IRLS sums and the
-    /// metrics stage's score count tables pairwise-masked, so that the aggregator learns only
+    /// Send the LASSO stage's sums (`crate::lasso::secure`), the meta-model's loss/gradient
+    /// sums, the clinical comparator's IRLS sums and the metrics stage's score count tables
+    /// pairwise-masked, so that the aggregator learns only
     /// their sums over sites (`crate::secure`; needs at least 3 sites). The other stages stay
     /// plain. Omitted from the canonical JSON when off, so existing study hashes do not change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
