@@ -255,6 +255,7 @@ pub fn pipeline_spec(features: Vec<String>, repeats: u32, seed: u64, quick: bool
         positive_label: "1".into(),
         negative_label: "0".into(),
         features,
+        exclude_columns: vec![],
         batch_column: None,
         secure_aggregation: false,
         on_masked_dropout: Default::default(),

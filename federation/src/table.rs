@@ -92,6 +92,11 @@ impl SiteTable {
         &self.header
     }
 
+    /// The patient-id column's name, when one was named ([`SiteTable::with_id_column`]).
+    pub fn id_column_name(&self) -> Option<&str> {
+        self.id_column.map(|c| self.header[c].as_str())
+    }
+
     pub fn n_rows(&self) -> usize {
         self.rows.len()
     }

@@ -198,6 +198,7 @@ impl From<&Task> for pb::Task {
                     site: p.site.clone(),
                     batch: p.batch,
                     stage: None,
+                    features: vec![],
                 }
             })),
             TaskBody::Histogram(h) => pb::task::Body::Histogram(pb::HistogramTask {

@@ -21,7 +21,7 @@ use crate::convert_combat as cc;
 use crate::convert_lasso as cl;
 use crate::convert_pipeline_metrics as cpm;
 use crate::pb;
-use federation::pipeline::messages::{FitComBat, TrainOutcome};
+use federation::pipeline::messages::{ColumnReport, FitComBat, TrainOutcome};
 use federation::pipeline::{PipelineTask, StageResult, StageTask};
 use federation::task::LassoTask;
 use learners::driver::MlpRequest;
@@ -480,6 +480,7 @@ fn shared_list_from(v: Vec<pb::SharedModel>) -> Result<Vec<SharedModel>> {
 pub fn task_to(t: &PipelineTask) -> Result<pb::PipelineTask> {
     use pb::pipeline_task::Stage;
     let stage = match &t.stage {
+        StageTask::Columns => Stage::Columns(pb::PipelineColumnsTask {}),
         StageTask::ComBat { round, fits } => Stage::Combat(pb::PipelineComBatTask {
             round: u32::from(*round),
             fits: fits
@@ -563,6 +564,7 @@ pub fn task_to(t: &PipelineTask) -> Result<pb::PipelineTask> {
         site: t.site.clone(),
         batch: t.batch,
         stage: Some(stage),
+        features: t.features.clone(),
     })
 }
 
@@ -570,6 +572,7 @@ pub fn task_to(t: &PipelineTask) -> Result<pb::PipelineTask> {
 pub fn task_from(t: pb::PipelineTask) -> Result<PipelineTask> {
     use pb::pipeline_task::Stage;
     let stage = match t.stage.ok_or(ConvertError::Missing("PipelineTask.stage"))? {
+        Stage::Columns(_) => StageTask::Columns,
         Stage::Combat(c) => {
             let round =
                 u8::try_from(c.round)
@@ -683,6 +686,7 @@ pub fn task_from(t: pb::PipelineTask) -> Result<PipelineTask> {
     Ok(PipelineTask {
         site: t.site,
         batch: t.batch,
+        features: t.features,
         stage,
     })
 }
@@ -760,6 +764,11 @@ fn outcome_from(t: pb::FitTrainOutcome) -> Result<(FitId, TrainOutcome)> {
 pub fn result_to(r: &StageResult) -> Result<pb::PipelineResult> {
     use pb::pipeline_result::Stage;
     let stage = match r {
+        StageResult::Columns(c) => Stage::Columns(pb::PipelineColumns {
+            numeric: c.numeric.clone(),
+            incomplete: c.incomplete.clone(),
+            text: c.text.clone(),
+        }),
         StageResult::ComBatLevels(v) => Stage::CombatLevels(pb::PipelineComBatLevels {
             fits: v
                 .iter()
@@ -868,6 +877,11 @@ pub fn result_from(r: pb::PipelineResult) -> Result<StageResult> {
             .stage
             .ok_or(ConvertError::Missing("PipelineResult.stage"))?
         {
+            Stage::Columns(c) => StageResult::Columns(ColumnReport {
+                numeric: c.numeric,
+                incomplete: c.incomplete,
+                text: c.text,
+            }),
             Stage::CombatLevels(v) => StageResult::ComBatLevels(
                 v.fits
                     .into_iter()
@@ -1274,6 +1288,7 @@ mod tests {
                 mlp: vec![(fit(9, 3), vec![0.25, -A])],
                 clinical: vec![(fit(9, 3), vec![2.0]), (fit(9, 4), vec![])],
             },
+            StageTask::Columns,
         ]
     }
 
@@ -1406,6 +1421,11 @@ mod tests {
                 ],
             },
             StageResult::Scored { fits: 5, rows: 12 },
+            StageResult::Columns(ColumnReport {
+                numeric: vec!["f1".into(), "ki67".into()],
+                incomplete: vec!["f2".into()],
+                text: vec!["sex".into()],
+            }),
         ]
     }
 
@@ -1418,6 +1438,7 @@ mod tests {
             body: TaskBody::Pipeline(PipelineTask {
                 site: "S01".into(),
                 batch: 3,
+                features: vec!["f 1".into(), "original_glcm_Idm".into()],
                 stage,
             }),
         }
@@ -1451,7 +1472,7 @@ mod tests {
         }
         // Every stage but the metrics stage (not ours yet) is covered.
         for s in [
-            "combat", "zscore", "lasso", "train", "relay", "meta-fit", "score",
+            "columns", "combat", "zscore", "lasso", "train", "relay", "meta-fit", "score",
         ] {
             assert!(names.contains(&s), "no round trip for {s}");
         }
@@ -1476,6 +1497,7 @@ mod tests {
             "relayed",
             "meta_fit_sums",
             "scored",
+            "columns",
         ] {
             assert!(names.contains(&s), "no round trip for {s}");
         }

@@ -147,3 +147,99 @@ fn release_check_refuses_a_small_count_whatever_built_it_and_passes_the_rest() {
     assert!(matches!(&u.body, ResultBody::Failure(f) if f.message == "cannot read this task"));
     assert!(unreadable_task("not a valid id!", 4, String::new()).is_err());
 }
+
+/// The pipeline's column-names round (a study that omits its features) goes through the same
+/// gate: the answer comes out of `answer_with_memory`, names each column by kind and nothing
+/// else (no cell value, no count; the patient-id column not even by name), the audit line says
+/// so, and a site below its `min_count` refuses it like any other round. It also crosses the
+/// wire as names only (`protocol/tests/pipeline_privacy.rs` reviews its fields).
+#[test]
+fn the_column_names_round_passes_the_gate_and_releases_names_only() {
+    use federation::pipeline::{PipelineTask, StageResult, StageTask};
+    use federation::site::{SiteMemory, answer_with_memory};
+    use federation::study::StudySpec;
+    use federation::table::SiteTable;
+    use federation::task::{Task, TaskBody};
+
+    let spec = StudySpec::from_toml(
+        r#"
+id = "columns-gate"
+[analysis]
+kind = "pipeline"
+label_column = "response"
+exclude_columns = ["age"]
+[analysis.cv]
+repeats = 1
+"#,
+    )
+    .unwrap();
+    let json = spec.canonical_json();
+    let task = Task {
+        study_id: spec.id.clone(),
+        study_hash: spec.hash(),
+        study_spec_json: json,
+        round: 1,
+        body: TaskBody::Pipeline(PipelineTask {
+            site: "S01".into(),
+            batch: 0,
+            features: vec![],
+            stage: StageTask::Columns,
+        }),
+    };
+    let header: Vec<String> = ["mrn", "response", "age", "f_a", "f_b", "sex"]
+        .map(String::from)
+        .to_vec();
+    let rows = |n: usize| -> Vec<Vec<String>> {
+        (0..n)
+            .map(|i| {
+                vec![
+                    format!("{}", 900_001 + i),
+                    (i % 2).to_string(),
+                    format!("{}", 61 + i),
+                    format!("{}.4321", 7_000 + i),
+                    if i == 2 {
+                        String::new()
+                    } else {
+                        format!("{}.875", 3_000 + i)
+                    },
+                    if i % 2 == 0 { "F" } else { "M" }.into(),
+                ]
+            })
+            .collect()
+    };
+    let table = |n| {
+        SiteTable::new(header.clone(), rows(n))
+            .unwrap()
+            .with_id_column("mrn")
+            .unwrap()
+    };
+    let policy = SitePolicy {
+        min_count: 5,
+        allow_all_studies: true,
+        ..SitePolicy::default()
+    };
+    let answer = answer_with_memory(&task, &table(12), &policy, &mut SiteMemory::default());
+    let ResultBody::Pipeline(StageResult::Columns(report)) = &answer.result.body else {
+        panic!("{:?}", answer.result.body)
+    };
+    assert_eq!(report.numeric, ["response", "age", "f_a"]);
+    assert_eq!(report.incomplete, ["f_b"]);
+    assert_eq!(report.text, ["sex"]);
+    let sent = format!("{:?}", answer.result);
+    for leak in ["900001", "mrn", "61", "7000", "3000", "\"F\"", "12"] {
+        assert!(!sent.contains(leak), "{leak:?} in {sent}");
+    }
+    assert_eq!(
+        answer.result.smallest_released_count(),
+        None,
+        "no count released"
+    );
+    let audit = federation::site::describe(&answer.result);
+    assert!(audit.contains("no values, no counts"), "{audit}");
+    // Below min_count: refused through the gate.
+    let small = answer_with_memory(&task, &table(3), &policy, &mut SiteMemory::default());
+    let ResultBody::Failure(f) = &small.result.body else {
+        panic!("{:?}", small.result.body)
+    };
+    assert!(f.message.contains("min_count"), "{}", f.message);
+}

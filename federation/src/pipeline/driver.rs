@@ -7,7 +7,9 @@
 //! aggregator halves of `models` (ComBat, standardisation, LASSO, logistic IRLS) and `learners`
 //! (the batched MLP driver), once per fit, advanced in lock-step.
 
-use super::messages::{FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome};
+use super::messages::{
+    ColumnReport, FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome,
+};
 use super::metrics::{MetricsDriver, PipelineOutput};
 use super::site::{fit_index, lasso_seed};
 use super::spec::PipelineSpec;
@@ -36,6 +38,8 @@ pub enum Stage {
     Fit,
     Score,
     Metrics,
+    /// Before the first batch, when the study file omits `features`: the sites' column names.
+    Columns,
 }
 
 impl Stage {
@@ -49,6 +53,7 @@ impl Stage {
             Stage::Fit => "meta-model + clinical",
             Stage::Score => "scoring",
             Stage::Metrics => "pooled metrics",
+            Stage::Columns => "feature columns",
         }
     }
 }
@@ -72,6 +77,158 @@ pub struct CvSummary {
     pub rounds: BTreeMap<String, u32>,
     /// One record per outer fit, in fit order.
     pub per_fit: Vec<FitRecord>,
+    /// How `features` was resolved, when the study file omitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<FeatureResolution>,
+}
+
+/// How the feature columns of a study that omits `features` were resolved from the sites'
+/// column names ([`resolve_features`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureResolution {
+    /// The features: the columns numeric and complete at every site, minus the excluded ones,
+    /// in the first site's column order (sites in `SiteId` order).
+    pub features: Vec<String>,
+    /// Columns holding numbers at some site that are not features, with each site's problem.
+    pub dropped: Vec<DroppedColumn>,
+    /// Columns some site has that the study's rules keep out of the features (label, batch,
+    /// clinical comparator, survival, `exclude_columns`).
+    pub excluded: Vec<String>,
+}
+
+/// A column left out of the resolved features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedColumn {
+    pub column: String,
+    /// Each site where it cannot be a feature, and why.
+    pub sites: Vec<(String, ColumnProblem)>,
+}
+
+/// Why a column cannot be a feature at a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnProblem {
+    /// The site's table has no such column.
+    Missing,
+    /// Some cells are empty / `NA`.
+    MissingValues,
+    /// Some cell is not a number.
+    NotNumeric,
+}
+
+impl DroppedColumn {
+    /// E.g. `missing at S03; not numeric at S05`.
+    pub fn reason(&self) -> String {
+        self.sites
+            .iter()
+            .map(|(site, p)| {
+                let what = match p {
+                    ColumnProblem::Missing => "missing",
+                    ColumnProblem::MissingValues => "has missing values",
+                    ColumnProblem::NotNumeric => "not numeric",
+                };
+                format!("{what} at {site}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Resolves the features of a study that omits them from each site's column report (sites in
+/// `SiteId` order): every column numeric and complete at every site, minus
+/// [`PipelineSpec::excluded_columns`]. Fails when none is left or fewer than `lasso.top_k`.
+pub fn resolve_features(
+    spec: &PipelineSpec,
+    reports: &[(&SiteId, &ColumnReport)],
+) -> Result<FeatureResolution, String> {
+    let excluded_rule = spec.excluded_columns();
+    let mut seen: Vec<&String> = Vec::new();
+    for (_, r) in reports {
+        for c in r.numeric.iter().chain(&r.incomplete).chain(&r.text) {
+            if !seen.contains(&c) {
+                seen.push(c);
+            }
+        }
+    }
+    let numeric_everywhere = |c: &String| reports.iter().all(|(_, r)| r.numeric.contains(c));
+    let features: Vec<String> = reports
+        .first()
+        .map(|(_, r)| {
+            r.numeric
+                .iter()
+                .filter(|c| !excluded_rule.contains(*c) && numeric_everywhere(c))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut dropped = Vec::new();
+    let mut excluded = Vec::new();
+    for c in seen {
+        if excluded_rule.contains(c) {
+            excluded.push(c.clone());
+            continue;
+        }
+        let holds_numbers = reports
+            .iter()
+            .any(|(_, r)| r.numeric.contains(c) || r.incomplete.contains(c));
+        if features.contains(c) || !holds_numbers {
+            continue;
+        }
+        let sites = reports
+            .iter()
+            .filter_map(|(site, r)| {
+                let problem = if r.numeric.contains(c) {
+                    return None;
+                } else if r.incomplete.contains(c) {
+                    ColumnProblem::MissingValues
+                } else if r.text.contains(c) {
+                    ColumnProblem::NotNumeric
+                } else {
+                    ColumnProblem::Missing
+                };
+                Some((site.to_string(), problem))
+            })
+            .collect();
+        dropped.push(DroppedColumn {
+            column: c.clone(),
+            sites,
+        });
+    }
+    let dropped_note = || {
+        if dropped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; dropped: {}",
+                dropped
+                    .iter()
+                    .map(|d| format!("{} ({})", d.column, d.reason()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    if features.is_empty() {
+        return Err(format!(
+            "no column is numeric and complete at every site once the study's excluded columns ({}) are left out{}; list analysis.features or fix the tables",
+            excluded_rule.join(", "),
+            dropped_note()
+        ));
+    }
+    if spec.lasso.top_k > features.len() {
+        return Err(format!(
+            "analysis.lasso.top_k = {} but only {} columns are numeric and complete at every site ({}){}; lower top_k",
+            spec.lasso.top_k,
+            features.len(),
+            features.join(", "),
+            dropped_note()
+        ));
+    }
+    Ok(FeatureResolution {
+        features,
+        dropped,
+        excluded,
+    })
 }
 
 /// What one outer fit produced (aggregates and digests only).
@@ -129,6 +286,9 @@ pub struct PipelineDriver {
     clinical: Option<LogisticDriver>,
     summary: CvSummary,
     metrics: Option<MetricsDriver>,
+    /// Rounds completed in the current stage (for the progress estimate).
+    #[serde(default)]
+    stage_rounds: u32,
 }
 
 type Tasks = BTreeMap<SiteId, TaskBody>;
@@ -166,8 +326,13 @@ impl PipelineDriver {
             clinical: None,
             summary,
             metrics: None,
+            stage_rounds: 0,
         };
-        d.begin_batch();
+        if d.spec.resolves_features() {
+            d.stage = Stage::Columns;
+        } else {
+            d.begin_batch();
+        }
         let tasks = d.tasks();
         Ok((d, tasks))
     }
@@ -179,27 +344,94 @@ impl PipelineDriver {
             .div_ceil(self.spec.cv.repeats_per_batch)
     }
 
-    /// One line for `aggregator status`: batch, repeats, stage.
+    /// One line for `aggregator status`: the repeats and folds in progress, the outer fits done,
+    /// the stage and its round. A batch's repeats and all their folds advance together in
+    /// lock-step (one round carries every fit), so the line names the range, not one fold.
     pub fn progress(&self) -> String {
-        if self.stage == Stage::Metrics {
-            return "pooled metrics".into();
+        let cv = &self.spec.cv;
+        let total = cv.repeats * cv.outer_folds;
+        match self.stage {
+            Stage::Columns => {
+                return "resolving the feature columns (each site's column names)".into();
+            }
+            Stage::Metrics => {
+                return format!(
+                    "pooled metrics ({} of {total} outer fits done)",
+                    self.summary.fits
+                );
+            }
+            _ => {}
         }
-        let first = self.batch * self.spec.cv.repeats_per_batch + 1;
-        let last = ((self.batch + 1) * self.spec.cv.repeats_per_batch).min(self.spec.cv.repeats);
+        let first = self.batch * cv.repeats_per_batch + 1;
+        let last = ((self.batch + 1) * cv.repeats_per_batch).min(cv.repeats);
+        let repeats = if first == last {
+            format!("repeat {first}")
+        } else {
+            format!("repeats {first}–{last}")
+        };
+        let stage = match self.stage {
+            Stage::ComBat(r) => format!("ComBat round {}/4", r + 1),
+            s => format!("{} round {}", s.name(), self.stage_rounds + 1),
+        };
         format!(
-            "batch {}/{} (repeats {first}–{last} of {}, {} outer fits): {}",
+            "{repeats} of {}, folds 1–{} (batch {}/{}); {} of {total} outer fits done; {stage}",
+            cv.repeats,
+            cv.outer_folds,
             self.batch + 1,
             self.n_batches(),
-            self.spec.cv.repeats,
-            self.fits.len(),
-            self.stage.name()
+            self.summary.fits,
         )
     }
 
-    /// Fraction of the outer fits completed (for an ETA).
+    /// Estimated fraction of the study's work done (for an ETA): the outer fits completed plus
+    /// the current batch's fits weighted by how far the batch is, from each stage's share of a
+    /// batch's wall time and, inside a stage, its rounds against the rounds it took in the
+    /// batches before (or a typical count in the first batch). The shares are rough, from the
+    /// per-stage measurements of the published protocol on the shared example cohort
+    /// (BENCHMARKS.md, issue 5: ≈ 226 LASSO and ≈ 269 meta-model round trips per batch, LASSO
+    /// the largest share, then the meta-model, then the base learners); an estimate for an ETA,
+    /// not a promise (`simulate study`'s `timing.json` measures the real split).
     pub fn fraction_done(&self) -> f64 {
-        let total = self.spec.cv.repeats * self.spec.cv.outer_folds;
-        f64::from(self.summary.fits) / f64::from(total.max(1))
+        let total = f64::from((self.spec.cv.repeats * self.spec.cv.outer_folds).max(1));
+        let in_batch = match self.stage {
+            Stage::Columns | Stage::Metrics => 0.0,
+            _ => self.fits.len() as f64 * self.batch_fraction(),
+        };
+        ((f64::from(self.summary.fits) + in_batch) / total).min(1.0)
+    }
+
+    /// How far the current batch is, in [0, 1) (see [`Self::fraction_done`]).
+    fn batch_fraction(&self) -> f64 {
+        // Each stage's share of a batch's wall time; typical rounds per batch for the stages
+        // whose round count depends on the data (LASSO, meta-model), used until one batch is
+        // done and its own counts are known.
+        const SHARES: [(&str, f64, f64); 7] = [
+            ("ComBat", 0.02, 4.0),
+            ("z-score", 0.01, 1.0),
+            ("LASSO + bootstrap", 0.47, 230.0),
+            ("base learners", 0.15, 1.0),
+            ("model relay", 0.02, 1.0),
+            ("meta-model + clinical", 0.31, 270.0),
+            ("scoring", 0.02, 1.0),
+        ];
+        let name = self.stage.name();
+        let Some(pos) = SHARES.iter().position(|(n, _, _)| *n == name) else {
+            return 0.0;
+        };
+        let before: f64 = SHARES[..pos].iter().map(|(_, s, _)| s).sum();
+        let (_, share, typical) = SHARES[pos];
+        let done_here = match self.stage {
+            Stage::ComBat(r) => f64::from(r),
+            _ => f64::from(self.stage_rounds),
+        };
+        let expected = if self.batch > 0 && !matches!(self.stage, Stage::ComBat(_)) {
+            let so_far = self.summary.rounds.get(name).copied().unwrap_or(0);
+            f64::from(so_far.saturating_sub(self.stage_rounds)) / f64::from(self.batch)
+        } else {
+            typical
+        };
+        let within = (done_here / expected.max(1.0)).min(0.95);
+        (before + share * within).min(0.99)
     }
 
     fn begin_batch(&mut self) {
@@ -235,6 +467,7 @@ impl PipelineDriver {
 
     fn stage_task(&self) -> StageTask {
         match self.stage {
+            Stage::Columns => StageTask::Columns,
             Stage::ComBat(round) => StageTask::ComBat {
                 round,
                 fits: self.combat.clone(),
@@ -326,6 +559,7 @@ impl PipelineDriver {
                     TaskBody::Pipeline(PipelineTask {
                         site: s.to_string(),
                         batch: self.batch,
+                        features: self.resolved_features(),
                         stage,
                     }),
                 )
@@ -352,9 +586,26 @@ impl PipelineDriver {
         }
         let name = self.stage.name().to_string();
         *self.summary.rounds.entry(name).or_default() += 1;
+        let stage = self.stage;
         match self.advance(results) {
-            Ok(()) => Step::Next(self.tasks()),
+            Ok(()) => {
+                self.stage_rounds = if self.stage == stage {
+                    self.stage_rounds + 1
+                } else {
+                    0
+                };
+                Step::Next(self.tasks())
+            }
             Err(e) => Step::Failed(e),
+        }
+    }
+
+    /// The features every task carries when they were resolved at the start (empty when the
+    /// study file lists them: the sites read them from the spec).
+    fn resolved_features(&self) -> Vec<String> {
+        match &self.summary.columns {
+            Some(_) => self.spec.features.clone(),
+            None => vec![],
         }
     }
 
@@ -383,6 +634,20 @@ impl PipelineDriver {
         }
         let err = |e: models::ModelsError| format!("{}: {e}", self.stage.name());
         match self.stage {
+            Stage::Columns => {
+                let reports = collect!(Columns);
+                let named: Vec<(&SiteId, &ColumnReport)> = per_site
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .zip(reports.iter().copied())
+                    .collect();
+                let resolution = resolve_features(&self.spec, &named)?;
+                self.spec.features = resolution.features.clone();
+                self.summary.features = resolution.features.clone();
+                self.summary.selected_count = vec![0; resolution.features.len()];
+                self.summary.columns = Some(resolution);
+                self.begin_batch();
+            }
             Stage::ComBat(0) => {
                 let levels = collect!(ComBatLevels);
                 for (i, f) in self.combat.iter_mut().enumerate() {

@@ -27,12 +27,20 @@ pub struct PipelineTask {
     pub site: String,
     /// Index of the current batch of repeats (0-based).
     pub batch: u32,
+    /// The feature columns resolved at the start of the study, when the study file omits
+    /// `features` (every round after the [`StageTask::Columns`] round carries them, so the site
+    /// keeps no copy); empty when the study file lists them.
+    #[serde(default)]
+    pub features: Vec<String>,
     pub stage: StageTask,
 }
 
 /// The per-stage request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StageTask {
+    /// Before the first batch, when the study file omits `features`: the names of the site's
+    /// columns by kind (no values, no counts), from which the aggregator resolves the features.
+    Columns,
     /// ComBat round `round` (0 levels, 1 cross-products, 2 residuals, 3 estimate) of every fit,
     /// on each fit's outer training rows.
     ComBat { round: u8, fits: Vec<FitComBat> },
@@ -80,6 +88,8 @@ pub struct FitComBat {
 /// The per-stage answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StageResult {
+    /// The site's column names by kind (names only).
+    Columns(ColumnReport),
     /// Batch labels and covariate levels present (no counts).
     ComBatLevels(Vec<(FitId, SiteLevels)>),
     /// W'W and W'Y over the fit's training rows (batch sizes ≥ min_count, as in `harmonize`).
@@ -107,6 +117,19 @@ pub enum StageResult {
     Metrics(MetricsResult),
 }
 
+/// A site's columns, by name only, in its table's order; its patient-id column is left out.
+/// Which kind a column is follows from its cells as a whole: no count or value is released.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ColumnReport {
+    /// Every cell is a number.
+    pub numeric: Vec<String>,
+    /// Every present cell is a number but some are missing (empty, `NA`, `NaN`): the pipeline
+    /// needs complete rows, so these cannot be features.
+    pub incomplete: Vec<String>,
+    /// Some cell is text (not a number and not missing).
+    pub text: Vec<String>,
+}
+
 /// One fit's base-learner training at one site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
@@ -121,6 +144,7 @@ pub struct TrainOutcome {
 impl StageTask {
     pub fn name(&self) -> &'static str {
         match self {
+            StageTask::Columns => "columns",
             StageTask::ComBat { .. } => "combat",
             StageTask::Moments { .. } => "zscore",
             StageTask::Lasso { .. } => "lasso",
@@ -137,6 +161,12 @@ impl StageResult {
     /// One line for the site's audit log: what left the site.
     pub fn describe(&self) -> String {
         match self {
+            StageResult::Columns(c) => format!(
+                "names of this site's columns ({} numeric, {} with missing cells, {} text; no values, no counts)",
+                c.numeric.len(),
+                c.incomplete.len(),
+                c.text.len()
+            ),
             StageResult::ComBatLevels(v) => {
                 format!("ComBat batch labels for {} fits; no counts", v.len())
             }
@@ -199,11 +229,14 @@ impl StageResult {
             StageResult::ComBatLevels(_) | StageResult::Lasso(_) | StageResult::Fit { .. } => {
                 vec![]
             }
+            // Names only.
+            StageResult::Columns(_) => vec![],
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
+            StageResult::Columns(_) => "columns",
             StageResult::ComBatLevels(_) => "combat_levels",
             StageResult::ComBatCrossProducts(_) => "combat_cross_products",
             StageResult::ComBatResiduals(_) => "combat_residuals",

@@ -7,7 +7,9 @@
 //! restarted before recording the answer) gets the stored answer again, so no validation
 //! probability is ever counted twice.
 
-use super::messages::{FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome};
+use super::messages::{
+    ColumnReport, FitComBat, PipelineTask, StageResult, StageTask, TrainOutcome,
+};
 use super::spec::PipelineSpec;
 use crate::harmonize::{self, HarmonizeError, SiteRows};
 use crate::lasso::site_key;
@@ -416,6 +418,38 @@ pub fn site_answer(
     {
         return Ok(answer.clone());
     }
+    if matches!(task.stage, StageTask::Columns) {
+        // Answered before the inputs are read: they need the features this round resolves.
+        let n = table.n_rows();
+        if n > 0 && (n as u64) < policy.min_count {
+            return Err(PipelineError::Disclosure(format!(
+                "this site has {n} patients, fewer than its min_count; it cannot take part"
+            )));
+        }
+        return Ok(StageResult::Columns(column_report(table)));
+    }
+    let resolved;
+    let spec = match (spec.resolves_features(), task.features.is_empty()) {
+        (false, true) => spec,
+        (false, false) => {
+            return Err(PipelineError::Protocol(
+                "the study file lists its features, but the aggregator sent a feature list of its own; refusing".into(),
+            ));
+        }
+        (true, true) => {
+            return Err(PipelineError::Protocol(
+                "the study resolves its features from the sites' columns, but this round names none; the aggregator skipped the column round".into(),
+            ));
+        }
+        (true, false) => {
+            check_resolved_features(table, spec, &task.features)?;
+            resolved = PipelineSpec {
+                features: task.features.clone(),
+                ..spec.clone()
+            };
+            &resolved
+        }
+    };
     let inputs = site_inputs_cached(table, spec, &task.site)?;
     if state.batch != task.batch {
         // A new batch of repeats: the per-fit state of the previous one is no longer needed.
@@ -440,6 +474,7 @@ pub fn site_answer(
         )));
     }
     let result = match &task.stage {
+        StageTask::Columns => unreachable!("answered above"),
         StageTask::ComBat { round, fits } => combat_round(&inputs, spec, policy, *round, fits)?,
         StageTask::Moments { models } => {
             let mut out = Vec::new();
@@ -683,7 +718,10 @@ pub fn site_answer(
         }
     };
     state.dirty |= match &task.stage {
-        StageTask::ComBat { .. } | StageTask::Fit { .. } | StageTask::Metrics(_) => false,
+        StageTask::Columns
+        | StageTask::ComBat { .. }
+        | StageTask::Fit { .. }
+        | StageTask::Metrics(_) => false,
         StageTask::Lasso { standardizers, .. } => !standardizers.is_empty(),
         StageTask::Moments { .. }
         | StageTask::Train { .. }
@@ -703,6 +741,55 @@ pub fn site_answer(
         state.last = Some((round, result.clone()));
     }
     Ok(result)
+}
+
+/// The site's columns by kind, names only (the [`StageTask::Columns`] answer). The patient-id
+/// column is left out whatever its cells hold.
+pub fn column_report(table: &SiteTable) -> ColumnReport {
+    let mut out = ColumnReport::default();
+    for name in table.header() {
+        if table.id_column_name() == Some(name.as_str()) {
+            continue;
+        }
+        let Ok(cells) = table.text_column(name) else {
+            continue;
+        };
+        let numeric = |v: &str| v.parse::<f64>().is_ok_and(f64::is_finite);
+        if cells.iter().flatten().any(|v| !numeric(v)) {
+            out.text.push(name.clone());
+        } else if cells.iter().any(Option::is_none) {
+            out.incomplete.push(name.clone());
+        } else {
+            out.numeric.push(name.clone());
+        }
+    }
+    out
+}
+
+/// Checks the feature list an aggregator resolved against the study's rules before using it:
+/// none of the study's excluded columns (label, batch, clinical, survival, `exclude_columns`),
+/// not this site's patient-id column, no name twice. A column the table lacks or that is not
+/// numeric is caught when the table is read, as for a listed feature.
+fn check_resolved_features(
+    table: &SiteTable,
+    spec: &PipelineSpec,
+    features: &[String],
+) -> Result<()> {
+    let excluded = spec.excluded_columns();
+    let mut seen = std::collections::BTreeSet::new();
+    for f in features {
+        if excluded.contains(f) || table.id_column_name() == Some(f.as_str()) {
+            return Err(PipelineError::Protocol(format!(
+                "the aggregator's feature list names {f:?}, which the study excludes from the features; refusing"
+            )));
+        }
+        if !seen.insert(f) {
+            return Err(PipelineError::Protocol(format!(
+                "the aggregator's feature list names {f:?} twice; refusing"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn clinical_data(inputs: &SiteInputs, rows: &[usize]) -> Result<SiteData> {

@@ -20,7 +20,16 @@ pub struct PipelineSpec {
     #[serde(default = "default_negative")]
     pub negative_label: String,
     /// Candidate radiomics feature columns (harmonised, z-scored, then selected by the LASSO).
+    /// Empty (the key omitted) = resolved at the start of the study from the sites' column
+    /// names: every column numeric and complete at every site, minus [`Self::excluded_columns`]
+    /// (`super::driver::resolve_features`).
+    #[serde(default)]
     pub features: Vec<String>,
+    /// Columns that are never features when `features` is omitted, besides the label, batch,
+    /// clinical-comparator and survival columns (which are always left out): e.g. clinical
+    /// variables the comparator does not use. Naming a column a table does not have is harmless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_columns: Vec<String>,
     /// ComBat batch: a column nested within sites (e.g. scanner); absent = the site is the batch.
     #[serde(default)]
     pub batch_column: Option<String>,
@@ -255,10 +264,35 @@ fn default_negative() -> String {
 }
 
 impl PipelineSpec {
+    /// Whether the feature columns are resolved from the sites' tables at the start of the study
+    /// (`features` omitted) rather than listed in the study file.
+    pub fn resolves_features(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// The columns that are never features: the label, the batch column, the clinical
+    /// comparator's columns, the survival columns and `exclude_columns`, in that order.
+    pub fn excluded_columns(&self) -> Vec<String> {
+        let mut out = vec![self.label_column.clone()];
+        out.extend(self.batch_column.iter().cloned());
+        if let Some(c) = &self.clinical {
+            out.extend(c.numeric.iter().cloned());
+            out.extend(c.categorical.iter().map(|c| c.column.clone()));
+        }
+        out.extend(self.metrics.time_column.iter().cloned());
+        out.extend(self.metrics.event_column.iter().cloned());
+        for c in &self.exclude_columns {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
     /// Every check that does not need data: the message says which key to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.features.is_empty() {
-            return Err("analysis.features is empty; list the candidate feature columns".into());
+        if !self.exclude_columns.is_empty() && !self.features.is_empty() {
+            return Err("analysis.exclude_columns applies only when analysis.features is omitted (the features are then every column numeric at every site, minus the excluded ones); remove one of the two keys".into());
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.features {
@@ -294,12 +328,17 @@ impl PipelineSpec {
         if l.nlambda < 2 {
             return Err("analysis.lasso.nlambda must be at least 2".into());
         }
-        if l.top_k == 0 || l.top_k > self.features.len() {
-            return Err(format!(
-                "analysis.lasso.top_k must be between 1 and the number of features ({}), got {}",
-                self.features.len(),
-                l.top_k
-            ));
+        // With resolved features the upper bound is checked once they are known (the driver).
+        if l.top_k == 0 || (!self.features.is_empty() && l.top_k > self.features.len()) {
+            return Err(if self.features.is_empty() {
+                format!("analysis.lasso.top_k must be at least 1, got {}", l.top_k)
+            } else {
+                format!(
+                    "analysis.lasso.top_k must be between 1 and the number of features ({}), got {}",
+                    self.features.len(),
+                    l.top_k
+                )
+            });
         }
         if l.bootstrap == 0 {
             return Err(
