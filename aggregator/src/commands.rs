@@ -420,8 +420,8 @@ pub struct StudyArgs<'a> {
     pub study: &'a Path,
     pub site_column: &'a str,
     pub id_column: &'a str,
-    /// Overrides the study file's `cv.repeats` (and caps `repeats_per_batch`).
-    pub repeats: Option<u32>,
+    /// Overrides of the study file's `analysis.cv` (repeats, outer folds, seed).
+    pub cv: CvOverrides,
     pub min_count: u64,
     pub max_params_per_row: Option<f64>,
     pub share_models: bool,
@@ -429,8 +429,20 @@ pub struct StudyArgs<'a> {
     pub out: &'a Path,
 }
 
-/// Loads a pipeline study file, applying the command-line overrides.
-pub fn load_pipeline_study(path: &Path, repeats: Option<u32>) -> anyhow::Result<StudySpec> {
+/// Command-line overrides of a pipeline study file's cross-validation (`None`: the file's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CvOverrides {
+    /// `analysis.cv.repeats` (also caps `repeats_per_batch`).
+    pub repeats: Option<u32>,
+    /// `analysis.cv.outer_folds`.
+    pub folds: Option<u32>,
+    /// `analysis.cv.seed` (folds, LASSO, learners, MLP; not the metrics bootstrap's).
+    pub seed: Option<u64>,
+}
+
+/// Loads a pipeline study file, applying the command-line overrides; the result is validated
+/// (e.g. `--folds 1` is refused with the study's own message).
+pub fn load_pipeline_study(path: &Path, o: CvOverrides) -> anyhow::Result<StudySpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut spec = StudySpec::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
@@ -441,25 +453,41 @@ pub fn load_pipeline_study(path: &Path, repeats: Option<u32>) -> anyhow::Result<
             spec.analysis.kind()
         );
     };
-    if let Some(r) = repeats {
+    if let Some(r) = o.repeats {
         p.cv.repeats = r;
         p.cv.repeats_per_batch = p.cv.repeats_per_batch.min(r);
     }
-    spec.validate()?;
+    if let Some(k) = o.folds {
+        p.cv.outer_folds = k;
+    }
+    if let Some(s) = o.seed {
+        p.cv.seed = s;
+    }
+    spec.validate()
+        .with_context(|| format!("{} with the command-line overrides", path.display()))?;
     Ok(spec)
 }
 
-/// `simulate study`: the whole nested-CV pipeline over loopback mTLS; writes `pipeline.json`
-/// (settings, CV summary, metrics) and `metrics.json` into `out`.
+/// `simulate study`: the whole nested-CV pipeline over loopback mTLS, with progress on stderr;
+/// writes into `out`: `pipeline.json` (settings, CV summary, metrics), the report
+/// (`report.html`, `metrics.json`, curves, figures), `predictions.csv`, `selection.csv` and
+/// `timing.json`.
 pub async fn simulate_study(
     a: StudyArgs<'_>,
 ) -> anyhow::Result<federation::pipeline::PipelineOutput> {
-    let spec = load_pipeline_study(a.study, a.repeats)?;
+    let spec = load_pipeline_study(a.study, a.cv)?;
     let AnalysisSpec::Pipeline(p) = &spec.analysis else {
         unreachable!("checked by load_pipeline_study")
     };
+    let p = (**p).clone();
     let pooled = PooledTable::read(a.table, a.site_column)?;
-    let mut needed: Vec<&String> = p.features.iter().chain([&p.label_column]).collect();
+    // Listed features must exist; omitted ones are resolved by the sites' first round.
+    let id_column = a.id_column.to_string();
+    let mut needed: Vec<&String> = p
+        .features
+        .iter()
+        .chain([&p.label_column, &id_column])
+        .collect();
     if let Some(c) = &p.clinical {
         needed.extend(&c.numeric);
         needed.extend(c.categorical.iter().map(|c| &c.column));
@@ -471,13 +499,43 @@ pub async fn simulate_study(
         max_params_per_row: a.max_params_per_row,
         share_models: a.share_models,
         release_predictions: a.release_predictions,
-        id_column: a.id_column.to_string(),
+        id_column: id_column.clone(),
         label_column: p.label_column.clone(),
         timeout: std::time::Duration::from_secs(24 * 3600),
         ..SimOptions::default()
     };
     let started = std::time::Instant::now();
-    let (state, rounds) = run_with_rounds(&pooled, spec, &opts).await?;
+    let sim = Simulation::start(&pooled, &spec, &opts).await?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "simulating {} sites over loopback mTLS (aggregator on {}): {} repeats × {} outer folds",
+        sim.sites.len(),
+        sim.server.addr,
+        p.cv.repeats,
+        p.cv.outer_folds
+    );
+    let id = spec.id.to_string();
+    let hash = spec.hash();
+    let finished = match sim.server.coordinator.submit(spec) {
+        Ok(_) => watch_study(&sim, &id, opts.timeout).await,
+        Err(e) => Err(e.into()),
+    };
+    // Everything that needs the running simulation, before it is shut down (and its folder
+    // with the sites' kits removed).
+    let rounds = sim.server.coordinator.rounds(&id);
+    let timing = sim.server.coordinator.timing(&id);
+    let predictions = match &finished {
+        Ok(s) if s.status == StudyStatus::Completed => {
+            Some(site_predictions(&sim, &hash, &pooled, &p, &id_column))
+        }
+        _ => None,
+    };
+    sim.shutdown().await;
+    let state = finished?;
+    if state.status != StudyStatus::Completed {
+        bail!("the study did not complete: {}", state.status.describe());
+    }
+    let (rounds, predictions) = (rounds?, predictions.expect("a completed study")?);
     let Some(StudyOutput::Pipeline(out)) = &state.output else {
         bail!("the study produced no pipeline result");
     };
@@ -485,6 +543,29 @@ pub async fn simulate_study(
     write_output(
         &a.out.join("pipeline.json"),
         serde_json::to_string_pretty(&out)?.as_bytes(),
+    )?;
+    write_output(&a.out.join("predictions.csv"), predictions.as_bytes())?;
+    write_output(&a.out.join("selection.csv"), selection_csv(out).as_bytes())?;
+    let timing_json = serde_json::json!({
+        "study": id,
+        "sites": pooled.by_site.len(),
+        "repeats": out.spec.cv.repeats,
+        "outer_folds": out.spec.cv.outer_folds,
+        "outer_fits": out.cv.fits,
+        "setup_seconds": setup_seconds,
+        "study_seconds": timing.as_ref().map(|t| t.total_seconds),
+        "seconds_per_repeat": timing
+            .as_ref()
+            .map(|t| t.total_seconds / f64::from(out.spec.cv.repeats.max(1))),
+        "round_trips": timing.as_ref().map(|t| t.rounds),
+        "stages": timing.as_ref().map(|t| &t.stages),
+        "note": "wall seconds per stage as the aggregator saw them: each round from the previous \
+                 round's completion (or the submission) to its own, i.e. the sites' computation, \
+                 the network and the aggregator's step together; setup = PKI, aggregator and agents",
+    });
+    write_output(
+        &a.out.join("timing.json"),
+        serde_json::to_string_pretty(&timing_json)?.as_bytes(),
     )?;
     let (traffic, site_n) = crate::reporting::traffic_from_rounds(&rounds);
     let report = crate::reporting::study_report(&crate::reporting::ReportInputs {
@@ -508,6 +589,207 @@ pub async fn simulate_study(
         a.out.display()
     );
     Ok((**out).clone())
+}
+
+/// Waits for the study to finish, showing where it is: a progress bar on a terminal, otherwise
+/// one line per stage change (repeats and folds in progress, outer fits done, stage, ETA).
+async fn watch_study(
+    sim: &Simulation,
+    id: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<StudyState> {
+    use std::io::IsTerminal;
+    let coord = &sim.server.coordinator;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let mut last_key = String::new();
+    loop {
+        let notified = coord.changed.notified();
+        let Some((status, round, stage)) = coord.study_progress(id) else {
+            bail!("study {id} vanished from the aggregator");
+        };
+        if status.is_finished() {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            return coord
+                .study(id)
+                .with_context(|| format!("study {id} vanished from the aggregator"));
+        }
+        if let Some((where_, fraction)) = &stage {
+            let eta = coord.timing(id).and_then(|t| t.eta_seconds);
+            let line = progress_line(round, where_, *fraction, eta);
+            match &bar {
+                Some(b) => {
+                    b.set_position((fraction * 1000.0) as u64);
+                    b.set_message(line);
+                }
+                None => {
+                    let key = stage_key(where_);
+                    if key != last_key {
+                        eprintln!(
+                            "[{:>7}] {line}",
+                            crate::timing::human(started.elapsed().as_secs_f64())
+                        );
+                        last_key = key;
+                    }
+                }
+            }
+        }
+        if let StudyStatus::Paused { .. } = status {
+            let line = status.describe();
+            match &bar {
+                Some(b) => b.set_message(line),
+                None if last_key != line => {
+                    eprintln!("{line}");
+                    last_key = line;
+                }
+                None => {}
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            bail!(
+                "study {id} did not finish within {timeout:?} (status: {})",
+                status.describe()
+            );
+        }
+        // Woken by every result; at most a few updates a second are worth showing.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// One progress line: round, where the study is (`PipelineDriver::progress`), fraction, ETA.
+pub fn progress_line(round: u32, where_: &str, fraction: f64, eta: Option<f64>) -> String {
+    format!(
+        "round {round}: {where_} · {:.0} % · ETA {}",
+        fraction * 100.0,
+        eta.map_or("estimating".to_string(), crate::timing::human)
+    )
+}
+
+/// The stage part of a progress description without its round counter, so that a line is
+/// printed per stage, not per round (`…; LASSO + bootstrap round 40` → `… LASSO + bootstrap`,
+/// with the batch in front).
+fn stage_key(where_: &str) -> String {
+    let (batch, stage) = where_.rsplit_once("; ").unwrap_or(("", where_));
+    let batch = batch.split(';').next().unwrap_or("");
+    let stage = stage.split(" round ").next().unwrap_or(stage);
+    format!("{batch} {stage}")
+}
+
+/// `predictions.csv`: each patient of the input table (in its order) with its site, label and
+/// mean outer-fold probabilities over the repeats (stacked model, clinical comparator), read
+/// from the simulated sites' own study memory. In a real deployment these stay at the sites;
+/// here the statistician holds every site's rows anyway. A probability is empty for a patient
+/// never scored (its site got no meta-features; the metrics note says so) and for the
+/// comparator when the study has none.
+fn site_predictions(
+    sim: &Simulation,
+    hash: &federation::StudyHash,
+    pooled: &PooledTable,
+    p: &federation::pipeline::PipelineSpec,
+    id_column: &str,
+) -> anyhow::Result<String> {
+    let col = |name: &str| {
+        pooled
+            .header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("column {name:?} is missing"))
+    };
+    let (id_i, label_i) = (col(id_column)?, col(&p.label_column)?);
+    let mut means = std::collections::BTreeMap::new();
+    for site in &sim.sites {
+        let config = site_agent::SiteConfig::load(&sim.kit(site).join("site.toml"))?;
+        let path = site_agent::agent::memory_path(&config);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "site {site}: cannot read its study memory {}",
+                path.display()
+            )
+        })?;
+        let memory: federation::site::SiteMemory = serde_json::from_slice(&bytes)
+            .with_context(|| format!("site {site}: {} is unreadable", path.display()))?;
+        let state = memory
+            .studies
+            .get(hash.0.as_str())
+            .with_context(|| format!("site {site} kept no state for the study (hash {hash})"))?;
+        let n = pooled.by_site[site].len();
+        let of = |s: Option<&federation::pipeline::site::ScoreSums>| -> anyhow::Result<_> {
+            let m = s.map_or_else(|| vec![None; n], |s| s.means());
+            if m.len() != n {
+                bail!(
+                    "site {site} kept {} patients' probabilities for its {n} rows",
+                    m.len()
+                );
+            }
+            Ok(m)
+        };
+        means.insert(
+            site.clone(),
+            (of(state.ml.as_ref())?, of(state.clinical.as_ref())?),
+        );
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["patient_id", "site", "y", "p_ml", "p_clinical"])?;
+    let fmt = |v: Option<f64>| v.map_or_else(String::new, |x| x.to_string());
+    for (site, i) in &pooled.order {
+        let row = &pooled.by_site[site][*i];
+        let label = row[label_i].trim();
+        let y = if label == p.positive_label {
+            "1"
+        } else if label == p.negative_label {
+            "0"
+        } else {
+            bail!("patient {}: label {label:?} is neither label", row[id_i]);
+        };
+        let (ml, clinical) = &means[site];
+        w.write_record([
+            row[id_i].as_str(),
+            site.as_str(),
+            y,
+            &fmt(ml[*i]),
+            &fmt(clinical[*i]),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// `selection.csv`: per candidate feature, the fraction of outer fits in which it was among the
+/// LASSO's bootstrap top-k, most often selected first (ties in feature order).
+pub fn selection_csv(out: &federation::pipeline::PipelineOutput) -> String {
+    let cv = &out.cv;
+    let mut order: Vec<usize> = (0..cv.features.len()).collect();
+    order.sort_by(|&a, &b| {
+        cv.selected_count[b]
+            .cmp(&cv.selected_count[a])
+            .then(a.cmp(&b))
+    });
+    let mut text = String::from("feature,frequency\n");
+    for j in order {
+        let f = f64::from(cv.selected_count[j]) / f64::from(cv.fits.max(1));
+        let name = &cv.features[j];
+        // Quoted only when needed (a comma or quote in a column name).
+        if name.contains([',', '"', '\n']) {
+            text.push_str(&format!("\"{}\"", name.replace('"', "\"\"")));
+        } else {
+            text.push_str(name);
+        }
+        text.push_str(&format!(",{f}\n"));
+    }
+    text
 }
 
 fn sim_policy(o: &SimOptions) -> Vec<report::Setting> {

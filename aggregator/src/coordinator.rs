@@ -131,6 +131,8 @@ pub struct Coordinator {
     degraded: std::sync::atomic::AtomicBool,
     /// Woken on every state change (long-polls and status writers wait on it).
     pub changed: Notify,
+    /// Per study: wall time per stage and the ETA's base (`crate::timing`; memory only).
+    clocks: Mutex<BTreeMap<String, crate::timing::StudyClock>>,
 }
 
 /// A site as shown by `aggregator status`.
@@ -172,6 +174,9 @@ pub struct StatusReport {
     pub updated_ms: u64,
     pub sites: Vec<SiteStatus>,
     pub studies: Vec<StudySummary>,
+    /// Per study id: wall time per stage, and for running multi-stage studies the elapsed time
+    /// and the ETA (`crate::timing`).
+    pub timing: BTreeMap<String, crate::timing::StudyTiming>,
 }
 
 /// A site counts as connected if seen within this window.
@@ -256,6 +261,7 @@ impl Coordinator {
             }),
             degraded: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
+            clocks: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -385,6 +391,11 @@ impl Coordinator {
         }
         failpoint::hit("result.accepted");
         if accepted == Accepted::RoundComplete {
+            // The round's stage for the study's clock, read before the record goes to the store.
+            let stage = state
+                .completed
+                .as_ref()
+                .map(|r| crate::timing::round_stage(&r.tasks));
             let persisted = (|| -> Result<(), StoreError> {
                 if let Some(rec) = state.completed.take() {
                     self.store.write_round(study_id.as_str(), &rec)?;
@@ -414,6 +425,11 @@ impl Coordinator {
                 self.degraded
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(e.into());
+            }
+            if let Some(stage) = stage {
+                self.clock_round(study_id.as_str(), &stage, || {
+                    state.stage_progress().map_or(0.0, |p| p.1)
+                });
             }
             if state.round != round_before || state.status.is_finished() {
                 tracing::debug!(
@@ -450,6 +466,10 @@ impl Coordinator {
         self.store.put_study(&state)?;
         self.store.flush()?;
         failpoint::hit("submit.persisted");
+        self.clocks.lock().expect("clock lock poisoned").insert(
+            state.spec.id.to_string(),
+            crate::timing::StudyClock::new(now_ms(), 0.0),
+        );
         let hash = state.hash.clone();
         tracing::info!("study {} submitted (hash {hash})", state.spec.id);
         inner.snapshot_ms.insert(state.spec.id.clone(), now_ms());
@@ -631,11 +651,58 @@ impl Coordinator {
                 Held::Retired(r) => r.summary.clone(),
             })
             .collect();
-        StatusReport {
+        drop(inner);
+        let mut report = StatusReport {
             updated_ms: now,
             sites,
             studies,
+            timing: BTreeMap::new(),
+        };
+        report.timing = report
+            .studies
+            .iter()
+            .filter_map(|s| {
+                let running = (!s.finished).then_some((now, s.fraction_done));
+                Some((s.id.clone(), self.timing_at(&s.id, running)?))
+            })
+            .collect();
+        report
+    }
+
+    /// A round of `stage` of study `id` completed now. A study without a clock (submitted
+    /// before this aggregator started) gets one starting now, at its current fraction done.
+    fn clock_round(&self, id: &str, stage: &str, fraction_done: impl FnOnce() -> f64) {
+        let now = now_ms();
+        let mut clocks = self.clocks.lock().expect("clock lock poisoned");
+        match clocks.get_mut(id) {
+            Some(c) => c.round_done(stage, now),
+            // The round straddled the restart: its time is not attributed.
+            None => {
+                clocks.insert(
+                    id.to_string(),
+                    crate::timing::StudyClock::new(now, fraction_done()),
+                );
+            }
         }
+    }
+
+    /// A study's wall time per stage as measured by this aggregator (since its submission, or
+    /// since this aggregator started); `None` if no round of it completed here yet.
+    pub fn timing(&self, id: &str) -> Option<crate::timing::StudyTiming> {
+        let running = self
+            .study_progress(id)
+            .filter(|(status, _, _)| !status.is_finished())
+            .map(|(_, _, stage)| (now_ms(), stage.map(|s| s.1)));
+        self.timing_at(id, running)
+    }
+
+    fn timing_at(
+        &self,
+        id: &str,
+        running: Option<(u64, Option<f64>)>,
+    ) -> Option<crate::timing::StudyTiming> {
+        let clocks = self.clocks.lock().expect("clock lock poisoned");
+        Some(clocks.get(id)?.timing(running))
     }
 }
 

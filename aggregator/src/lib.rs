@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod simulate;
 pub mod store;
+pub mod timing;
 
 pub use config::AggregatorConfig;
 pub use server::Server;

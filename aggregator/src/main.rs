@@ -71,7 +71,7 @@ enum Command {
     /// One-machine simulations: a real aggregator and one real agent per site over loopback mTLS.
     #[command(
         subcommand,
-        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv --study examples/pipeline-study.toml --repeats 2 --out fedrad-study"
+        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv --study examples/study.toml --repeats 2 --folds 5 --out fedrad-study"
     )]
     Simulate(Simulate),
     /// Timed federated steps on synthetic data over loopback mTLS (numbers for BENCHMARKS.md).
@@ -215,21 +215,27 @@ enum Simulate {
     Lasso(LassoCli),
     /// The whole published protocol (nested-CV pipeline study) from one pooled feature table.
     #[command(
-        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv \\\n    --study examples/pipeline-study.toml --repeats 2 --max-params-per-row inf --out fedrad-study\n\nWrites pipeline.json (settings, nested-CV summary, metrics) and metrics.json into --out."
+        after_help = "Example:\n  aggregator simulate study --table ../shared/examples/cohort_example.csv \\\n    --study examples/study.toml --repeats 2 --folds 5 --seed 7 --max-params-per-row inf --out fedrad-study\n\nWrites into --out:\n  predictions.csv  patient_id,site,y,p_ml,p_clinical: each patient's mean outer-fold\n                   probability over the repeats (kept at the sites in a real deployment)\n  selection.csv    feature,frequency: fraction of outer fits with the feature in the LASSO top-k\n  timing.json      wall seconds and round trips per stage (ComBat, z-score, LASSO, base\n                   learners, relay, meta-fit, scoring, metrics) and in all\n  pipeline.json    settings, nested-CV summary (resolved features, dropped columns), metrics\n  report.html, metrics.json, curve CSVs and figures\nProgress (repeats, folds, stage, ETA) goes to stderr.\n\nA study file without analysis.features uses every column numeric at every site except the\nid, label, clinical, outcome and exclude_columns ones (resolved by the sites, names only)."
     )]
     Study {
         #[arg(long)]
         table: PathBuf,
-        /// The study file (kind = "pipeline"), e.g. examples/pipeline-study.toml.
+        /// The study file (kind = "pipeline"), e.g. examples/study.toml.
         #[arg(long)]
         study: PathBuf,
         #[arg(long, default_value = "site")]
         site_column: String,
         #[arg(long, default_value = "patient_id")]
         id_column: String,
-        /// Override the study's number of CV repeats.
+        /// Override the study's number of CV repeats (analysis.cv.repeats).
         #[arg(long)]
         repeats: Option<u32>,
+        /// Override the study's number of outer CV folds (analysis.cv.outer_folds).
+        #[arg(long)]
+        folds: Option<u32>,
+        /// Override the study's CV seed (analysis.cv.seed: folds, LASSO, learners, MLP).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Every simulated site's policy min_count.
         #[arg(long, default_value_t = 5)]
         min_count: u64,
@@ -442,6 +448,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             site_column,
             id_column,
             repeats,
+            folds,
+            seed,
             min_count,
             max_params_per_row,
             keep_models_home,
@@ -453,7 +461,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 study: &study,
                 site_column: &site_column,
                 id_column: &id_column,
-                repeats,
+                cv: commands::CvOverrides {
+                    repeats,
+                    folds,
+                    seed,
+                },
                 min_count,
                 max_params_per_row,
                 share_models: !keep_models_home,
@@ -653,12 +665,24 @@ fn status(state: &Path) -> anyhow::Result<()> {
             s["status"].as_str().unwrap_or("?")
         );
         if let Some(stage) = s["stage"].as_str() {
+            // Where the study is (repeats, folds, outer fits done, stage), then the estimated
+            // fraction done with the elapsed time and the ETA the server computed.
+            println!("  {:<16} {stage}", "");
             let done = s["fraction_done"].as_f64().unwrap_or(0.0);
-            println!(
-                "  {:<16} {stage} — {:.0} % of outer fits done",
-                "",
-                done * 100.0
-            );
+            let timing = &report["timing"][s["id"].as_str().unwrap_or("")];
+            let mut line = format!("{:.0} % done", done * 100.0);
+            if let Some(e) = timing["elapsed_seconds"].as_f64() {
+                line.push_str(&format!(", {} elapsed", aggregator::timing::human(e)));
+            }
+            if s["finished"].as_bool() != Some(true) {
+                match timing["eta_seconds"].as_f64() {
+                    Some(eta) => {
+                        line.push_str(&format!(", ETA {}", aggregator::timing::human(eta)))
+                    }
+                    None => line.push_str(", ETA not known yet"),
+                }
+            }
+            println!("  {:<16} {line}", "");
         }
     }
     Ok(())

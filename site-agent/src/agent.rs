@@ -114,8 +114,11 @@ pub struct Agent {
     memory: answer::SiteMemory,
 }
 
-/// Where the agent keeps its study memory.
-fn memory_path(config: &SiteConfig) -> std::path::PathBuf {
+/// Where the agent keeps its study memory (`federation::site::SiteMemory` as JSON): the site's
+/// own state of multi-stage studies, never sent. Public so that `aggregator simulate study`,
+/// where the statistician holds every simulated site's data anyway, can read the per-patient
+/// probabilities the simulated sites kept.
+pub fn memory_path(config: &SiteConfig) -> std::path::PathBuf {
     config.state_dir.join("study-memory.json")
 }
 
