@@ -42,7 +42,7 @@ pub struct ValidateArgs {
 const VALIDATE_HELP: &str = "\
 Examples:
   site-agent validate --config site.toml
-  site-agent validate --config site.toml --manifest data/lesions.csv --study pipeline-study.toml
+  site-agent validate --config site.toml --manifest data/lesions.csv --study study.toml
 
 Checks site.toml and the files it names, the policy, the data table (patient ids, the label
 column, numbers that do not parse), the manifest's images and masks (missing, unreadable,

@@ -32,7 +32,7 @@ fn policy_and_study_examples_parse() {
 
 #[test]
 fn the_published_protocol_example_parses_with_the_study_settings() {
-    let text = std::fs::read_to_string(repo_root().join("examples/pipeline-study.toml")).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/study.toml")).unwrap();
     let s = federation::study::StudySpec::from_toml(&text).unwrap();
     let federation::study::AnalysisSpec::Pipeline(p) = s.analysis else {
         panic!("not a pipeline study")
@@ -42,7 +42,29 @@ fn the_published_protocol_example_parses_with_the_study_settings() {
         (100, 5, 5)
     );
     assert_eq!((p.lasso.bootstrap, p.lasso.top_k), (100, 5));
-    assert_eq!(p.features.len(), 55);
+    // No feature list: resolved from the sites' columns at the start of the study; every
+    // clinical and outcome column of the study's tables is kept out.
+    assert!(p.features.is_empty());
+    let excluded = p.excluded_columns();
+    for c in [
+        "age",
+        "sex",
+        "ecog",
+        "grade",
+        "ki67",
+        "months_dx_to_tx",
+        "met_pattern",
+        "prior_surgery",
+        "response",
+        "pfs_months",
+        "pfs_event",
+        "site",
+    ] {
+        assert!(
+            excluded.iter().any(|e| e == c),
+            "{c} could become a feature"
+        );
+    }
     // An unknown key anywhere is refused with its name.
     let bad = text.replace("svm = 20", "svm = 20\nsvn = 3");
     let err = federation::study::StudySpec::from_toml(&bad)
@@ -99,7 +121,7 @@ fn the_walkthrough_site_validates_against_the_example_studies() {
     .unwrap();
     let policy = std::fs::read_to_string(repo_root().join("examples/policy.toml")).unwrap();
     std::fs::write(dir.path().join("policy.toml"), &policy).unwrap();
-    let studies: Vec<std::path::PathBuf> = ["table1-study.toml", "pipeline-study.toml"]
+    let studies: Vec<std::path::PathBuf> = ["table1-study.toml", "study.toml"]
         .iter()
         .map(|s| repo_root().join("examples").join(s))
         .collect();
@@ -157,4 +179,51 @@ fn the_manifest_example_parses() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[1].selection.label, Some(2));
     assert_eq!(rows[2].selection.roi.as_deref(), Some("GTV-1"));
+}
+
+/// On the shared example cohort, the example study (no feature list) resolves exactly the
+/// cohort's 55 radiomics columns in table order, the list the file used to spell out, so the
+/// published-protocol runs in BENCHMARKS.md are the same study plus the column-names round.
+#[test]
+fn the_published_protocol_example_resolves_the_cohorts_radiomics_columns() {
+    use federation::pipeline::driver::resolve_features;
+    use federation::pipeline::site::column_report;
+    let text = std::fs::read_to_string(repo_root().join("examples/study.toml")).unwrap();
+    let federation::study::AnalysisSpec::Pipeline(p) =
+        federation::study::StudySpec::from_toml(&text)
+            .unwrap()
+            .analysis
+    else {
+        panic!("not a pipeline study")
+    };
+    let mut r =
+        csv::Reader::from_path(repo_root().join("../shared/examples/cohort_example.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    let mut rows: std::collections::BTreeMap<String, Vec<Vec<String>>> = Default::default();
+    for rec in r.records() {
+        let row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        rows.entry(row[1].clone()).or_default().push(row);
+    }
+    let sites: Vec<(
+        federation::SiteId,
+        federation::pipeline::messages::ColumnReport,
+    )> = rows
+        .into_iter()
+        .map(|(s, rows)| {
+            let table = federation::table::SiteTable::new(header.clone(), rows)
+                .unwrap()
+                .with_id_column("patient_id")
+                .unwrap();
+            (federation::SiteId::new(s).unwrap(), column_report(&table))
+        })
+        .collect();
+    let reports: Vec<_> = sites.iter().map(|(s, r)| (s, r)).collect();
+    let resolved = resolve_features(&p, &reports).unwrap();
+    let radiomics: Vec<&String> = header
+        .iter()
+        .filter(|h| h.starts_with("original_"))
+        .collect();
+    assert_eq!(resolved.features.len(), 55);
+    assert!(resolved.features.iter().eq(radiomics));
+    assert!(resolved.dropped.is_empty(), "{:?}", resolved.dropped);
 }
