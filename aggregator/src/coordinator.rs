@@ -17,7 +17,9 @@
 //!   The round log is then emptied (except Table 1's, whose first round the report reads).
 //!
 //! A round deadline pausing a study is not persisted: it is a function of the time, and a
-//! restarted aggregator gives the sites a fresh deadline.
+//! restarted aggregator gives the sites a fresh deadline. A deadline that drops a site from a
+//! masked round (`federation::engine`, `on_masked_dropout`) is a transition: the study is
+//! snapshotted before the restarted round is handed out.
 //!
 //! **Finished studies leave memory.** Once a finished study's results folder is durable (the
 //! server's housekeeping writes and syncs it) the study is *retired* ([`Coordinator::retire`]):
@@ -487,11 +489,35 @@ impl Coordinator {
         let now = now_ms();
         let mut inner = self.lock();
         let mut changed = false;
-        for (id, held) in inner.studies.iter_mut() {
+        let Inner {
+            studies,
+            snapshot_ms,
+            ..
+        } = &mut *inner;
+        for (id, held) in studies.iter_mut() {
             let Held::Live(study) = held else { continue };
+            let round = study.round;
             if study.tick(now) {
                 if let StudyStatus::Paused { .. } = &study.status {
                     tracing::warn!("study {id} {}", study.status.describe());
+                }
+                if study.round != round {
+                    // A site dropped from a masked round (`StudyState::tick`): unlike a pause
+                    // this is a transition, persisted as a snapshot before the restarted round
+                    // is handed out. A crash before it re-runs the abandoned attempt, whose
+                    // vectors are re-sent identically, and drops the site again.
+                    if let Some(d) = study.dropped.last() {
+                        tracing::warn!(
+                            "study {id}: site {} left out at round {} ({}); the round restarts without it",
+                            d.site,
+                            d.round,
+                            d.reason
+                        );
+                    }
+                    study.digest_previous();
+                    self.store.put_study(study)?;
+                    self.store.flush()?;
+                    snapshot_ms.insert(id.clone(), now);
                 }
                 changed = true;
             }

@@ -11,7 +11,15 @@
 //!   ignored (idempotent), a different payload for the same key is refused;
 //! - when a round has waited longer than the deadline the study is `Paused`, naming the missing
 //!   sites; it resumes by itself when they answer. It never hangs silently;
-//! - a site's `Failure` fails the study with that site's message.
+//! - a site's `Failure` fails the study with that site's message;
+//! - **dropout in a masked round** (secure aggregation, `crate::secure`): when a masked round
+//!   passes its deadline and the study allows it (a pipeline study with `on_masked_dropout =
+//!   "continue_without_site"`), the missing sites are left out of the rest of the study and the
+//!   round restarts over the survivors — a new engine round, a fresh secure-aggregation round id,
+//!   the survivors re-mask — provided at least 3 sites remain ([`StudyState::tick`]). A left-out
+//!   site's later results, the late vector of the abandoned attempt included, are refused
+//!   ([`EngineError::Dropped`]); the survivors' answers to the abandoned attempt are refused as
+//!   stale. Otherwise (other studies, plain rounds, fewer than 3 left) the study pauses as above.
 
 use crate::harmonize::{HarmonizeDriver, HarmonizeOutput};
 use crate::ids::{SiteId, StudyHash};
@@ -172,6 +180,24 @@ pub enum EngineError {
     },
     #[error("study {0} is finished; no more results are taken")]
     Finished(String),
+    #[error(
+        "site {site} was left out of study {study} at round {round} ({reason}); its results are no longer taken"
+    )]
+    Dropped {
+        site: SiteId,
+        study: String,
+        round: u32,
+        reason: String,
+    },
+}
+
+/// A site left out of a study after it missed a masked round's deadline (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedSite {
+    pub site: SiteId,
+    /// The engine round it missed (restarted as the next round without it).
+    pub round: u32,
+    pub reason: String,
 }
 
 /// What happened to an accepted result.
@@ -223,6 +249,9 @@ pub struct StudyState {
     pub deadline_ms: u64,
     pub analysis: Analysis,
     pub output: Option<StudyOutput>,
+    /// Sites left out after missing a masked round's deadline, in the order they were dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedSite>,
 }
 
 /// A completed round: what was asked and what every site answered.
@@ -269,6 +298,7 @@ impl StudyState {
             deadline_ms,
             analysis,
             output: None,
+            dropped: Vec::new(),
         })
     }
 
@@ -313,6 +343,14 @@ impl StudyState {
             });
         }
         if !self.sites.contains(site) {
+            if let Some(d) = self.dropped.iter().find(|d| d.site == *site) {
+                return Err(EngineError::Dropped {
+                    site: site.clone(),
+                    study,
+                    round: d.round,
+                    reason: d.reason.clone(),
+                });
+            }
             return Err(EngineError::NotParticipant(site.clone(), study));
         }
         if let Some((_, bodies)) = self
@@ -454,11 +492,16 @@ impl StudyState {
         }
     }
 
-    /// Checks the deadline. Returns true if the status changed (the caller persists it).
+    /// Checks the deadline. Returns true if the status changed. A pause is a function of the
+    /// time (the caller need not persist it); a dropout (the round number advanced, see the
+    /// module doc) is a transition the caller persists before handing out the restarted round.
     pub fn tick(&mut self, now_ms: u64) -> bool {
         if self.status == StudyStatus::Running
             && now_ms.saturating_sub(self.round_started_ms) > self.deadline_ms
         {
+            if self.restart_without_missing(now_ms) {
+                return true;
+            }
             self.status = StudyStatus::Paused {
                 missing: self.missing(),
                 since_ms: now_ms,
@@ -466,6 +509,54 @@ impl StudyState {
             return true;
         }
         false
+    }
+
+    /// Dropout in a masked round: leaves the missing sites out and restarts the round without
+    /// them, if the study allows it and its analysis can (see the module doc). Returns whether
+    /// it did.
+    fn restart_without_missing(&mut self, now_ms: u64) -> bool {
+        let masked = self
+            .tasks
+            .values()
+            .any(|t| matches!(t, TaskBody::Masked(_)));
+        if !masked || !self.spec.continues_without_dropped_sites() {
+            return false;
+        }
+        let missing = self.missing();
+        if missing.is_empty() {
+            return false;
+        }
+        let tasks = match &mut self.analysis {
+            Analysis::Pipeline(d) => d.drop_sites(&missing, self.round),
+            _ => return false,
+        };
+        let Ok(tasks) = tasks else {
+            // Fewer than 3 sites would remain (or no masked round is open): pause instead.
+            return false;
+        };
+        let reason = format!(
+            "missed the {} s deadline of masked round {}",
+            self.deadline_ms / 1000,
+            self.round
+        );
+        for site in &missing {
+            self.dropped.push(DroppedSite {
+                site: site.clone(),
+                round: self.round,
+                reason: reason.clone(),
+            });
+        }
+        self.sites.retain(|s| !missing.contains(s));
+        // The abandoned attempt's answers are discarded: the restarted round is a new engine
+        // round, so a late copy of any of them is refused as stale (or, from a dropped site,
+        // as dropped) and can never be counted.
+        self.received.clear();
+        self.received_bytes.clear();
+        self.round += 1;
+        self.tasks = tasks;
+        self.round_started_ms = now_ms;
+        self.status = StudyStatus::Running;
+        true
     }
 
     /// Puts back the current round's results after loading a persisted state. If they complete

@@ -37,14 +37,33 @@
 //! Without it: every site's own statistics. Unsummed rounds (ComBat's levels and per-batch
 //! estimates, Table 1's level names and histogram refinements) stay plain in both modes.
 //!
+//! Pipeline studies ([`SumShape::PipelineFit`], [`SumShape::PipelineScores`], packed in
+//! `crate::pipeline::secure`): the MLP's loss/gradient sums and the clinical IRLS sums travel
+//! with [`PIPELINE_FRAC_BITS`] = 32 fractional bits (sums within `n_sites · 2^−33`); the score
+//! count tables travel **unmerged**, one entry per bin, and the aggregator merges the pooled
+//! table to `analysis.metrics.secure_min_count` — merging at each site first would give tables
+//! of site-dependent cells that cannot be added. The aggregator therefore learns the pooled
+//! per-bin table (small pooled bins included) but no site's own table; see that module for the
+//! full statement. The other pipeline stages stay plain.
+//!
 //! # Dropout
 //!
 //! Rule: **restart without the site** ([`SecureRounds::restart_without`]), never mask recovery.
 //! A partial sum is useless (the missing site's pads do not cancel), so the survivors re-mask
-//! their unchanged answers under a fresh round id. The round engine itself does not drop sites
-//! (a site that stops answering pauses the study, plain or masked); when the site comes back it
-//! re-sends the identical masked vector (re-masking the same input under the same round id is
-//! allowed and yields the same bytes; a different input is refused), so the round completes.
+//! under a fresh round id; the dropped site is removed from every later masked round of the
+//! study too. The round engine applies it when a masked round passes its deadline and the study
+//! allows it (a pipeline study with `on_masked_dropout = "continue_without_site"`, at least 3
+//! sites left; `crate::engine::StudyState::tick`): the restarted round is a new engine round,
+//! the site is left out of the rest of the study and named in the output (`engine::DroppedSite`,
+//! the pipeline's `CvSummary::sites[].dropped` and a note in its metrics report), and its late
+//! vector is refused (`EngineError::Dropped`), as are the survivors' answers to the abandoned
+//! attempt (stale round), so nothing is counted twice. The pipeline's meta-model stage restarts
+//! its optimisers over the survivors (their earlier iterations summed the dropped site's rows);
+//! its score round is simply asked again. Otherwise — the default policy, Table 1 and ComBat
+//! studies, fewer than 3 sites left — a silent site pauses the study, plain or masked; when it
+//! comes back it re-sends the identical masked vector (re-masking the same input under the same
+//! round id is allowed and yields the same bytes; a different input is refused), so the round
+//! completes.
 
 use crate::ids::SiteId;
 use crate::study::AnalysisSpec;
@@ -123,7 +142,6 @@ pub enum SumShape {
 /// [`REAL_FRAC_BITS`] because the L-BFGS and Newton iterations divide these sums by the row
 /// count and compare objective values across line-search steps.
 pub const PIPELINE_FRAC_BITS: u32 = 32;
-
 
 /// Why a result could not be packed or a sum unpacked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

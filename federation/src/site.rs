@@ -314,11 +314,10 @@ fn dispatch(
                 && matches!(shape, crate::secure::SumShape::PipelineScores { .. })
             {
                 let state = memory.studies.entry(hash.to_string()).or_default();
-                let plain = crate::pipeline::secure::site_binned_scores(
-                    table, p, t, policy, state, shape,
-                )
-                .map(ResultBody::Pipeline)
-                .map_err(|e| (e.to_string(), e.public_message()))?;
+                let plain =
+                    crate::pipeline::secure::site_binned_scores(table, p, t, policy, state, shape)
+                        .map(ResultBody::Pipeline)
+                        .map_err(|e| (e.to_string(), e.public_message()))?;
                 return memory
                     .secure
                     .mask(hash, m, &plain)

@@ -141,6 +141,16 @@ pub struct IrlsSums {
     /// every value is one, which the sites' values are: see [`compact_hess`].
     #[serde(with = "compact_hess")]
     pub hess: Vec<f64>,
+    /// x̃ᵀWx̃ as a low-rank factor instead (then `hess` is empty): `L` (p × r, row-major) with
+    /// x̃ᵀWx̃ = L·Lᵀ, the matrix's own pivoted Cholesky factor
+    /// ([`crate::linalg::low_rank_factor`]), rounded to single precision like `hess`. A site
+    /// sends it when it is smaller than the requested form: its x̃ᵀWx̃ has rank at most its
+    /// number of training rows r, so p·r numbers instead of p(p+1)/2 (or p·|S|). It is a
+    /// function of the matrix alone, so it discloses exactly what the matrix does; it is not
+    /// additive across sites (the aggregator multiplies it out), so masked rounds use
+    /// [`IrlsSums::expand_factor`] first.
+    #[serde(default, with = "compact_hess")]
+    pub hess_factor: Vec<f64>,
     /// Σh over held-out rows.
     pub heldout_w: f64,
     /// Σh·deviance over held-out rows.
@@ -191,6 +201,52 @@ pub mod compact_hess {
             Stored::Double(v) => v,
             Stored::Single { f32 } => f32.into_iter().map(f64::from).collect(),
         })
+    }
+}
+
+impl IrlsSums {
+    /// Replaces a low-rank factor ([`IrlsSums::hess_factor`]) by the additive form the request
+    /// asked for: the packed upper triangle of L·Lᵀ (`cols = None`) or its p × |S| block of
+    /// columns `cols`. Values stay in f64 (the product of single-precision factors). No-op
+    /// without a factor. For the sums that must add up across sites (secure aggregation).
+    pub fn expand_factor(&mut self, p: usize, cols: Option<&[u32]>) -> Result<()> {
+        if self.hess_factor.is_empty() {
+            return Ok(());
+        }
+        let l = &self.hess_factor;
+        if p == 0 || l.len() % p != 0 {
+            return Err(ModelsError::Dimension {
+                what: "x̃ᵀWx̃ factor".into(),
+                expected: p,
+                got: l.len(),
+            });
+        }
+        let r = l.len() / p;
+        let dot = |a: usize, b: usize| -> f64 {
+            (0..r).map(|k| l[a * r + k] * l[b * r + k]).sum()
+        };
+        self.hess = match cols {
+            None => {
+                let mut v = Vec::with_capacity(packed_len(p));
+                for a in 0..p {
+                    for b in a..p {
+                        v.push(dot(a, b));
+                    }
+                }
+                v
+            }
+            Some(c) => {
+                let mut v = Vec::with_capacity(p * c.len());
+                for a in 0..p {
+                    for &b in c {
+                        v.push(dot(a, b as usize));
+                    }
+                }
+                v
+            }
+        };
+        self.hess_factor.clear();
+        Ok(())
     }
 }
 
@@ -344,6 +400,11 @@ struct Scratch {
 /// small lower parts of the diagonal blocks: ~57 % of the full product's work at p = 56).
 const SYM_BLOCK: usize = 8;
 
+/// Relative remainder at which a site's x̃ᵀWx̃ counts as exactly low-rank
+/// ([`crate::linalg::low_rank_factor`]): every entry of the dropped remainder is below 1e-11 of
+/// the largest diagonal entry, far under the single-precision rounding (6e-8) the wire applies.
+const FACTOR_REL_TOL: f64 = 1e-11;
+
 /// SITE KERNEL for one IRLS request. With x̃ the rows standardised by the fit's mean and SD
 /// (x − mean)·(1/sd) (0 for an SD-0 feature), p = σ(β0 + x̃β), w = v·p(1 − p), r = v·(y − p):
 /// the training rows' x̃ᵀr and x̃ᵀw and x̃ᵀWx̃ (its packed upper triangle, or the p × |S| block of
@@ -417,6 +478,7 @@ fn site_kernel(
         w0: 0.0,
         wx: vec![0.0; p],
         hess: Vec::new(),
+        hess_factor: Vec::new(),
         heldout_w: 0.0,
         heldout_dev: 0.0,
     };
@@ -451,11 +513,16 @@ fn site_kernel(
     }
     let at = a.slice_axis(Axis(0), Slice::from(..mt)).reversed_axes();
     // c = [w·x̃_S | r | w] for the requested columns S (none without Hessian, all for a full one).
+    // The whole matrix is computed when it was asked for, and also for a column block wider
+    // than the rank bound mt: its low-rank factor (p·mt values at most) is then the smaller
+    // answer.
+    let full = hessian && cols.is_none_or(|c| c.len() > mt);
     let sel = &mut sc.sel;
     sel.clear();
     match (hessian, cols) {
         (false, _) => {}
-        (true, None) => sel.extend(0..p),
+        (true, _) if full => sel.extend(0..p),
+        (true, None) => unreachable!("a whole-matrix request is always full"),
         (true, Some(c)) => sel.extend(c.iter().map(|&j| j as usize)),
     }
     let q = sel.len() + 2;
@@ -482,7 +549,7 @@ fn site_kernel(
     let c = ArrayView2::from_shape((mt, q), &sc.c[..])
         .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
     match (hessian, cols) {
-        (true, None) => {
+        (true, _) if full => {
             // Block rows [j0, j1) of x̃ᵀ[Wx̃ | r | w], from column j0 on.
             out.hess = vec![0.0; packed_len(p)];
             for j0 in (0..p).step_by(SYM_BLOCK) {
@@ -509,6 +576,26 @@ fn site_kernel(
                     out.wx[a_] = gr[p + 1 - j0];
                 }
             }
+            let asked = cols.map_or(packed_len(p), |c| p * c.len());
+            match crate::linalg::low_rank_factor(&out.hess, p, mt, FACTOR_REL_TOL) {
+                Some(l) if !l.is_empty() && l.len() < asked => {
+                    out.hess_factor = l;
+                    out.hess.clear();
+                }
+                _ => {
+                    if let Some(c) = cols {
+                        // The block of the requested columns, from the whole matrix.
+                        let whole = std::mem::take(&mut out.hess);
+                        out.hess.reserve(p * c.len());
+                        for j in 0..p {
+                            out.hess.extend(
+                                c.iter()
+                                    .map(|&b| whole[crate::linalg::packed_index(p, j, b as usize)]),
+                            );
+                        }
+                    }
+                }
+            }
         }
         _ => {
             sc.g.clear();
@@ -529,7 +616,7 @@ fn site_kernel(
         }
     }
     // Single precision for x̃ᵀWx̃ (see [`IrlsSums::hess`]).
-    for x in &mut out.hess {
+    for x in out.hess.iter_mut().chain(out.hess_factor.iter_mut()) {
         *x = f64::from(*x as f32);
     }
     Ok(FitSums::Irls(out))
@@ -565,6 +652,7 @@ fn sums_reference(
             (true, None) => vec![0.0; packed_len(p)],
             (true, Some(c)) => vec![0.0; p * c.len()],
         },
+        hess_factor: Vec::new(),
         heldout_w: 0.0,
         heldout_dev: 0.0,
     };
@@ -1481,6 +1569,8 @@ impl LassoDriver {
         let mut moments: Vec<Option<MomentSums>> = vec![None; plan.len()];
         let mut quads: Vec<Option<Quad>> = vec![None; plan.len()];
         let mut packed: Vec<Option<Vec<f64>>> = vec![None; plan.len()];
+        // Whole-matrix answers sent as low-rank factors (borrowed), multiplied out per fit.
+        let mut factors: Vec<Vec<&Vec<f64>>> = vec![Vec::new(); plan.len()];
         for (site, rep) in replies.iter().enumerate() {
             let rep = rep.as_ref();
             if rep.len() != plan.len() {
@@ -1514,7 +1604,10 @@ impl LassoDriver {
                         if s.fit_id != f.id
                             || s.rx.len() != p
                             || s.wx.len() != p
-                            || (reused[k] && !s.hess.is_empty())
+                            || (reused[k] && (!s.hess.is_empty() || !s.hess_factor.is_empty()))
+                            || (!s.hess.is_empty() && !s.hess_factor.is_empty())
+                            || s.hess_factor.len() % p != 0
+                            || s.hess_factor.len() > p * p
                         {
                             return Err(mismatch(site, k, f.id));
                         }
@@ -1525,7 +1618,8 @@ impl LassoDriver {
                             rx: vec![0.0; p],
                             w0: 0.0,
                             wx: vec![0.0; p],
-                            h: (!s.hess.is_empty()).then(|| Array2::zeros((p, p))),
+                            h: (!s.hess.is_empty() || !s.hess_factor.is_empty())
+                                .then(|| Array2::zeros((p, p))),
                             hcol: Vec::new(),
                             reused: false,
                             known: match &requested[k] {
@@ -1550,7 +1644,22 @@ impl LassoDriver {
                             acc.wx[j] += s.wx[j];
                         }
                         if let Some(h) = acc.h.as_mut() {
+                            let factor = &s.hess_factor;
                             match &requested[k] {
+                                None if !factor.is_empty() => factors[k].push(factor),
+                                Some(c) if !factor.is_empty() => {
+                                    // The requested columns of L·Lᵀ.
+                                    let r = factor.len() / p;
+                                    for j in 0..p {
+                                        let lj = &factor[j * r..(j + 1) * r];
+                                        for &col in c {
+                                            let col = col as usize;
+                                            let lc = &factor[col * r..(col + 1) * r];
+                                            h[[j, col]] +=
+                                                lj.iter().zip(lc).map(|(a, b)| a * b).sum::<f64>();
+                                        }
+                                    }
+                                }
                                 None => {
                                     if s.hess.len() != packed_len(p) {
                                         return Err(mismatch(site, k, f.id));
@@ -1583,6 +1692,31 @@ impl LassoDriver {
         for (q, sum) in quads.iter_mut().zip(&packed) {
             if let (Some(q), Some(sum)) = (q.as_mut(), sum) {
                 q.h = Some(unpack_upper(sum, p)?);
+            }
+        }
+        // Factored answers: h += L·Lᵀ with L = [L_site1 | L_site2 | …] (one product per fit),
+        // then mirrored so the matrix is exactly symmetric as an unpacked triangle is.
+        for (q, fs) in quads.iter_mut().zip(&factors) {
+            if let (Some(q), false) = (q.as_mut(), fs.is_empty())
+                && let Some(h) = q.h.as_mut()
+            {
+                let rank: usize = fs.iter().map(|f| f.len() / p).sum();
+                let mut l = Array2::<f64>::zeros((p, rank));
+                let mut at = 0;
+                for f in fs {
+                    let r = f.len() / p;
+                    let block = ndarray::ArrayView2::from_shape((p, r), &f[..])
+                        .map_err(|e| ModelsError::Invalid(format!("x̃ᵀWx̃ factor: {e}")))?;
+                    l.slice_axis_mut(ndarray::Axis(1), ndarray::Slice::from(at..at + r))
+                        .assign(&block);
+                    at += r;
+                }
+                ndarray::linalg::general_mat_mul(1.0, &l, &l.t(), 1.0, h);
+                for a in 0..p {
+                    for b in a + 1..p {
+                        h[[b, a]] = h[[a, b]];
+                    }
+                }
             }
         }
         // Rounds that reuse a fit's stored x̃ᵀWx̃ (its columns as they were sent then).
@@ -2578,7 +2712,14 @@ mod tests {
             ),
             ((0..n).map(|i| ((i * 7) % 4) as f64).collect(), vec![0.0; n]),
             (vec![0.0; n], vec![2.0; n]),
+            // Six training rows (a small site): x̃ᵀWx̃ has rank 6 < |S| and is sent as its
+            // low-rank factor.
+            (
+                (0..n).map(|i| if i % 23 == 1 { 1.0 + (i % 2) as f64 } else { 0.0 }).collect(),
+                (0..n).map(|i| if i % 23 == 5 { 1.0 } else { 0.0 }).collect(),
+            ),
         ];
+        let mut factored = 0;
         let col_sets = [None, Some(vec![0u32, 4, 7, 20]), Some(vec![])];
         for (v, h) in &weights {
             for hessian in [true, false] {
@@ -2599,9 +2740,20 @@ mod tests {
                     let fast =
                         site_kernel(x.view(), &y, v, h, &req, f64::INFINITY, &mut sc).unwrap();
                     let slow = sums_reference(x.view(), &y, v, h, &req).unwrap();
-                    let (FitSums::Irls(f), FitSums::Irls(r)) = (fast, slow) else {
+                    let (FitSums::Irls(mut f), FitSums::Irls(r)) = (fast, slow) else {
                         panic!("IRLS sums expected");
                     };
+                    // A factor is the matrix's own, single precision, and multiplies out to
+                    // the requested form within its rounding (relative to the largest entry,
+                    // a diagonal one: each value is a product of two f32-rounded factor rows).
+                    let from_factor = !f.hess_factor.is_empty();
+                    if from_factor {
+                        factored += 1;
+                        assert!(f.hess.is_empty());
+                        assert!(f.hess_factor.len() < r.hess.len());
+                        assert!(f.hess_factor.iter().all(|&x| f64::from(x as f32) == x));
+                        f.expand_factor(p, cols.as_deref()).unwrap();
+                    }
                     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
                     assert!(close(f.sum_w, r.sum_w) && close(f.loss, r.loss));
                     assert!(close(f.r0, r.r0) && close(f.w0, r.w0));
@@ -2614,15 +2766,23 @@ mod tests {
                     assert_eq!(f.hess.len(), r.hess.len());
                     let scale = r.hess.iter().fold(0.0f64, |m, x| m.max(x.abs()));
                     for (a, b) in f.hess.iter().zip(&r.hess) {
-                        assert_eq!(f64::from(*a as f32), *a);
-                        assert!(
-                            (a - b).abs() <= 6e-8 * b.abs() + 1e-12 * scale,
-                            "{a} vs {b}"
-                        );
+                        if from_factor {
+                            let tol = 6e-8 * b.abs() + 2.5e-7 * scale;
+                            assert!((a - b).abs() <= tol, "{a} vs {b} (factor)");
+                        } else {
+                            assert_eq!(f64::from(*a as f32), *a);
+                            assert!(
+                                (a - b).abs() <= 6e-8 * b.abs() + 1e-12 * scale,
+                                "{a} vs {b}"
+                            );
+                        }
                     }
                 }
             }
         }
+        // The small site's whole matrix (rank 6 < 21 features); its 4-column block is
+        // already smaller than a 21 × 6 factor and is sent as is.
+        assert_eq!(factored, 1);
     }
 
     /// x̃ᵀWx̃ values that are all f32 are written as f32 (half the bytes) and read back bit for
@@ -2639,6 +2799,7 @@ mod tests {
             w0: 0.3,
             wx: vec![0.4],
             hess,
+            hess_factor: Vec::new(),
             heldout_w: 0.0,
             heldout_dev: 0.0,
         };

@@ -125,6 +125,83 @@ pub fn chol_inverse(l: &Array2<f64>) -> Array2<f64> {
     chol_solve_mat(l, &Array2::eye(p))
 }
 
+/// Low-rank factor `L` (`p × r`, row-major) of a positive semi-definite matrix given as its
+/// packed upper triangle, with `A ≈ L Lᵀ`: Cholesky with diagonal pivoting (at each step the
+/// largest remaining diagonal entry, the lowest index on ties), stopped when every remaining
+/// diagonal entry is at most `rel_tol ×` the largest diagonal entry of `A`. Row `i` of `L`
+/// belongs to row `i` of `A` (the pivoting only orders the columns of `L`).
+///
+/// Returns `None` when `A` is not within `rel_tol` of rank `max_rank` or less, or has a negative
+/// diagonal entry. Every entry of `A − L Lᵀ` is at most `rel_tol · max_i A_ii` in magnitude (a
+/// PSD remainder's entries are bounded by its diagonal).
+///
+/// Why: a site's x̃ᵀWx̃ sums over its own training rows, so its rank is at most the number of
+/// those rows (about a dozen at a hospital of the published study, against p = 55 features);
+/// this factor carries it in `p·r` numbers instead of `p(p+1)/2`. It is computed from the
+/// matrix's values alone (a deterministic function of `A`), so it reveals nothing the matrix
+/// does not — unlike the rows' own factor `x̃ᵀW^½`, which it never is.
+pub fn low_rank_factor(packed: &[f64], p: usize, max_rank: usize, rel_tol: f64) -> Option<Vec<f64>> {
+    if packed.len() != packed_len(p) {
+        return None;
+    }
+    let max_rank = max_rank.min(p);
+    let diag0 = (0..p).map(|i| packed[packed_index(p, i, i)]).fold(0.0f64, f64::max);
+    let mut d: Vec<f64> = (0..p).map(|i| packed[packed_index(p, i, i)]).collect();
+    if d.iter().any(|&x| !(x >= 0.0)) {
+        return None;
+    }
+    let tol = rel_tol * diag0;
+    // Column-major working factor: column k holds step k's values for every row.
+    let mut cols: Vec<f64> = Vec::with_capacity(p * max_rank);
+    let mut done = vec![false; p];
+    let mut r = 0;
+    loop {
+        let mut j = usize::MAX;
+        let mut best = tol;
+        for i in 0..p {
+            if !done[i] && d[i] > best {
+                best = d[i];
+                j = i;
+            }
+        }
+        if j == usize::MAX {
+            break;
+        }
+        if r == max_rank {
+            return None;
+        }
+        let piv = d[j].sqrt();
+        let start = cols.len();
+        cols.resize(start + p, 0.0);
+        for i in 0..p {
+            if done[i] || i == j {
+                continue;
+            }
+            let mut v = packed[packed_index(p, i, j)];
+            for k in 0..r {
+                v -= cols[k * p + i] * cols[k * p + j];
+            }
+            cols[start + i] = v / piv;
+        }
+        cols[start + j] = piv;
+        done[j] = true;
+        for i in 0..p {
+            if !done[i] {
+                d[i] -= cols[start + i] * cols[start + i];
+            }
+        }
+        d[j] = 0.0;
+        r += 1;
+    }
+    let mut l = vec![0.0; p * r];
+    for k in 0..r {
+        for i in 0..p {
+            l[i * r + k] = cols[k * p + i];
+        }
+    }
+    Some(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +236,42 @@ mod tests {
             cholesky(&singular, "s"),
             Err(ModelsError::Singular { pivot: 1, .. })
         ));
+    }
+
+    #[test]
+    fn low_rank_factor_reproduces_a_rank_deficient_gram_matrix() {
+        // A = Xᵀ diag(w) X for 3 rows of 6 features: rank 3.
+        let x = ndarray::array![
+            [1.0, -0.5, 2.0, 0.0, 0.3, -1.2],
+            [0.2, 1.5, -0.7, 2.2, 0.0, 0.4],
+            [-1.1, 0.6, 0.9, -0.3, 1.7, 0.8]
+        ];
+        let w = ndarray::array![0.2, 0.9, 0.45];
+        let a = x.t().dot(&(&x * &w.view().insert_axis(ndarray::Axis(1))));
+        let packed = pack_upper(&a);
+        assert!(low_rank_factor(&packed, 6, 2, 1e-12).is_none(), "rank 3 is not ≤ 2");
+        let l = low_rank_factor(&packed, 6, 3, 1e-12).expect("rank 3");
+        assert_eq!(l.len(), 6 * 3);
+        let l = Array2::from_shape_vec((6, 3), l).unwrap();
+        let back = l.dot(&l.t());
+        for i in 0..6 {
+            for j in 0..6 {
+                assert!((back[[i, j]] - a[[i, j]]).abs() < 1e-13, "({i},{j})");
+            }
+        }
+        let l2 = low_rank_factor(&pack_upper(&a), 6, 6, 1e-12).unwrap();
+        assert_eq!(l2.len(), 18, "stops at the numerical rank");
+        // No column of the factor is a (scaled) row of the data: it is the matrix's own
+        // pivoted Cholesky factor, not x̃ᵀW^½.
+        for k in 0..3 {
+            let col = l.column(k);
+            for i in 0..3 {
+                let row = x.row(i);
+                let s = col.dot(&row) / row.dot(&row);
+                let resid: f64 = col.iter().zip(row.iter()).map(|(c, r)| (c - s * r).abs()).sum();
+                assert!(resid > 1e-6, "factor column {k} is row {i} scaled");
+            }
+        }
+        assert!(low_rank_factor(&[1.0, 0.0, -1.0], 2, 2, 1e-12).is_none());
     }
 }

@@ -107,15 +107,9 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         fit_id: m.fit_id,
                         sum_w: m.sum_w,
                         sum_wy: m.sum_wy,
-                        features: m
-                            .features
-                            .iter()
-                            .map(|w| pb::WeightedMoments {
-                                w: w.w,
-                                mean: w.mean,
-                                m2: w.m2,
-                            })
-                            .collect(),
+                        w: m.features.iter().map(|f| f.w).collect(),
+                        mean: m.features.iter().map(|f| f.mean).collect(),
+                        m2: m.features.iter().map(|f| f.m2).collect(),
                     }),
                     FitSums::Irls(i) => pb::fit_sums::Sums::Irls(pb::IrlsSums {
                         fit_id: i.fit_id,
@@ -127,6 +121,7 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         wx: i.wx.clone(),
                         // Exact for the sites' (single-precision) Hessians.
                         hess: i.hess.iter().map(|&h| h as f32).collect(),
+                        hess_factor: i.hess_factor.iter().map(|&h| h as f32).collect(),
                         heldout_w: i.heldout_w,
                         heldout_dev: i.heldout_dev,
                     }),
@@ -147,20 +142,25 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
         .into_iter()
         .map(|f| {
             Ok(match f.sums.ok_or(ConvertError::Missing("FitSums.sums"))? {
-                pb::fit_sums::Sums::Moments(m) => FitSums::Moments(MomentSums {
-                    fit_id: m.fit_id,
-                    sum_w: m.sum_w,
-                    sum_wy: m.sum_wy,
-                    features: m
-                        .features
-                        .into_iter()
-                        .map(|w| WeightedMoments {
-                            w: w.w,
-                            mean: w.mean,
-                            m2: w.m2,
-                        })
-                        .collect(),
-                }),
+                pb::fit_sums::Sums::Moments(m) => {
+                    for (field, got) in [("MomentSums.mean", m.mean.len()), ("MomentSums.m2", m.m2.len())] {
+                        if got != m.w.len() {
+                            return Err(ConvertError::Length {
+                                field,
+                                got,
+                                expected: m.w.len(),
+                            });
+                        }
+                    }
+                    FitSums::Moments(MomentSums {
+                        fit_id: m.fit_id,
+                        sum_w: m.sum_w,
+                        sum_wy: m.sum_wy,
+                        features: (m.w.iter().zip(&m.mean).zip(&m.m2))
+                            .map(|((&w, &mean), &m2)| WeightedMoments { w, mean, m2 })
+                            .collect(),
+                    })
+                }
                 pb::fit_sums::Sums::Irls(i) => FitSums::Irls(IrlsSums {
                     fit_id: i.fit_id,
                     sum_w: i.sum_w,
@@ -170,6 +170,7 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
                     w0: i.w0,
                     wx: i.wx,
                     hess: i.hess.into_iter().map(f64::from).collect(),
+                    hess_factor: i.hess_factor.into_iter().map(f64::from).collect(),
                     heldout_w: i.heldout_w,
                     heldout_dev: i.heldout_dev,
                 }),

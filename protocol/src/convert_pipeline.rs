@@ -59,6 +59,68 @@ fn fit_from(f: Option<pb::FitId>, field: &'static str) -> Result<FitId> {
     })
 }
 
+/// Largest MLP weight count or clinical parameter count a masked round's shape may name (keeps
+/// the layout's size arithmetic far from overflow; real studies have hundreds).
+const MAX_SHAPE_WIDTH: u64 = 1 << 20;
+
+/// `SumShape::PipelineFit` from the wire (`federation::pipeline::secure`).
+pub(crate) fn fit_shape_from(f: pb::PipelineFitShape) -> Result<federation::secure::SumShape> {
+    let width = |field: &'static str, v: u64| {
+        if v > MAX_SHAPE_WIDTH {
+            Err(ConvertError::Range { field, value: v })
+        } else {
+            Ok(v as usize)
+        }
+    };
+    if f.clinical_fits.len() != f.clinical_fit_ids.len() {
+        return Err(ConvertError::Invalid {
+            field: "PipelineFitShape.clinical_fit_ids",
+            reason: format!(
+                "{} ids for {} clinical fits",
+                f.clinical_fit_ids.len(),
+                f.clinical_fits.len()
+            ),
+        });
+    }
+    Ok(federation::secure::SumShape::PipelineFit {
+        mlp_fits: f
+            .mlp_fits
+            .into_iter()
+            .map(|x| fit_from(Some(x), "PipelineFitShape.mlp_fits"))
+            .collect::<Result<_>>()?,
+        mlp_weights: width("PipelineFitShape.mlp_weights", f.mlp_weights)?,
+        clinical_fits: f
+            .clinical_fits
+            .into_iter()
+            .zip(f.clinical_fit_ids)
+            .map(|(x, id)| Ok((fit_from(Some(x), "PipelineFitShape.clinical_fits")?, id)))
+            .collect::<Result<_>>()?,
+        clinical_params: width("PipelineFitShape.clinical_params", f.clinical_params)?,
+    })
+}
+
+/// `SumShape::PipelineFit` to the wire (any other shape gives an empty message).
+pub(crate) fn fit_shape_to(s: &federation::secure::SumShape) -> pb::PipelineFitShape {
+    match s {
+        federation::secure::SumShape::PipelineFit {
+            mlp_fits,
+            mlp_weights,
+            clinical_fits,
+            clinical_params,
+        } => pb::PipelineFitShape {
+            mlp_fits: mlp_fits.iter().filter_map(fit_to).collect(),
+            mlp_weights: *mlp_weights as u64,
+            clinical_fits: clinical_fits
+                .iter()
+                .filter_map(|(f, _)| fit_to(f))
+                .collect(),
+            clinical_fit_ids: clinical_fits.iter().map(|(_, id)| *id).collect(),
+            clinical_params: *clinical_params as u64,
+        },
+        _ => pb::PipelineFitShape::default(),
+    }
+}
+
 fn u32_of(field: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| ConvertError::Range {
         field,
@@ -1358,6 +1420,7 @@ mod tests {
                         w0: 3.0,
                         wx: vec![A, 1.0],
                         hess: vec![1.0, 0.5, 2.0],
+                        hess_factor: vec![],
                         heldout_w: 2.0,
                         heldout_dev: 1.75,
                     }),

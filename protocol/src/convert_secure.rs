@@ -131,6 +131,12 @@ fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
                     .map(|c| (c.variable, c.levels))
                     .collect(),
             },
+            Shape::PipelineFit(f) => crate::convert_pipeline::fit_shape_from(f)?,
+            Shape::PipelineScores(s) => SumShape::PipelineScores {
+                bins: s.bins,
+                clinical: s.clinical,
+                min_count: s.min_count,
+            },
         },
     )
 }
@@ -163,6 +169,18 @@ fn shape_to(s: &SumShape) -> pb::SumShape {
                     })
                     .collect(),
             }),
+            SumShape::PipelineFit { .. } => {
+                Shape::PipelineFit(crate::convert_pipeline::fit_shape_to(s))
+            }
+            SumShape::PipelineScores {
+                bins,
+                clinical,
+                min_count,
+            } => Shape::PipelineScores(pb::PipelineScoresShape {
+                bins: *bins,
+                clinical: *clinical,
+                min_count: *min_count,
+            }),
         }),
     }
 }
@@ -173,6 +191,15 @@ pub(crate) fn masked_task_from(t: pb::MaskedTask) -> Result<MaskedTask, ConvertE
         Inner::CombatCrossProducts(c) => TaskBody::ComBatCrossProducts(cc::task_from(c)?),
         Inner::CombatResiduals(c) => TaskBody::ComBatResiduals(cc::task_from(c)?),
         Inner::Table1Summary(s) => TaskBody::Table1Summary(summary_task_from(s)),
+        Inner::Pipeline(p) => {
+            let task = crate::convert_pipeline::task_from(p)?;
+            if !federation::pipeline::secure::has_masked_form(&task.stage) {
+                return Err(ConvertError::Unsupported(
+                    "only the pipeline's meta-model and score requests ride on a masked round",
+                ));
+            }
+            TaskBody::Pipeline(task)
+        }
     };
     Ok(MaskedTask {
         keys: t
@@ -192,6 +219,9 @@ pub(crate) fn masked_task_to(t: &MaskedTask) -> Result<pb::MaskedTask, ConvertEr
         TaskBody::ComBatCrossProducts(c) => Inner::CombatCrossProducts(cc::task_to(c)),
         TaskBody::ComBatResiduals(c) => Inner::CombatResiduals(cc::task_to(c)),
         TaskBody::Table1Summary(s) => Inner::Table1Summary(summary_task_to(s)),
+        TaskBody::Pipeline(p) if federation::pipeline::secure::has_masked_form(&p.stage) => {
+            Inner::Pipeline(crate::convert_pipeline::task_to(p)?)
+        }
         _ => {
             return Err(ConvertError::Unsupported(
                 "only ComBat's cross-products and residuals and Table 1's summary have a masked form",

@@ -20,6 +20,7 @@ use learners::FitId;
 use learners::driver::MlpDriver;
 use learners::site::SharedModel;
 use models::combat::{self, BatchAdjustment, ComBatModel, DesignSpec};
+use rayon::prelude::*;
 use models::lasso::{BootstrapConfig, BootstrapLambda, FitSums, LassoConfig, LassoDriver};
 use models::logistic::{LogisticDriver, LogisticFitSpec, LogisticOptions, LogisticReply};
 use models::sampling::WeightSpec;
@@ -264,6 +265,9 @@ pub struct SiteTraining {
     pub last_refusal: Option<String>,
     /// Models this site shared (relayed to the others).
     pub shared: u32,
+    /// Why and when the site was left out of the study (`on_masked_dropout`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 /// Aggregator state of a pipeline study.
@@ -289,6 +293,13 @@ pub struct PipelineDriver {
     /// Rounds completed in the current stage (for the progress estimate).
     #[serde(default)]
     stage_rounds: u32,
+    /// Under `secure_aggregation`: the key round, then the masked meta-model and score rounds
+    /// (`super::secure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secure: Option<crate::secure::SecureRounds>,
+    /// Sites left out after missing a masked round's deadline (`on_masked_dropout`), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<(SiteId, String)>,
 }
 
 type Tasks = BTreeMap<SiteId, TaskBody>;
@@ -327,11 +338,21 @@ impl PipelineDriver {
             summary,
             metrics: None,
             stage_rounds: 0,
+            secure: None,
+            dropped: vec![],
         };
         if d.spec.resolves_features() {
             d.stage = Stage::Columns;
         } else {
             d.begin_batch();
+        }
+        if d.spec.secure_aggregation {
+            // The key round (no inner request) comes first; the first stage's tasks follow it.
+            let analysis = crate::study::AnalysisSpec::Pipeline(Box::new(d.spec.clone()));
+            let secure = crate::secure::SecureRounds::new(&analysis, &d.sites);
+            let keys = secure.key_round(BTreeMap::new());
+            d.secure = Some(secure);
+            return Ok((d, keys));
         }
         let tasks = d.tasks();
         Ok((d, tasks))
@@ -568,19 +589,37 @@ impl PipelineDriver {
     }
 
     pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
+        // Secure aggregation: record the key round's keys, or open a masked round's sum.
+        let opened;
+        let results = match self.secure_round(results) {
+            Ok(SecureIn::Keys) => return self.next_step(),
+            Ok(SecureIn::Opened(sum)) => {
+                opened = sum;
+                &opened
+            }
+            Ok(SecureIn::Plain) => results,
+            Err(e) => return Step::Failed(e),
+        };
         if self.stage == Stage::Metrics {
             let Some(m) = self.metrics.as_mut() else {
                 return Step::Failed("metrics stage without state".into());
             };
             return match m.on_round(results) {
-                Ok(None) => Step::Next(self.tasks()),
-                Ok(Some(metrics)) => Step::Done(crate::engine::StudyOutput::Pipeline(Box::new(
-                    PipelineOutput {
-                        spec: self.spec.clone(),
-                        cv: self.summary.clone(),
-                        metrics,
-                    },
-                ))),
+                Ok(None) => self.next_step(),
+                Ok(Some(mut metrics)) => {
+                    for (site, why) in &self.dropped {
+                        metrics.notes.push(format!(
+                            "site {site} was left out of the study ({why}); its patients are not in these metrics"
+                        ));
+                    }
+                    Step::Done(crate::engine::StudyOutput::Pipeline(Box::new(
+                        PipelineOutput {
+                            spec: self.spec.clone(),
+                            cv: self.summary.clone(),
+                            metrics,
+                        },
+                    )))
+                }
                 Err(e) => Step::Failed(e),
             };
         }
@@ -594,7 +633,7 @@ impl PipelineDriver {
                 } else {
                     0
                 };
-                Step::Next(self.tasks())
+                self.next_step()
             }
             Err(e) => Step::Failed(e),
         }
@@ -731,6 +770,11 @@ impl PipelineDriver {
                 let active: Vec<usize> = (0..self.lasso.len())
                     .filter(|&i| !self.lasso[i].1.is_done())
                     .collect();
+                // Every outer fit's replies first (in site order), then the drivers advance in
+                // parallel: each driver's step depends only on its own replies, so the result
+                // is the same for any thread count (and the aggregator's cores are otherwise
+                // idle while it computes: the sites wait for the next round).
+                let mut work: Vec<Vec<&[FitSums]>> = Vec::with_capacity(active.len());
                 for (k, &i) in active.iter().enumerate() {
                     let fit = self.lasso[i].0;
                     let mut replies: Vec<&[FitSums]> = Vec::with_capacity(sums.len());
@@ -751,8 +795,19 @@ impl PipelineDriver {
                         }
                         replies.push(v);
                     }
-                    self.lasso[i].1.apply(&replies).map_err(err)?;
+                    work.push(replies);
                 }
+                let outcomes: Vec<Result<(), models::ModelsError>> = self
+                    .lasso
+                    .iter_mut()
+                    .filter(|(_, d)| !d.is_done())
+                    .zip(work)
+                    .collect::<Vec<_>>()
+                    .into_par_iter()
+                    .map(|((_, d), replies)| d.apply(&replies))
+                    .collect();
+                // The first failure in outer-fit order, whatever finished first.
+                outcomes.into_iter().collect::<Result<Vec<()>, _>>().map_err(err)?;
                 self.lasso_rounds += 1;
                 if self.lasso.iter().all(|(_, d)| d.is_done()) {
                     self.selected.clear();
@@ -778,7 +833,11 @@ impl PipelineDriver {
                 for (s, outcomes) in trained.iter().enumerate() {
                     for (i, &fit) in self.fits.iter().enumerate() {
                         let o: &TrainOutcome = pick(outcomes, i, fit)?;
-                        let st = &mut self.summary.sites[s];
+                        let name = per_site[s].0.as_str();
+                        let Some(st) = self.summary.sites.iter_mut().find(|t| t.site == name)
+                        else {
+                            return Err(format!("site {name} is not in the study's summary"));
+                        };
                         match &o.refused {
                             None => st.trained += 1,
                             Some(r) => {
@@ -805,28 +864,7 @@ impl PipelineDriver {
                     .collect::<Result<Vec<_>, String>>()?;
                 // The relayed models have served their purpose; don't keep them in the state.
                 self.shared.clear();
-                let mlp_spec = self.spec.meta.mlp(learners::LearnerKind::ALL.len());
-                self.mlp = Some(
-                    MlpDriver::new(mlp_spec, &self.fits, self.spec.cv.seed)
-                        .map_err(|e| format!("meta-model: {e}"))?,
-                );
-                self.clinical = match &self.spec.clinical {
-                    None => None,
-                    Some(c) => Some(
-                        LogisticDriver::new(
-                            c.column_names().len(),
-                            self.fits
-                                .iter()
-                                .map(|&f| LogisticFitSpec {
-                                    fit_id: fit_index(&self.spec, f),
-                                    weights: WeightSpec::default(),
-                                })
-                                .collect(),
-                            LogisticOptions::default(),
-                        )
-                        .map_err(err)?,
-                    ),
-                };
+                self.start_fit_drivers()?;
                 self.stage = Stage::Fit;
             }
             Stage::Fit => {
@@ -913,13 +951,165 @@ impl PipelineDriver {
                     self.lasso.clear();
                     self.mlp = None;
                     self.clinical = None;
-                    self.metrics = Some(MetricsDriver::new(&self.spec, self.sites.len()));
+                    self.metrics = Some(
+                        MetricsDriver::new(&self.spec, self.sites.len())
+                            .secure(self.secure.is_some()),
+                    );
                     self.stage = Stage::Metrics;
                 }
             }
             Stage::Metrics => unreachable!("handled in on_round"),
         }
         Ok(())
+    }
+
+    /// Fresh meta-model and clinical optimisers for the current batch's fits (the start of the
+    /// meta-model stage, and its restart without a dropped site).
+    fn start_fit_drivers(&mut self) -> Result<(), String> {
+        let mlp_spec = self.spec.meta.mlp(learners::LearnerKind::ALL.len());
+        self.mlp = Some(
+            MlpDriver::new(mlp_spec, &self.fits, self.spec.cv.seed)
+                .map_err(|e| format!("meta-model: {e}"))?,
+        );
+        self.clinical = match &self.spec.clinical {
+            None => None,
+            Some(c) => Some(
+                LogisticDriver::new(
+                    c.column_names().len(),
+                    self.fits
+                        .iter()
+                        .map(|&f| LogisticFitSpec {
+                            fit_id: fit_index(&self.spec, f),
+                            weights: WeightSpec::default(),
+                        })
+                        .collect(),
+                    LogisticOptions::default(),
+                )
+                .map_err(|e| format!("{}: {e}", self.stage.name()))?,
+            ),
+        };
+        Ok(())
+    }
+
+    // --- Secure aggregation (`super::secure`) ---
+
+    /// The key round's keys, a masked round's opened sum, or a plain round.
+    fn secure_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Result<SecureIn, String> {
+        let Some(secure) = self.secure.as_mut() else {
+            return Ok(SecureIn::Plain);
+        };
+        if secure.keys().is_empty() {
+            let inner = secure.on_key_round(results)?;
+            if !inner.is_empty() {
+                return Err("the pipeline's key round carries no request".into());
+            }
+            return Ok(SecureIn::Keys);
+        }
+        if secure.is_open() {
+            return secure.open_sum(results).map(SecureIn::Opened);
+        }
+        Ok(SecureIn::Plain)
+    }
+
+    /// The next round's tasks, masked when the stage has a masked form in a secure study.
+    fn next_step(&mut self) -> Step {
+        let tasks = self.tasks();
+        match self.masked(tasks) {
+            Ok(t) => Step::Next(t),
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    fn masked(&mut self, tasks: Tasks) -> Result<Tasks, String> {
+        let Some(secure) = self.secure.as_mut() else {
+            return Ok(tasks);
+        };
+        let Some(TaskBody::Pipeline(first)) = tasks.values().next() else {
+            return Ok(tasks);
+        };
+        if !super::secure::has_masked_form(&first.stage) {
+            return Ok(tasks);
+        }
+        let shape = match &first.stage {
+            StageTask::Metrics(_) => super::secure::scores_shape(&self.spec),
+            StageTask::Lasso { requests, .. } => {
+                crate::lasso::secure::pipeline_shape(self.spec.features.len(), requests)
+            }
+            stage => super::secure::fit_shape(stage, &self.spec)
+                .ok_or("a masked stage without a shape")?,
+        };
+        secure.masked(tasks, shape)
+    }
+
+    /// Leaves `dropped` out of the rest of the study after they missed the deadline of the
+    /// masked round now open (`round`: the engine's round), and returns the round restarted
+    /// over the survivors under a fresh round id. The meta-model stage restarts its optimisers
+    /// from their initial point (their earlier iterations summed the dropped sites' rows, so
+    /// continuing them would mix two objectives); the score round is simply asked again. `Err`
+    /// (the engine then pauses the study as for a plain round) outside a masked round or when
+    /// fewer than 3 sites would remain.
+    pub fn drop_sites(&mut self, dropped: &[SiteId], round: u32) -> Result<Tasks, String> {
+        if !self.secure.as_ref().is_some_and(|s| s.is_open()) {
+            return Err("not in a masked round".into());
+        }
+        if !matches!(self.stage, Stage::Fit | Stage::Metrics) {
+            // The other masked stages (the LASSO's) carry state built from every site's rows
+            // (standardisation, earlier iterates) and have no restart rule yet: pause.
+            return Err(format!(
+                "the {} stage cannot continue without a site",
+                self.stage.name()
+            ));
+        }
+        let survivors = self.sites.iter().filter(|s| !dropped.contains(s)).count();
+        let min = crate::secure::SecureRounds::policy().min_participants();
+        if survivors < min {
+            return Err(format!(
+                "only {survivors} sites would remain, fewer than secure aggregation's {min}"
+            ));
+        }
+        if self.stage == Stage::Lasso {
+            // The batch's LASSO fits have summed the dropped sites' rows since their moments
+            // round, and a restarted masked round keeps its shape: they cannot continue over
+            // the survivors, so the study pauses as for a plain round.
+            return Err(
+                "a masked LASSO round cannot be restarted without a site (the batch's LASSO fits already include its rows)".into(),
+            );
+        }
+        // Every change below is undone if the restart cannot be built (the study then pauses).
+        let before = (self.sites.clone(), self.mlp.clone(), self.clinical.clone());
+        self.sites.retain(|s| !dropped.contains(s));
+        let restarted = (|| {
+            if self.stage == Stage::Fit {
+                self.start_fit_drivers()?;
+            }
+            let tasks = self.tasks();
+            let secure = self.secure.as_mut().expect("checked above");
+            secure.restart_without(dropped, tasks)
+        })();
+        match restarted {
+            Ok(t) => {
+                let why = format!(
+                    "missed the deadline of masked round {round} ({}); the round was restarted without it",
+                    self.stage.name()
+                );
+                for site in dropped {
+                    if let Some(st) = self
+                        .summary
+                        .sites
+                        .iter_mut()
+                        .find(|t| t.site == site.as_str())
+                    {
+                        st.dropped = Some(why.clone());
+                    }
+                    self.dropped.push((site.clone(), why.clone()));
+                }
+                Ok(t)
+            }
+            Err(e) => {
+                (self.sites, self.mlp, self.clinical) = before;
+                Err(e)
+            }
+        }
     }
 
     fn record_fits(&mut self) -> Result<(), String> {
@@ -955,6 +1145,16 @@ impl PipelineDriver {
         });
         c
     }
+}
+
+/// What a round's answers are under secure aggregation.
+enum SecureIn {
+    /// The key round (keys recorded; nothing for the stage machine).
+    Keys,
+    /// A masked round's opened sum under the pseudo-site `masked-sum`.
+    Opened(BTreeMap<SiteId, ResultBody>),
+    /// A plain round (or a plain study).
+    Plain,
 }
 
 /// The `i`-th entry of a site's per-fit answer, checked to be for `fit`.

@@ -200,7 +200,10 @@ pub(crate) fn encode(shape: &SumShape, result: &ResultBody) -> Result<Vec<Vec<f6
                         )));
                     }
                 };
-                if fit != want || s.fit_id != *id || s.score.len() != p || s.info.len() != packed_len(p)
+                if fit != want
+                    || s.fit_id != *id
+                    || s.score.len() != p
+                    || s.info.len() != packed_len(p)
                 {
                     return Err(shape_err(format!(
                         "clinical sums of fit (repeat {}, fold {}) do not match the round's fit (repeat {}, fold {}) with {p} parameters",
@@ -264,9 +267,7 @@ pub(crate) fn encode(shape: &SumShape, result: &ResultBody) -> Result<Vec<Vec<f6
                     }
                     ScoreRelease::Withheld { .. } => flags.push(1.0),
                     ScoreRelease::Rows { .. } => {
-                        return Err(shape_err(
-                            "per-patient rows in a masked score round".into(),
-                        ));
+                        return Err(shape_err("per-patient rows in a masked score round".into()));
                     }
                 }
                 counts.extend(pos);
@@ -407,7 +408,9 @@ pub fn site_binned_scores(
         ..
     } = shape
     else {
-        return Err(protocol("a score request with another round's shape".into()));
+        return Err(protocol(
+            "a score request with another round's shape".into(),
+        ));
     };
     if shape_bins != bins {
         return Err(protocol(format!(

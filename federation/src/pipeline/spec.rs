@@ -371,7 +371,10 @@ impl PipelineSpec {
             return Err("analysis.metrics.bins must be at least 2".into());
         }
         if self.metrics.secure_min_count == Some(0) {
-            return Err("analysis.metrics.secure_min_count must be at least 1 (5 is the usual choice)".into());
+            return Err(
+                "analysis.metrics.secure_min_count must be at least 1 (5 is the usual choice)"
+                    .into(),
+            );
         }
         if self.on_masked_dropout != MaskedDropout::Pause && !self.secure_aggregation {
             return Err("analysis.on_masked_dropout applies to masked rounds only; set secure_aggregation = true or remove it".into());

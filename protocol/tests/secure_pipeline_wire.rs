@@ -1,0 +1,347 @@
+//! The pipeline study's secure-aggregation messages over the wire (issue #8 item 5):
+//! 1. the new shapes (`PipelineFitShape`, `PipelineScoresShape`, read from the compiled proto
+//!    descriptor so a new field cannot slip past) carry only the layout — fit ids, widths, the
+//!    grid, a flag and the merge threshold, no statistic; a site's answer to a masked pipeline
+//!    round is the reviewed `MaskedVector` (checked in `secure_privacy.rs`) and nothing else;
+//! 2. a secure pipeline study run with every task and answer passing through protobuf bytes
+//!    equals the in-process run exactly (fresh keys, same sums), and every meta-model and score
+//!    answer that crossed the wire was a masked vector (no plain meta-model or score request);
+//! 3. decoding refuses a masked pipeline request of a stage without a masked form, a shape whose
+//!    clinical fit ids do not match its fits, and a width too large to address.
+
+use federation::SiteId;
+use federation::engine::{StudyState, StudyStatus};
+use federation::local::run_local;
+use federation::pipeline::StageTask;
+use federation::policy::SitePolicy;
+use federation::site::{SiteMemory, answer_with_memory};
+use federation::study::StudySpec;
+use federation::table::SiteTable;
+use federation::task::{ResultBody, Task, TaskBody, TaskResult};
+use prost::Message;
+use protocol::convert::ConvertError;
+use protocol::pb;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileDescriptorSet {
+    #[prost(message, repeated, tag = "1")]
+    file: Vec<FileDescriptorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileDescriptorProto {
+    #[prost(string, tag = "2")]
+    package: String,
+    #[prost(message, repeated, tag = "4")]
+    message_type: Vec<DescriptorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DescriptorProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, repeated, tag = "2")]
+    field: Vec<FieldDescriptorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FieldDescriptorProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int32, tag = "5")]
+    r#type: i32,
+    #[prost(string, tag = "6")]
+    type_name: String,
+}
+
+const TYPE_MESSAGE: i32 = 11;
+
+fn schema() -> BTreeMap<String, DescriptorProto> {
+    let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/fedrad_descriptor.bin"));
+    let set = FileDescriptorSet::decode(&bytes[..]).unwrap();
+    let mut map = BTreeMap::new();
+    for f in &set.file {
+        for m in &f.message_type {
+            map.insert(format!(".{}.{}", f.package, m.name), m.clone());
+        }
+    }
+    map
+}
+
+fn leaf_paths(
+    s: &BTreeMap<String, DescriptorProto>,
+    name: &str,
+    prefix: &str,
+    out: &mut BTreeSet<String>,
+) {
+    for f in &s[name].field {
+        let path = if prefix.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{prefix}.{}", f.name)
+        };
+        if f.r#type == TYPE_MESSAGE {
+            leaf_paths(s, &f.type_name, &path, out);
+        } else {
+            out.insert(path);
+        }
+    }
+}
+
+#[test]
+fn pipeline_shapes_carry_only_the_layout() {
+    let s = schema();
+    for (name, reviewed) in [
+        (
+            "PipelineFitShape",
+            &[
+                "mlp_fits.repeat",
+                "mlp_fits.fold",
+                "mlp_weights",
+                "clinical_fits.repeat",
+                "clinical_fits.fold",
+                "clinical_fit_ids",
+                "clinical_params",
+            ][..],
+        ),
+        (
+            "PipelineScoresShape",
+            &["bins", "clinical", "min_count"][..],
+        ),
+    ] {
+        let mut got = BTreeSet::new();
+        leaf_paths(&s, &format!(".fedrad.v1.{name}"), "", &mut got);
+        let want: BTreeSet<String> = reviewed.iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            got, want,
+            "{name}: fields changed; review what they reveal first"
+        );
+    }
+    let masked = &s[".fedrad.v1.MaskedTask"];
+    let pipeline = masked.field.iter().find(|f| f.name == "pipeline").unwrap();
+    assert_eq!(pipeline.type_name, ".fedrad.v1.PipelineTask");
+}
+
+fn cohort() -> BTreeMap<SiteId, SiteTable> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
+    // A plain comma-separated file without quoting (checked: no field holds a comma).
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let mut rows: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let row: Vec<String> = line.split(',').map(String::from).collect();
+        assert_eq!(row.len(), header.len());
+        rows.entry(SiteId::new(row[1].clone()).unwrap())
+            .or_default()
+            .push(row);
+    }
+    rows.into_iter()
+        .map(|(s, rows)| (s, SiteTable::new(header.clone(), rows).unwrap()))
+        .collect()
+}
+
+fn spec() -> StudySpec {
+    StudySpec::from_toml(
+        r#"
+id = "secure-pipeline-wire"
+[analysis]
+kind = "pipeline"
+secure_aggregation = true
+label_column = "response"
+features = ["original_firstorder_Mean", "original_glcm_Contrast", "original_shape_Sphericity", "original_firstorder_Entropy", "original_glszm_ZoneEntropy", "original_shape_Elongation"]
+[analysis.cv]
+seed = 3
+repeats = 1
+outer_folds = 5
+inner_folds = 3
+repeats_per_batch = 1
+[analysis.lasso]
+nfolds = 3
+nlambda = 12
+bootstrap = 3
+top_k = 3
+[analysis.learners]
+min_train_rows = 8
+[analysis.learners.search.budget]
+svm = 1
+forest = 1
+gbm = 1
+[analysis.learners.search.forest]
+n_trees = { kind = "fixed", value = 5.0 }
+[analysis.learners.search.gbm]
+n_rounds = { kind = "int_uniform", low = 5, high = 8 }
+[analysis.meta]
+hidden = [3]
+alpha = 0.01
+[analysis.clinical]
+numeric = ["ki67"]
+[analysis.metrics]
+secure_min_count = 5
+"#,
+    )
+    .unwrap()
+}
+
+fn policy() -> SitePolicy {
+    SitePolicy {
+        allow_all_studies: true,
+        share_models: true,
+        max_params_per_row: f64::INFINITY,
+        ..SitePolicy::default()
+    }
+}
+
+#[test]
+fn a_secure_pipeline_study_through_the_wire_equals_the_in_process_run() {
+    let tables = cohort();
+    let spec = spec();
+    let mut state =
+        StudyState::new(spec.clone(), tables.keys().cloned().collect(), 0, u64::MAX).unwrap();
+    let mut memories: BTreeMap<SiteId, SiteMemory> = BTreeMap::new();
+    let mut masked_stages = BTreeSet::new();
+    while !state.status.is_finished() {
+        for (site, table) in &tables {
+            let Some(task) = state.task_for(site) else {
+                continue;
+            };
+            let bytes = pb::Task::from(&task).encode_to_vec();
+            let back = Task::try_from(pb::Task::decode(&bytes[..]).unwrap()).unwrap();
+            assert_eq!(back, task, "task round trip");
+            let stage = match &task.body {
+                TaskBody::Masked(m) => match &*m.inner {
+                    TaskBody::Pipeline(p) => Some(p.stage.name()),
+                    _ => None,
+                },
+                TaskBody::Pipeline(p) => {
+                    assert!(
+                        !matches!(p.stage, StageTask::Fit { .. })
+                            && !matches!(p.stage, StageTask::Metrics(_)),
+                        "a plain {} request in a secure study",
+                        p.stage.name()
+                    );
+                    None
+                }
+                _ => None,
+            };
+            let result = answer_with_memory(
+                &back,
+                table,
+                &policy(),
+                memories.entry(site.clone()).or_default(),
+            )
+            .result;
+            if let Some(stage) = stage {
+                assert!(
+                    matches!(result.body, ResultBody::Masked(_)),
+                    "{stage}: {:?}",
+                    result.body.kind()
+                );
+                masked_stages.insert(stage);
+            }
+            let bytes = pb::TaskResult::from(&result).encode_to_vec();
+            let back = TaskResult::try_from(pb::TaskResult::decode(&bytes[..]).unwrap()).unwrap();
+            assert_eq!(back, result, "result round trip");
+            state.accept(site, back, bytes.len() as u64, 0).unwrap();
+        }
+    }
+    assert_eq!(
+        state.status,
+        StudyStatus::Completed,
+        "{}",
+        state.status.describe()
+    );
+    // The meta-model and score rounds (and the LASSO's, whose masked form lives in
+    // `federation::lasso`) went masked.
+    assert!(
+        masked_stages.is_superset(&BTreeSet::from(["meta-fit", "metrics"])),
+        "the masked stages: {masked_stages:?}"
+    );
+    let local = run_local(
+        spec,
+        &tables
+            .into_iter()
+            .map(|(s, t)| (s, (t, policy())))
+            .collect(),
+        100_000,
+    )
+    .unwrap();
+    // Fresh X25519 keys per run: the masks differ, the decoded sums (and the study) do not.
+    assert_eq!(state.output, local.output);
+}
+
+fn masked(shape: pb::sum_shape::Shape, stage: pb::pipeline_task::Stage) -> pb::MaskedTask {
+    pb::MaskedTask {
+        keys: vec![pb::KeyAnnouncement {
+            site_id: "a".into(),
+            public_key: vec![9; 32],
+        }],
+        round: Some(pb::RoundSpec {
+            study_id: "analysis-x".into(),
+            round_id: 1,
+            participants: vec!["a".into(), "b".into(), "c".into()],
+        }),
+        shape: Some(pb::SumShape { shape: Some(shape) }),
+        inner: Some(pb::masked_task::Inner::Pipeline(pb::PipelineTask {
+            site: "a".into(),
+            batch: 0,
+            stage: Some(stage),
+            ..Default::default()
+        })),
+    }
+}
+
+fn decode(m: pb::MaskedTask) -> Result<Task, ConvertError> {
+    Task::try_from(pb::Task {
+        study_id: "s".into(),
+        study_hash: "h".into(),
+        study_spec_json: "{}".into(),
+        round: 2,
+        body: Some(pb::task::Body::Masked(m)),
+    })
+}
+
+#[test]
+fn malformed_masked_pipeline_requests_are_refused() {
+    let fit_shape = |ids: Vec<u32>, width: u64| {
+        pb::sum_shape::Shape::PipelineFit(pb::PipelineFitShape {
+            mlp_fits: vec![pb::FitId { repeat: 0, fold: 1 }],
+            mlp_weights: width,
+            clinical_fits: vec![pb::FitId { repeat: 0, fold: 1 }],
+            clinical_fit_ids: ids,
+            clinical_params: 2,
+        })
+    };
+    let fit_stage = || pb::pipeline_task::Stage::Fit(pb::PipelineMetaFitTask::default());
+    let ok = decode(masked(fit_shape(vec![1], 5), fit_stage())).unwrap();
+    let TaskBody::Masked(m) = ok.body else {
+        panic!("a masked task")
+    };
+    assert!(matches!(
+        m.shape,
+        federation::secure::SumShape::PipelineFit { mlp_weights: 5, .. }
+    ));
+    assert!(matches!(
+        decode(masked(fit_shape(vec![], 5), fit_stage())).unwrap_err(),
+        ConvertError::Invalid {
+            field: "PipelineFitShape.clinical_fit_ids",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode(masked(fit_shape(vec![1], u64::MAX), fit_stage())).unwrap_err(),
+        ConvertError::Range {
+            field: "PipelineFitShape.mlp_weights",
+            ..
+        }
+    ));
+    // A stage without a masked form (the relay) cannot ride on a masked round.
+    let relay = pb::pipeline_task::Stage::Relay(pb::PipelineRelayTask::default());
+    assert!(matches!(
+        decode(masked(fit_shape(vec![1], 5), relay)).unwrap_err(),
+        ConvertError::Unsupported(_)
+    ));
+}
