@@ -379,13 +379,15 @@ fn malformed_lasso_shapes_are_refused_naming_the_field() {
     // The pipeline's form: a fit without its id is refused.
     let mut m = masked_task();
     m.shape = Some(pb::SumShape {
-        shape: Some(pb::sum_shape::Shape::PipelineLasso(pb::PipelineLassoShape {
-            features: 2,
-            fits: vec![pb::PipelineLassoFit {
-                fit: None,
-                slots: vec![],
-            }],
-        })),
+        shape: Some(pb::sum_shape::Shape::PipelineLasso(
+            pb::PipelineLassoShape {
+                features: 2,
+                fits: vec![pb::PipelineLassoFit {
+                    fit: None,
+                    slots: vec![],
+                }],
+            },
+        )),
     });
     assert_eq!(
         decode_task(m).unwrap_err(),

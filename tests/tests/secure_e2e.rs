@@ -261,10 +261,10 @@ async fn secure_lasso_over_mtls_selects_what_the_plain_reference_selects() {
     let masked: Vec<u32> = (2..=state.round).collect();
     assert_only_masked_sums(&rounds, &masked);
     assert!(
-        rounds
-            .iter()
-            .filter(|r| r.round >= 2)
-            .all(|r| r.results.values().all(|b| matches!(b, ResultBody::Masked(_)))),
+        rounds.iter().filter(|r| r.round >= 2).all(|r| r
+            .results
+            .values()
+            .all(|b| matches!(b, ResultBody::Masked(_)))),
         "a LASSO round after the key round was not masked"
     );
     let (Some(StudyOutput::Lasso(s)), Some(StudyOutput::Lasso(p))) =
