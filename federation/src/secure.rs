@@ -28,13 +28,16 @@
 //! Counts travel with F = 0 fractional bits and are exact. Real values travel with
 //! [`REAL_FRAC_BITS`] = 24: each decoded sum is within `n_sites · 2^−25` (≈ 3e−8 per site) of
 //! the exact sum of the sites' f64 values; per value `|x| ≤ 2^39 / n_sites` (≈ 1.8e11 for 3
-//! sites) is enforced at the site, which refuses with a message to rescale otherwise.
+//! sites) is enforced at the site, which refuses with a message to rescale otherwise. (Table 1
+//! and ComBat; the pipeline's meta-model sums use 32 fractional bits, the LASSO's its own wide
+//! format, see below.)
 //!
 //! # What the aggregator learns
 //!
 //! With secure aggregation: per masked round, the sum over all sites of the statistics, the
-//! number of sites that suppressed each Table 1 cell (not which), and each site's public key.
-//! Without it: every site's own statistics. Unsummed rounds (ComBat's levels and per-batch
+//! number of sites that suppressed each Table 1 cell (not which), and each site's public key
+//! (in LASSO rounds: the pooled moments and IRLS sums per fit, no site's own). Without it:
+//! every site's own statistics. Unsummed rounds (ComBat's levels and per-batch
 //! estimates, Table 1's level names and histogram refinements) stay plain in both modes.
 //!
 //! Pipeline studies ([`SumShape::PipelineFit`], [`SumShape::PipelineScores`], packed in
@@ -45,6 +48,18 @@
 //! of site-dependent cells that cannot be added. The aggregator therefore learns the pooled
 //! per-bin table (small pooled bins included) but no site's own table; see that module for the
 //! full statement. The other pipeline stages stay plain.
+//!
+//! LASSO rounds ([`SumShape::LassoSums`] for a `kind = "lasso"` study, [`SumShape::PipelineLasso`]
+//! for the pipeline's LASSO stage; packed in `crate::lasso::secure`): every round after the key
+//! round is masked. The standardisation moments travel as raw power sums (Σv, Σvy, Σv·x,
+//! Σv·x²: the plain path's (mean, M2) merge is not a sum) and, with the IRLS scalars, in a
+//! three-limb **wide** fixed point (an integer high and middle limb and a low limb with 55
+//! fractional bits: 2^−56 per site for any |x| ≤ 2^95, so Σv·x² of energy-sized features fits);
+//! x̃ᵀr, x̃ᵀw and x̃ᵀWx̃ (always the additive packed or column form, never the low-rank factor)
+//! with 32 fractional bits. The SDs then differ from the plain run's only by f64's cancellation
+//! in Σvx² − (Σvx)²/V (2e−13 relative on the cohort example). A fit refused by the
+//! parameters-per-row guard fails the round with the refusal in the clear
+//! ([`SecureError::Refused`]), naming the site and the fit as the plain path does.
 //!
 //! # Dropout
 //!

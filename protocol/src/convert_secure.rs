@@ -137,6 +137,8 @@ fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
                 clinical: s.clinical,
                 min_count: s.min_count,
             },
+            Shape::LassoSums(l) => crate::convert_secure_lasso::lasso_shape_from(l)?,
+            Shape::PipelineLasso(l) => crate::convert_secure_lasso::pipeline_shape_from(l)?,
         },
     )
 }
@@ -181,6 +183,12 @@ fn shape_to(s: &SumShape) -> pb::SumShape {
                 clinical: *clinical,
                 min_count: *min_count,
             }),
+            SumShape::LassoSums { features, fits } => {
+                Shape::LassoSums(crate::convert_secure_lasso::lasso_shape_to(*features, fits))
+            }
+            SumShape::PipelineLasso { features, fits } => Shape::PipelineLasso(
+                crate::convert_secure_lasso::pipeline_shape_to(*features, fits),
+            ),
         }),
     }
 }
@@ -191,6 +199,7 @@ pub(crate) fn masked_task_from(t: pb::MaskedTask) -> Result<MaskedTask, ConvertE
         Inner::CombatCrossProducts(c) => TaskBody::ComBatCrossProducts(cc::task_from(c)?),
         Inner::CombatResiduals(c) => TaskBody::ComBatResiduals(cc::task_from(c)?),
         Inner::Table1Summary(s) => TaskBody::Table1Summary(summary_task_from(s)),
+        Inner::LassoSums(l) => TaskBody::LassoSums(crate::convert_lasso::task_from(l)?),
         Inner::Pipeline(p) => {
             let task = crate::convert_pipeline::task_from(p)?;
             if !federation::pipeline::secure::has_masked_form(&task.stage) {
@@ -219,12 +228,13 @@ pub(crate) fn masked_task_to(t: &MaskedTask) -> Result<pb::MaskedTask, ConvertEr
         TaskBody::ComBatCrossProducts(c) => Inner::CombatCrossProducts(cc::task_to(c)),
         TaskBody::ComBatResiduals(c) => Inner::CombatResiduals(cc::task_to(c)),
         TaskBody::Table1Summary(s) => Inner::Table1Summary(summary_task_to(s)),
+        TaskBody::LassoSums(l) => Inner::LassoSums(crate::convert_lasso::task_to(l)),
         TaskBody::Pipeline(p) if federation::pipeline::secure::has_masked_form(&p.stage) => {
             Inner::Pipeline(crate::convert_pipeline::task_to(p)?)
         }
         _ => {
             return Err(ConvertError::Unsupported(
-                "only ComBat's cross-products and residuals and Table 1's summary have a masked form",
+                "only ComBat's cross-products and residuals, Table 1's summary, LASSO rounds and the pipeline's summed stages have a masked form",
             ));
         }
     };
