@@ -74,6 +74,7 @@ fn run(spec: StudySpec, min_count: u64) -> PipelineOutput {
 ///   objective by up to 3.2e−3 (relative) and the stacked AUC by 6.5e−3 on this cohort — the same
 ///   amplification ARCHITECTURE.md reports for 1e−14 differences. Checked at 1e−2 and 2e−2,
 ///   so a real error in the masked path (a wrong or missing site's sums) still fails.
+///
 /// With every site at `min_count = 1` and the pooled merge at 1, both paths release per-bin
 /// tables (the patient counts are equal).
 #[test]
