@@ -73,9 +73,11 @@
 //! the pipeline's `CvSummary::sites[].dropped` and a note in its metrics report), and its late
 //! vector is refused (`EngineError::Dropped`), as are the survivors' answers to the abandoned
 //! attempt (stale round), so nothing is counted twice. The pipeline's meta-model stage restarts
-//! its optimisers over the survivors (their earlier iterations summed the dropped site's rows);
-//! its score round is simply asked again. Otherwise — the default policy, Table 1 and ComBat
-//! studies, fewer than 3 sites left — a silent site pauses the study, plain or masked; when it
+//! its optimisers over the survivors (their earlier iterations summed the dropped site's rows),
+//! its LASSO stage every fit from its moments round (a new shape:
+//! [`SecureRounds::restart_without_reshaped`]); its score round is simply asked again.
+//! Otherwise — the default policy, Table 1, ComBat and LASSO studies, fewer than 3 sites left —
+//! a silent site pauses the study, plain or masked; when it
 //! comes back it re-sends the identical masked vector (re-masking the same input under the same
 //! round id is allowed and yields the same bytes; a different input is refused), so the round
 //! completes.
@@ -631,6 +633,30 @@ impl SecureRounds {
         // A dropped site takes no part in the study's later masked rounds either.
         self.sites.retain(|s| !dropped.contains(s));
         Ok(tasks)
+    }
+
+    /// [`SecureRounds::restart_without`] for a round whose requests start again with the
+    /// restart (the pipeline's LASSO stage starts its fits again over the survivors): the
+    /// survivors' new requests, packed with `shape`. The open round is left as it was if the
+    /// restart cannot be built.
+    pub fn restart_without_reshaped(
+        &mut self,
+        dropped: &[SiteId],
+        inner: BTreeMap<SiteId, TaskBody>,
+        shape: SumShape,
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        let (_, open_shape) = self
+            .open
+            .as_mut()
+            .ok_or("secure aggregation: no masked round is open")?;
+        let old = std::mem::replace(open_shape, shape);
+        let restarted = self.restart_without(dropped, inner);
+        if restarted.is_err()
+            && let Some((_, s)) = self.open.as_mut()
+        {
+            *s = old;
+        }
+        restarted
     }
 
     /// Whether a masked round is waiting for its vectors.

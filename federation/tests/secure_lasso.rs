@@ -6,6 +6,8 @@
 //! parameters-per-row guard still fails the study naming the site and the fit; and sites whose
 //! policy requires secure aggregation take part in a secure LASSO and refuse a plain one.
 
+mod common;
+
 use federation::engine::{StudyOutput, StudyState, StudyStatus};
 use federation::lasso::LassoOutput;
 use federation::local::run_local;
@@ -496,4 +498,102 @@ fn the_masked_standardisation_is_within_f64_cancellation_of_the_exact_sd() {
         );
         assert!(ep.abs() <= 1e-15, "{f}: plain SD off by {ep:e}");
     }
+}
+
+/// A secure pipeline whose site misses the deadline of a masked LASSO round
+/// (`on_masked_dropout = "continue_without_site"`): the site is left out, every LASSO fit of the
+/// batch starts again over the survivors (the restarted round asks for the moments again, under
+/// a fresh round id, without the site), and the study completes naming the dropped site.
+#[test]
+fn a_site_missing_a_masked_pipeline_lasso_round_is_left_out_and_the_lasso_restarts() {
+    use federation::secure::SumShape;
+    let tables = tables();
+    // The shared test pipeline (1 repeat), secure, continuing without a dropped site.
+    let toml = common::spec_toml(1).replacen(
+        "kind = \"pipeline\"\n",
+        "kind = \"pipeline\"\nsecure_aggregation = true\non_masked_dropout = \"continue_without_site\"\n",
+        1,
+    );
+    let spec = StudySpec::from_toml(&toml).unwrap();
+    assert!(spec.secure_aggregation());
+    let silent = tables.keys().nth(2).unwrap().clone();
+    let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, 60_000).unwrap();
+    let mut memories: BTreeMap<SiteId, SiteMemory> = BTreeMap::new();
+    let mut lasso_irls_seen = false;
+    let round = loop {
+        assert!(!state.status.is_finished(), "{:?}", state.status);
+        // The first masked LASSO round with IRLS sums (the fits are under way).
+        let in_lasso_irls = state.task_for(&silent).is_some_and(|t| {
+            matches!(&t.body, TaskBody::Masked(m) if matches!(&m.shape,
+                SumShape::PipelineLasso { fits, .. }
+                    if fits.iter().flat_map(|(_, s)| s).any(|s| !matches!(
+                        s.kind, federation::lasso::secure::SlotKind::Moments))))
+        });
+        if in_lasso_irls {
+            lasso_irls_seen = true;
+        }
+        for (s, t) in &tables {
+            let task = state.task_for(s).unwrap();
+            if in_lasso_irls && *s == silent {
+                continue;
+            }
+            let memory = memories.entry(s.clone()).or_default();
+            let result = answer_with_memory(&task, t, &policy(), memory).result;
+            state.accept(s, result, 0, 1_000).unwrap();
+        }
+        if in_lasso_irls {
+            break state.round;
+        }
+    };
+    assert!(lasso_irls_seen);
+    assert!(state.tick(100_000), "the deadline passed");
+    assert_eq!(state.round, round + 1, "{:?}", state.status);
+    assert!(!state.sites.contains(&silent));
+    // The restarted round: the LASSO's moments again, over the survivors only.
+    for s in &state.sites {
+        let TaskBody::Masked(m) = state.task_for(s).unwrap().body else {
+            panic!("the restarted round is masked")
+        };
+        assert!(!m.round.contains(silent.as_str()));
+        let SumShape::PipelineLasso { fits, .. } = &m.shape else {
+            panic!("{:?}", m.shape)
+        };
+        assert!(
+            fits.iter()
+                .flat_map(|(_, s)| s)
+                .all(|s| s.kind == federation::lasso::secure::SlotKind::Moments)
+        );
+    }
+    let survivors = state.sites.clone();
+    let mut now = 100_001;
+    while !state.status.is_finished() {
+        for s in &survivors {
+            let Some(task) = state.task_for(s) else {
+                continue;
+            };
+            let result =
+                answer_with_memory(&task, &tables[s], &policy(), memories.get_mut(s).unwrap())
+                    .result;
+            state.accept(s, result, 0, now).unwrap();
+            now += 1;
+        }
+    }
+    assert_eq!(state.status, StudyStatus::Completed, "{:?}", state.status);
+    let Some(StudyOutput::Pipeline(out)) = &state.output else {
+        panic!("a pipeline output")
+    };
+    let entry = out
+        .cv
+        .sites
+        .iter()
+        .find(|s| s.site == silent.as_str())
+        .unwrap();
+    assert!(
+        entry
+            .dropped
+            .as_deref()
+            .is_some_and(|d| d.contains("LASSO")),
+        "{entry:?}"
+    );
+    assert!(out.cv.per_fit.iter().all(|f| f.selected.len() == 5));
 }

@@ -1045,16 +1045,17 @@ impl PipelineDriver {
     /// masked round now open (`round`: the engine's round), and returns the round restarted
     /// over the survivors under a fresh round id. The meta-model stage restarts its optimisers
     /// from their initial point (their earlier iterations summed the dropped sites' rows, so
-    /// continuing them would mix two objectives); the score round is simply asked again. `Err`
+    /// continuing them would mix two objectives), and so does the LASSO stage's every fit
+    /// (from its moments round); the score round is simply asked again. `Err`
     /// (the engine then pauses the study as for a plain round) outside a masked round or when
     /// fewer than 3 sites would remain.
     pub fn drop_sites(&mut self, dropped: &[SiteId], round: u32) -> Result<Tasks, String> {
         if !self.secure.as_ref().is_some_and(|s| s.is_open()) {
             return Err("not in a masked round".into());
         }
-        if !matches!(self.stage, Stage::Fit | Stage::Metrics) {
-            // The other masked stages (the LASSO's) carry state built from every site's rows
-            // (standardisation, earlier iterates) and have no restart rule yet: pause.
+        if !matches!(self.stage, Stage::Fit | Stage::Metrics | Stage::Lasso) {
+            // Any other masked stage would carry state built from every site's rows and has no
+            // restart rule: pause.
             return Err(format!(
                 "the {} stage cannot continue without a site",
                 self.stage.name()
@@ -1067,20 +1068,37 @@ impl PipelineDriver {
                 "only {survivors} sites would remain, fewer than secure aggregation's {min}"
             ));
         }
-        if self.stage == Stage::Lasso {
-            // The batch's LASSO fits have summed the dropped sites' rows since their moments
-            // round, and a restarted masked round keeps its shape: they cannot continue over
-            // the survivors, so the study pauses as for a plain round.
-            return Err(
-                "a masked LASSO round cannot be restarted without a site (the batch's LASSO fits already include its rows)".into(),
-            );
-        }
         // Every change below is undone if the restart cannot be built (the study then pauses).
         let before = (self.sites.clone(), self.mlp.clone(), self.clinical.clone());
+        let lasso_before =
+            (self.stage == Stage::Lasso).then(|| (self.lasso.clone(), self.lasso_rounds));
         self.sites.retain(|s| !dropped.contains(s));
         let restarted = (|| {
             if self.stage == Stage::Fit {
                 self.start_fit_drivers()?;
+            }
+            if self.stage == Stage::Lasso {
+                // Every LASSO fit of the batch has summed the dropped sites' rows since its
+                // moments round: each starts again over the survivors (moments first, so the
+                // round's shape changes too). The LASSO standardises every fit by its own
+                // weighted mean and SD, so the batch's z-score, which the dropped sites took
+                // part in, does not change the fits; the ComBat models they took part in do.
+                for i in 0..self.lasso.len() {
+                    let fit = self.lasso[i].0;
+                    self.lasso[i].1 = LassoDriver::new(self.lasso_config(fit))
+                        .map_err(|e| format!("LASSO: {e}"))?;
+                }
+                self.lasso_rounds = 0;
+                let requests: Vec<_> = self
+                    .lasso
+                    .iter()
+                    .map(|(id, d)| (*id, d.next_requests()))
+                    .collect();
+                let shape =
+                    crate::lasso::secure::pipeline_shape(self.spec.features.len(), &requests);
+                let tasks = self.tasks();
+                let secure = self.secure.as_mut().expect("checked above");
+                return secure.restart_without_reshaped(dropped, tasks, shape);
             }
             let tasks = self.tasks();
             let secure = self.secure.as_mut().expect("checked above");
@@ -1107,6 +1125,9 @@ impl PipelineDriver {
             }
             Err(e) => {
                 (self.sites, self.mlp, self.clinical) = before;
+                if let Some((lasso, rounds)) = lasso_before {
+                    (self.lasso, self.lasso_rounds) = (lasso, rounds);
+                }
                 Err(e)
             }
         }
