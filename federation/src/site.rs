@@ -205,6 +205,16 @@ fn plain_sum_refusal(body: &TaskBody, secure_study: bool, policy: &SitePolicy) -
     {
         return None;
     }
+    if secure_study
+        && policy.require_secure_aggregation
+        && let TaskBody::Pipeline(t) = body
+        && !crate::pipeline::secure::has_masked_form(&t.stage)
+    {
+        return Some(format!(
+            "this site's policy requires secure aggregation for every summed statistic (require_secure_aggregation = true), and a pipeline study's {} stage has no masked form (only its LASSO, meta-model and score rounds have one); this site cannot take part in pipeline studies under that policy",
+            t.stage.name()
+        ));
+    }
     if secure_study {
         return Some(format!(
             "the study spec asks for secure aggregation, but the aggregator sent a plain {} request; this site sends summed statistics of this study only masked",
