@@ -187,7 +187,7 @@ fn simulate_table1_writes_the_table() {
 fn version_names_the_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let out = aggregator(&["--version"], dir.path());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("protocol v1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("protocol v2"));
     let out = aggregator(&["simulate", "table1", "--help"], dir.path());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Example:"));
     let out = aggregator(&["frobnicate"], dir.path());

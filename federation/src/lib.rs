@@ -23,4 +23,8 @@ pub use ids::{SiteId, StudyHash, StudyId};
 
 /// Version of the federation protocol spoken by this build. Both the agent and the aggregator
 /// refuse a peer whose version differs, naming both numbers.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: LASSO moments as packed columns, x̃ᵀWx̃ as an optional low-rank factor, the pipeline's
+/// column-names round and masked LASSO / meta-model / score rounds (a version-1 peer would
+/// misread or not know them).
+pub const PROTOCOL_VERSION: u32 = 2;

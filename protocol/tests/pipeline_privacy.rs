@@ -502,15 +502,17 @@ const REVIEWED: &[(&str, &str)] = &[
         "moments",
         "fits.features.m2 fits.features.mean fits.features.n fits.fit.fold fits.fit.repeat",
     ),
-    // LASSO weighted sums per sub-fit (the LASSO study's own message).
+    // LASSO weighted sums per sub-fit (the LASSO study's own message). x̃ᵀWx̃ either packed /
+    // as a column block or as its low-rank factor (p × rank, rank ≤ the fit's training rows; a
+    // function of the matrix alone, models::linalg::low_rank_factor).
     (
         "lasso",
         "fits.fit.fold fits.fit.repeat fits.sums.fits.irls.fit_id fits.sums.fits.irls.heldout_dev \
-         fits.sums.fits.irls.heldout_w fits.sums.fits.irls.hess fits.sums.fits.irls.loss \
-         fits.sums.fits.irls.r0 fits.sums.fits.irls.rx fits.sums.fits.irls.sum_w \
-         fits.sums.fits.irls.w0 fits.sums.fits.irls.wx fits.sums.fits.moments.features.m2 \
-         fits.sums.fits.moments.features.mean fits.sums.fits.moments.features.w \
-         fits.sums.fits.moments.fit_id fits.sums.fits.moments.sum_w fits.sums.fits.moments.sum_wy \
+         fits.sums.fits.irls.heldout_w fits.sums.fits.irls.hess fits.sums.fits.irls.hess_factor \
+         fits.sums.fits.irls.loss fits.sums.fits.irls.r0 fits.sums.fits.irls.rx \
+         fits.sums.fits.irls.sum_w fits.sums.fits.irls.w0 fits.sums.fits.irls.wx \
+         fits.sums.fits.moments.fit_id fits.sums.fits.moments.m2 fits.sums.fits.moments.mean \
+         fits.sums.fits.moments.sum_w fits.sums.fits.moments.sum_wy fits.sums.fits.moments.w \
          fits.sums.fits.refused.fit_id fits.sums.fits.refused.max_params_per_row \
          fits.sums.fits.refused.params fits.sums.fits.refused.rows",
     ),
