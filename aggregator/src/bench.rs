@@ -350,6 +350,12 @@ pub struct LoadResult {
     /// were written: bounded memory means `running` and `finished_in_memory` stay 0 while
     /// `retired` grows by the wave's size.
     pub residency_after_wave: Vec<crate::coordinator::Residency>,
+    /// Total size (bytes) of the simulated sites' study memories (`study-memory.json`: pipeline
+    /// state, the differencing guard's released patient sets per study, secure-aggregation
+    /// sessions) after each wave. They live in this process too, and grow with every study a
+    /// site answers (the guard keeps each study's sets: a site does not learn that a study
+    /// ended), so they show up in the RSS readings without being aggregator memory.
+    pub site_memory_bytes_after_wave: Vec<u64>,
     /// Peak resident set (VmHWM, KiB) over the federated part (read before the references run).
     pub peak_rss_kib: Option<u64>,
     pub studies: Vec<LoadStudy>,
@@ -521,6 +527,7 @@ pub async fn bench_load(
     let mut wave_s = Vec::new();
     let mut rss_after_wave_kib = Vec::new();
     let mut residency_after_wave = Vec::new();
+    let mut site_memory_bytes_after_wave = Vec::new();
     let mut finished = Vec::new();
     let mut failure = None;
     'waves: for wave in &specs {
@@ -554,6 +561,7 @@ pub async fn bench_load(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         residency_after_wave.push(coordinator.residency());
+        site_memory_bytes_after_wave.push(files_named(&root.join("kits"), "study-memory.json"));
         rss_after_wave_kib.push(proc_status_kib("VmRSS"));
         for spec in wave {
             // Only what the report needs is kept, so the benchmark's own bookkeeping does not
@@ -621,10 +629,29 @@ pub async fn bench_load(
         rss_start_kib,
         rss_after_wave_kib,
         residency_after_wave,
+        site_memory_bytes_after_wave,
         peak_rss_kib,
         all_match_reference: studies.iter().all(|s| s.matches_reference),
         studies,
     })
+}
+
+/// Total size of the files called `name` under `dir` (recursively; unreadable entries count 0).
+fn files_named(dir: &std::path::Path, name: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => files_named(&path, name),
+                Ok(_) if e.file_name() == name => e.metadata().map_or(0, |m| m.len()),
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 /// Every site's rows and the benchmark's policy, for the in-process reference.
@@ -657,7 +684,7 @@ impl LoadResult {
         let mib =
             |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
         let mut out = format!(
-            "{} sites, {} concurrent studies × {} wave(s), {} patients, {} features\nsetup {:.1} s; waves {}; CPU {}\nround trips {}; RSS start {}, after each wave [{}], peak (VmHWM) {}\nstudies held whole / as summaries after each wave: [{}]\n",
+            "{} sites, {} concurrent studies × {} wave(s), {} patients, {} features\nsetup {:.1} s; waves {}; CPU {}\nround trips {}; RSS start {}, after each wave [{}], peak (VmHWM) {}\nstudies held whole / as summaries after each wave: [{}]; sites' study memories (JSON) [{}]\n",
             self.sites,
             self.concurrent_studies,
             self.waves,
@@ -681,6 +708,11 @@ impl LoadResult {
             self.residency_after_wave
                 .iter()
                 .map(|r| format!("{}/{}", r.running + r.finished_in_memory, r.retired))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.site_memory_bytes_after_wave
+                .iter()
+                .map(|b| format!("{:.1} MiB", *b as f64 / 1_048_576.0))
                 .collect::<Vec<_>>()
                 .join(", "),
         );

@@ -237,7 +237,9 @@ impl Coordinator {
                 key: r.summary.id.clone(),
                 message: e.to_string(),
             })?;
-            studies.insert(id, Held::Retired(r));
+            // Also loaded whole: the retirement was cut short after its summary was written
+            // (see `Store::retire`); it is retired again once its results are checked.
+            studies.entry(id).or_insert(Held::Retired(r));
         }
         if !studies.is_empty() {
             tracing::info!(
