@@ -68,7 +68,11 @@ impl Server {
         let mut grpc_stop = stop_rx.clone();
         let grpc = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
-                .add_service(FederationServer::new(service))
+                .add_service(
+                    FederationServer::new(service)
+                        .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(protocol::MAX_MESSAGE_BYTES),
+                )
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;
                 })

@@ -21,3 +21,11 @@ pub mod pb {
 
 pub use convert::ConvertError;
 pub use federation::PROTOCOL_VERSION;
+
+/// Largest gRPC message either side sends or accepts (256 MiB), set on the agent's client and
+/// the aggregator's server alike. tonic's default of 4 MiB is too small for the published
+/// protocol: a pipeline batch of 10 repeats sends every site one LASSO task of about 7.5 MB
+/// (each of its 5 000 bootstrap sub-fits' standardisation and coefficients), and a default
+/// agent refused it and retried forever. The bound still caps what a length prefix can make
+/// the decoder allocate.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;

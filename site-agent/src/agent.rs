@@ -239,7 +239,9 @@ impl Agent {
                     }
                     other => SessionError::Fatal(other.to_string()),
                 })?;
-        let mut client = FederationClient::new(channel);
+        let mut client = FederationClient::new(channel)
+            .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(protocol::MAX_MESSAGE_BYTES);
         let hs = client
             .handshake(pb::HandshakeRequest {
                 protocol_version: PROTOCOL_VERSION,

@@ -102,6 +102,8 @@ pub async fn client(
         .await
         .unwrap();
     FederationClient::new(channel)
+        .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(protocol::MAX_MESSAGE_BYTES)
 }
 
 /// A handshake with this build's protocol version.

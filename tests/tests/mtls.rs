@@ -192,3 +192,40 @@ async fn a_certificate_expiring_on_an_open_connection_is_refused_on_the_next_req
     refused_with(&server, "outside its validity period").await;
     server.shutdown().await;
 }
+
+/// A message above tonic's 4 MiB default crosses the link both ways (a batch of 10 repeats
+/// sends ≈ 7.5 MB LASSO tasks): the aggregator decodes an 8 MB push and answers about its
+/// content (no such study), not about its size. Above `MAX_MESSAGE_BYTES` it is refused
+/// unprocessed.
+#[tokio::test]
+async fn messages_above_four_mebibytes_cross_the_link() {
+    use protocol::pb;
+    let mut c = Consortium::new(&["S01"]);
+    let kit = c.kit("S01", Validity::days(3));
+    let server = Server::start(&c.config).await.unwrap();
+    let mut cl = client(server.addr, &c.config.tls.ca_cert, ClientCert::Kit(&kit)).await;
+    cl.handshake(handshake()).await.unwrap();
+    let push = |len: usize| pb::PushResultRequest {
+        result: Some(pb::TaskResult {
+            study_id: "no-such-study".into(),
+            round: 1,
+            body: Some(pb::task_result::Body::Failure(pb::SiteFailure {
+                message: "x".repeat(len),
+            })),
+        }),
+    };
+    let e = cl.push_result(push(8 << 20)).await.unwrap_err();
+    assert!(
+        !e.message().contains("too large") && e.message().contains("no-such-study"),
+        "{:?}: {}",
+        e.code(),
+        e.message()
+    );
+    let e = cl
+        .push_result(push(protocol::MAX_MESSAGE_BYTES + 1))
+        .await
+        .unwrap_err();
+    // Refused before it is processed (the sender's encoder stops it; the study is not named).
+    assert!(!e.message().contains("no-such-study"), "{e:?}");
+    server.shutdown().await;
+}
