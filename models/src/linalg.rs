@@ -140,21 +140,27 @@ pub fn chol_inverse(l: &Array2<f64>) -> Array2<f64> {
 /// this factor carries it in `p·r` numbers instead of `p(p+1)/2`. It is computed from the
 /// matrix's values alone (a deterministic function of `A`), so it reveals nothing the matrix
 /// does not — unlike the rows' own factor `x̃ᵀW^½`, which it never is.
-pub fn low_rank_factor(packed: &[f64], p: usize, max_rank: usize, rel_tol: f64) -> Option<Vec<f64>> {
+pub fn low_rank_factor(
+    packed: &[f64],
+    p: usize,
+    max_rank: usize,
+    rel_tol: f64,
+) -> Option<Vec<f64>> {
     if packed.len() != packed_len(p) {
         return None;
     }
     let max_rank = max_rank.min(p);
-    let diag0 = (0..p).map(|i| packed[packed_index(p, i, i)]).fold(0.0f64, f64::max);
     let mut d: Vec<f64> = (0..p).map(|i| packed[packed_index(p, i, i)]).collect();
     if d.iter().any(|&x| !(x >= 0.0)) {
         return None;
     }
-    let tol = rel_tol * diag0;
-    // Column-major working factor: column k holds step k's values for every row.
-    let mut cols: Vec<f64> = Vec::with_capacity(p * max_rank);
+    let tol = rel_tol * d.iter().copied().fold(0.0f64, f64::max);
+    // Working factor row by row (row i: its values at steps 0..max_rank, contiguous, so each
+    // update is a dot product of two contiguous rows).
+    let w = max_rank;
+    let mut rows = vec![0.0; p * w];
     let mut done = vec![false; p];
-    let mut r = 0;
+    let mut pivots: Vec<usize> = Vec::with_capacity(max_rank);
     loop {
         let mut j = usize::MAX;
         let mut best = tol;
@@ -167,37 +173,39 @@ pub fn low_rank_factor(packed: &[f64], p: usize, max_rank: usize, rel_tol: f64) 
         if j == usize::MAX {
             break;
         }
+        let r = pivots.len();
         if r == max_rank {
             return None;
         }
         let piv = d[j].sqrt();
-        let start = cols.len();
-        cols.resize(start + p, 0.0);
+        // Row j's first r values, copied (the other rows are written below).
+        let lj: Vec<f64> = rows[j * w..j * w + r].to_vec();
+        // Column j of A from the packed triangle: row j's tail and column j's head.
+        let row_start = packed_index(p, j, j);
         for i in 0..p {
             if done[i] || i == j {
                 continue;
             }
-            let mut v = packed[packed_index(p, i, j)];
-            for k in 0..r {
-                v -= cols[k * p + i] * cols[k * p + j];
-            }
-            cols[start + i] = v / piv;
+            let a_ij = if i > j {
+                packed[row_start + (i - j)]
+            } else {
+                packed[packed_index(p, i, j)]
+            };
+            let li = &rows[i * w..i * w + r];
+            let dot: f64 = li.iter().zip(&lj).map(|(a, b)| a * b).sum();
+            let v = (a_ij - dot) / piv;
+            rows[i * w + r] = v;
+            d[i] -= v * v;
         }
-        cols[start + j] = piv;
+        rows[j * w + r] = piv;
         done[j] = true;
-        for i in 0..p {
-            if !done[i] {
-                d[i] -= cols[start + i] * cols[start + i];
-            }
-        }
         d[j] = 0.0;
-        r += 1;
+        pivots.push(j);
     }
-    let mut l = vec![0.0; p * r];
-    for k in 0..r {
-        for i in 0..p {
-            l[i * r + k] = cols[k * p + i];
-        }
+    let r = pivots.len();
+    let mut l = Vec::with_capacity(p * r);
+    for i in 0..p {
+        l.extend_from_slice(&rows[i * w..i * w + r]);
     }
     Some(l)
 }
@@ -249,7 +257,10 @@ mod tests {
         let w = ndarray::array![0.2, 0.9, 0.45];
         let a = x.t().dot(&(&x * &w.view().insert_axis(ndarray::Axis(1))));
         let packed = pack_upper(&a);
-        assert!(low_rank_factor(&packed, 6, 2, 1e-12).is_none(), "rank 3 is not ≤ 2");
+        assert!(
+            low_rank_factor(&packed, 6, 2, 1e-12).is_none(),
+            "rank 3 is not ≤ 2"
+        );
         let l = low_rank_factor(&packed, 6, 3, 1e-12).expect("rank 3");
         assert_eq!(l.len(), 6 * 3);
         let l = Array2::from_shape_vec((6, 3), l).unwrap();
@@ -268,7 +279,11 @@ mod tests {
             for i in 0..3 {
                 let row = x.row(i);
                 let s = col.dot(&row) / row.dot(&row);
-                let resid: f64 = col.iter().zip(row.iter()).map(|(c, r)| (c - s * r).abs()).sum();
+                let resid: f64 = col
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(c, r)| (c - s * r).abs())
+                    .sum();
                 assert!(resid > 1e-6, "factor column {k} is row {i} scaled");
             }
         }
