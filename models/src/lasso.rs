@@ -222,9 +222,7 @@ impl IrlsSums {
             });
         }
         let r = l.len() / p;
-        let dot = |a: usize, b: usize| -> f64 {
-            (0..r).map(|k| l[a * r + k] * l[b * r + k]).sum()
-        };
+        let dot = |a: usize, b: usize| -> f64 { (0..r).map(|k| l[a * r + k] * l[b * r + k]).sum() };
         self.hess = match cols {
             None => {
                 let mut v = Vec::with_capacity(packed_len(p));
@@ -588,10 +586,10 @@ fn site_kernel(
                         let whole = std::mem::take(&mut out.hess);
                         out.hess.reserve(p * c.len());
                         for j in 0..p {
-                            out.hess.extend(
-                                c.iter()
-                                    .map(|&b| whole[crate::linalg::packed_index(p, j, b as usize)]),
-                            );
+                            out.hess
+                                .extend(c.iter().map(|&b| {
+                                    whole[crate::linalg::packed_index(p, j, b as usize)]
+                                }));
                         }
                     }
                 }
@@ -2715,8 +2713,18 @@ mod tests {
             // Six training rows (a small site): x̃ᵀWx̃ has rank 6 < |S| and is sent as its
             // low-rank factor.
             (
-                (0..n).map(|i| if i % 23 == 1 { 1.0 + (i % 2) as f64 } else { 0.0 }).collect(),
-                (0..n).map(|i| if i % 23 == 5 { 1.0 } else { 0.0 }).collect(),
+                (0..n)
+                    .map(|i| {
+                        if i % 23 == 1 {
+                            1.0 + (i % 2) as f64
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+                (0..n)
+                    .map(|i| if i % 23 == 5 { 1.0 } else { 0.0 })
+                    .collect(),
             ),
         ];
         let mut factored = 0;

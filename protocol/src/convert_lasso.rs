@@ -143,7 +143,10 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
         .map(|f| {
             Ok(match f.sums.ok_or(ConvertError::Missing("FitSums.sums"))? {
                 pb::fit_sums::Sums::Moments(m) => {
-                    for (field, got) in [("MomentSums.mean", m.mean.len()), ("MomentSums.m2", m.m2.len())] {
+                    for (field, got) in [
+                        ("MomentSums.mean", m.mean.len()),
+                        ("MomentSums.m2", m.m2.len()),
+                    ] {
                         if got != m.w.len() {
                             return Err(ConvertError::Length {
                                 field,
