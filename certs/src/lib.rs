@@ -42,6 +42,7 @@
 //! configurations that enforce the CRL; [`tls::client_verifier`] / [`tls::server_verifier`] give
 //! the bare verifiers.
 
+pub mod attest;
 pub mod ca;
 pub mod cli;
 pub mod error;

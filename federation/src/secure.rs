@@ -11,7 +11,12 @@
 //!    non-deterministic input. [`SecureRounds::on_key_round`] records the announcements,
 //!    labelling each key with the sender's id as the engine knows it (from its certificate), so
 //!    no site can announce for another; in its first masked round a site learns its own id as
-//!    the one the relayed set lists with its key, and its session is bound to it.
+//!    the one the relayed set lists with its key, and its session is bound to it. A site with
+//!    certificate access (the agent: [`SiteSessions::set_attestor`]) signs its announcement
+//!    ([`announcement_message`], [`KeyAttestation`]) and, before masking, checks every relayed
+//!    key it has not pinned yet against the signature of the site it is relayed for, so an
+//!    aggregator that substitutes a key is refused; the signatures travel with the masked
+//!    tasks until the first masked sum has opened (every key is pinned at every site by then).
 //! 2. **Masked rounds.** [`SecureRounds::masked`] wraps a summed request in [`TaskBody::Masked`]
 //!    with the relayed key set, a fresh round id, the sorted participant set and the
 //!    [`SumShape`]. The site computes the plain answer through the usual gate (policy, min_count
@@ -163,6 +168,13 @@ pub const PIPELINE_FRAC_BITS: u32 = 32;
 /// Why a result could not be packed or a sum unpacked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SecureError {
+    /// A relayed public key without a valid signature of the site it is relayed for (see
+    /// [`KeyAttestor`]): the aggregator, or someone between it and the site, may have put its own
+    /// key in the set.
+    #[error(
+        "secure aggregation: the public key relayed for site {site} is not signed by that site ({reason}); the relayed key may have been substituted, so this site refuses the masked round. Check the aggregator, and that every site runs a release that signs its key announcement"
+    )]
+    Unattested { site: String, reason: String },
     #[error(
         "the answer does not fit the masked round's layout: {0}; the aggregator and this site disagree on the study's shape"
     )]
@@ -495,6 +507,15 @@ pub struct SecureRounds {
     next_round_id: u64,
     /// The masked round being answered: its spec and shape.
     open: Option<(RoundSpec, SumShape)>,
+    /// The sites' signatures over their announcements, relayed as they came (labelled with
+    /// the sender's id; a signature naming another site is dropped).
+    #[serde(default)]
+    attestations: Vec<KeyAttestation>,
+    /// Set once a masked sum has opened: every participant has then checked and pinned every
+    /// key, so later masked rounds need not carry the signatures (a changed key is refused by
+    /// the pin).
+    #[serde(default)]
+    attested: bool,
 }
 
 impl SecureRounds {
@@ -506,6 +527,8 @@ impl SecureRounds {
             keys: Vec::new(),
             next_round_id: 1,
             open: None,
+            attestations: Vec::new(),
+            attested: false,
         }
     }
 
@@ -544,6 +567,7 @@ impl SecureRounds {
             .check(self.sites.len())
             .map_err(|e| format!("secure aggregation: {e}"))?;
         let mut keys = Vec::new();
+        let mut attestations = Vec::new();
         let mut inner = BTreeMap::new();
         for (site, body) in results {
             let ResultBody::SecureKey(k) = body else {
@@ -557,11 +581,20 @@ impl SecureRounds {
                 site_id: site.to_string(),
                 public_key: k.public_key,
             });
+            // Relayed for the peers to check; only the sender's own signature is relayed.
+            if let Some(a) = k
+                .attestation
+                .as_ref()
+                .filter(|a| a.site_id == site.as_str())
+            {
+                attestations.push(a.clone());
+            }
             if let Some(b) = &k.inner {
                 inner.insert(site.clone(), (**b).clone());
             }
         }
         self.keys = keys;
+        self.attestations = attestations;
         Ok(inner)
     }
 
@@ -600,6 +633,11 @@ impl SecureRounds {
                     s,
                     TaskBody::Masked(MaskedTask {
                         keys: self.keys.clone(),
+                        attestations: if self.attested {
+                            Vec::new()
+                        } else {
+                            self.attestations.clone()
+                        },
                         round: spec.clone(),
                         shape: shape.clone(),
                         inner: Box::new(body),
@@ -702,11 +740,68 @@ impl SecureRounds {
             .decode(&sum)
             .map_err(|e| SecureError::from(e).to_string())?;
         let pooled = shape.decode(&parts).map_err(|e| e.to_string())?;
+        self.attested = true;
         Ok(BTreeMap::from([(
             SiteId::new(MASKED_SUM_SITE).expect("a valid site id"),
             pooled,
         )]))
     }
+}
+
+/// A site's signature over its key-round announcement, made with its certificate's private key
+/// and relayed by the aggregator with the key, so that every peer can check that the key it is
+/// handed for a site is the one that site announced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAttestation {
+    /// The announcing site, as its certificate names it.
+    pub site_id: String,
+    /// The site's certificate (DER), issued by the consortium CA.
+    #[serde(with = "bytes_hex")]
+    pub certificate: Vec<u8>,
+    /// The signature scheme as its TLS `SignatureScheme` code point (RFC 8446 §4.2.3; `0x0403`
+    /// = ECDSA P-256 with SHA-256, the scheme of the certificates `certs` issues).
+    pub scheme: u16,
+    /// The signature over [`announcement_message`].
+    #[serde(with = "bytes_hex")]
+    pub signature: Vec<u8>,
+}
+
+mod bytes_hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+/// What a site signs in the key round: `"fedrad/secagg/v1/key-announcement" ‖ lp(study hash) ‖
+/// lp(site id) ‖ public key` (`lp` = 8-byte little-endian length, then the bytes), so that a
+/// signature binds the key to one site and one study and cannot be replayed for another.
+pub fn announcement_message(study_hash: &str, site_id: &str, public_key: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"fedrad/secagg/v1/key-announcement".to_vec();
+    for part in [study_hash.as_bytes(), site_id.as_bytes()] {
+        m.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        m.extend_from_slice(part);
+    }
+    m.extend_from_slice(public_key);
+    m
+}
+
+/// Signs this site's key announcements and checks its peers' (the site agent implements it
+/// with its certificate, its key and the consortium CA: `site_agent::attest`). Pure code cannot
+/// reach certificates, so it is handed in: [`SiteSessions::set_attestor`].
+pub trait KeyAttestor: Send + Sync {
+    /// The site id this site's certificate names.
+    fn site_id(&self) -> &str;
+    /// Signs `message` with this site's certificate key.
+    fn attest(&self, message: &[u8]) -> Result<KeyAttestation, String>;
+    /// Checks that `attestation` carries a certificate of the consortium, valid now, naming
+    /// `attestation.site_id`, whose key signed `message`; the error says what failed.
+    fn check(&self, attestation: &KeyAttestation, message: &[u8]) -> Result<(), String>;
 }
 
 /// A key generated in the key round, waiting for the first masked round to learn the site's
@@ -740,6 +835,10 @@ pub struct SiteSessions {
     pending: BTreeMap<String, PendingKey>,
     #[serde(skip)]
     dirty: bool,
+    /// Signs this site's announcements and checks its peers' (set by the agent). Without one
+    /// (in-process runs) announcements go unsigned and relayed keys unchecked.
+    #[serde(skip)]
+    attestor: Option<std::sync::Arc<dyn KeyAttestor>>,
 }
 
 impl std::fmt::Debug for SiteSessions {
@@ -774,6 +873,78 @@ impl SiteSessions {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Signs this site's key announcements and checks its peers' from now on.
+    pub fn set_attestor(&mut self, attestor: std::sync::Arc<dyn KeyAttestor>) {
+        self.attestor = Some(attestor);
+    }
+
+    /// The signature over this site's announcement of `public_key` in study `study_hash`, or
+    /// `None` without an attestor.
+    pub fn attest(
+        &self,
+        study_hash: &str,
+        public_key: &[u8; 32],
+    ) -> Result<Option<KeyAttestation>, String> {
+        let Some(a) = &self.attestor else {
+            return Ok(None);
+        };
+        a.attest(&announcement_message(study_hash, a.site_id(), public_key))
+            .map(Some)
+            .map_err(|e| format!("cannot sign this site's key announcement: {e}"))
+    }
+
+    /// With an attestor: every relayed key this site has not pinned yet must carry a valid
+    /// signature of the site it is relayed for, and this site's own key must be listed under
+    /// its own id. Keys pinned in an earlier (checked) round are held to the pin by `secagg`.
+    fn check_attestations(&self, study_hash: &str, task: &MaskedTask) -> Result<(), SecureError> {
+        let Some(attestor) = &self.attestor else {
+            return Ok(());
+        };
+        let session = self.sessions.get(study_hash);
+        let own = match (session, self.pending.get(study_hash)) {
+            (Some(s), _) => s.public_key(),
+            (None, Some(p)) => p.0.public_key(),
+            // No key round answered: `mask` refuses with `NoKey`.
+            (None, None) => return Ok(()),
+        };
+        let me = attestor.site_id();
+        for k in &task.keys {
+            let refuse = |reason: String| SecureError::Unattested {
+                site: k.site_id.clone(),
+                reason,
+            };
+            if k.site_id == me && k.public_key != own {
+                return Err(refuse(format!(
+                    "the key relayed under this site's own id {me:?} is not this site's key"
+                )));
+            }
+            if k.public_key == own {
+                if k.site_id != me {
+                    return Err(refuse(format!(
+                        "this site is {me:?} and its own key is listed as {:?}'s",
+                        k.site_id
+                    )));
+                }
+                continue;
+            }
+            if session.and_then(|s| s.peer_key(&k.site_id)) == Some(k.public_key) {
+                continue;
+            }
+            let a = task
+                .attestations
+                .iter()
+                .find(|a| a.site_id == k.site_id)
+                .ok_or_else(|| refuse("no signature was relayed with it".into()))?;
+            attestor
+                .check(
+                    a,
+                    &announcement_message(study_hash, &k.site_id, &k.public_key),
+                )
+                .map_err(refuse)?;
+        }
+        Ok(())
+    }
+
     /// The key round at the site: this study's public key (generated on first use, from the
     /// operating system's CSPRNG; the same key on a repeated key round).
     pub fn announce(&mut self, study_hash: &str) -> [u8; 32] {
@@ -800,6 +971,7 @@ impl SiteSessions {
         task: &MaskedTask,
         plain: &ResultBody,
     ) -> Result<secagg::MaskedVector, SecureError> {
+        self.check_attestations(study_hash, task)?;
         if !self.sessions.contains_key(study_hash) {
             let pending = self.pending.get(study_hash).ok_or_else(|| {
                 SecureError::NoKey("this site (it answered no key round for this study)".into())

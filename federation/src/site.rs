@@ -293,9 +293,14 @@ fn dispatch(
                 }
             };
             let public_key = memory.secure.announce(hash);
+            let attestation = memory
+                .secure
+                .attest(hash, &public_key)
+                .map_err(|e| (e.clone(), e))?;
             Ok(ResultBody::SecureKey(crate::task::SecureKeyResult {
                 public_key,
                 inner,
+                attestation,
             }))
         }
         (_, TaskBody::Masked(m)) => {

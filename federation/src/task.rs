@@ -61,6 +61,10 @@ pub struct SecureKeysTask {
 pub struct MaskedTask {
     /// Every participant's public key as announced in the key round (the relayed set).
     pub keys: Vec<secagg::KeyAnnouncement>,
+    /// The participants' signatures over their announcements (until the study's first masked
+    /// sum has opened; every key is pinned at every site after it).
+    #[serde(default)]
+    pub attestations: Vec<crate::secure::KeyAttestation>,
     /// Study, a round id fresh for every masked exchange, and the sorted participant set.
     pub round: secagg::RoundSpec,
     /// How the answer is packed into the masked vector.
@@ -213,6 +217,10 @@ pub struct SecureKeyResult {
     /// authenticated site id when it relays the set.
     pub public_key: [u8; 32],
     pub inner: Option<Box<ResultBody>>,
+    /// The site's signature over the announcement (`None` from a site without certificate
+    /// access, e.g. in-process runs; its peers with one then refuse to mask with its key).
+    #[serde(default)]
+    pub attestation: Option<crate::secure::KeyAttestation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -90,6 +90,33 @@ fn announcement_from(k: pb::KeyAnnouncement) -> Result<KeyAnnouncement, ConvertE
     })
 }
 
+fn attestation_from(
+    a: pb::KeyAttestation,
+) -> Result<federation::secure::KeyAttestation, ConvertError> {
+    if a.site_id.is_empty() {
+        return Err(ConvertError::Missing("KeyAttestation.site_id"));
+    }
+    let scheme = u16::try_from(a.scheme).map_err(|_| ConvertError::Range {
+        field: "KeyAttestation.scheme",
+        value: u64::from(a.scheme),
+    })?;
+    Ok(federation::secure::KeyAttestation {
+        site_id: a.site_id,
+        certificate: a.certificate,
+        scheme,
+        signature: a.signature,
+    })
+}
+
+fn attestation_to(a: &federation::secure::KeyAttestation) -> pb::KeyAttestation {
+    pb::KeyAttestation {
+        site_id: a.site_id.clone(),
+        certificate: a.certificate.clone(),
+        scheme: u32::from(a.scheme),
+        signature: a.signature.clone(),
+    }
+}
+
 fn round_from(r: Option<pb::RoundSpec>) -> Result<RoundSpec, ConvertError> {
     let r = r.ok_or(ConvertError::Missing("MaskedTask.round"))?;
     let spec = RoundSpec {
@@ -216,6 +243,11 @@ pub(crate) fn masked_task_from(t: pb::MaskedTask) -> Result<MaskedTask, ConvertE
             .into_iter()
             .map(announcement_from)
             .collect::<Result<_, _>>()?,
+        attestations: t
+            .attestations
+            .into_iter()
+            .map(attestation_from)
+            .collect::<Result<_, _>>()?,
         round: round_from(t.round)?,
         shape: shape_from(t.shape)?,
         inner: Box::new(inner),
@@ -247,6 +279,7 @@ pub(crate) fn masked_task_to(t: &MaskedTask) -> Result<pb::MaskedTask, ConvertEr
                 public_key: k.public_key.to_vec(),
             })
             .collect(),
+        attestations: t.attestations.iter().map(attestation_to).collect(),
         round: Some(pb::RoundSpec {
             study_id: t.round.study_id.clone(),
             round_id: t.round.round_id,
@@ -274,6 +307,7 @@ pub(crate) fn key_result_from(k: pb::SecureKeyResult) -> Result<SecureKeyResult,
     use pb::secure_key_result::Inner;
     Ok(SecureKeyResult {
         public_key: key32("SecureKeyResult.public_key", k.public_key)?,
+        attestation: k.attestation.map(attestation_from).transpose()?,
         inner: k.inner.map(|i| {
             Box::new(match i {
                 Inner::CombatLevels(l) => ResultBody::ComBatLevels(cc::levels_from(l)),
@@ -287,6 +321,7 @@ pub(crate) fn key_result_to(k: &SecureKeyResult) -> Result<pb::SecureKeyResult, 
     use pb::secure_key_result::Inner;
     Ok(pb::SecureKeyResult {
         public_key: k.public_key.to_vec(),
+        attestation: k.attestation.as_ref().map(attestation_to),
         inner: match k.inner.as_deref() {
             None => None,
             Some(ResultBody::ComBatLevels(l)) => Some(Inner::CombatLevels(cc::levels_to(l))),

@@ -275,6 +275,7 @@ fn a_secure_pipeline_study_through_the_wire_equals_the_in_process_run() {
 
 fn masked(shape: pb::sum_shape::Shape, stage: pb::pipeline_task::Stage) -> pb::MaskedTask {
     pb::MaskedTask {
+        attestations: vec![],
         keys: vec![pb::KeyAnnouncement {
             site_id: "a".into(),
             public_key: vec![9; 32],

@@ -95,6 +95,12 @@ const REVIEWED: &[(&str, &[&str])] = &[
         "SecureKeyResult",
         &[
             "public_key",
+            // The site's signature over its announcement: its certificate (public, the one it
+            // presents in the TLS handshake), the scheme and the signature. No statistic.
+            "attestation.site_id",
+            "attestation.certificate",
+            "attestation.scheme",
+            "attestation.signature",
             // ComBat round 0, as in a plain study: batch labels and covariate levels present.
             "combat_levels.batches",
             "combat_levels.levels.levels",
@@ -397,6 +403,7 @@ fn malformed_lasso_shapes_are_refused_naming_the_field() {
 
 fn masked_task() -> pb::MaskedTask {
     pb::MaskedTask {
+        attestations: vec![],
         keys: vec![pb::KeyAnnouncement {
             site_id: "a".into(),
             public_key: vec![9; 32],
@@ -494,6 +501,7 @@ fn malformed_secure_messages_are_refused_naming_the_field() {
         result(pb::task_result::Body::SecureKey(pb::SecureKeyResult {
             public_key: vec![1; 33],
             inner: None,
+            attestation: None,
         }))
         .unwrap_err(),
         ConvertError::Length {

@@ -93,7 +93,8 @@
 //!   could hand site A its own key in place of B's at the first announcement and later strip A's
 //!   masks. Pinning only helps after first contact. Fix: sign each `KeyAnnouncement` with the
 //!   site's mTLS certificate key and verify it on receipt (the transport already authenticates
-//!   sites), or compare [`SiteSession::round_digest`] out of band.
+//!   sites), or compare [`SiteSession::round_digest`] out of band. fedrad's integration does the
+//!   former (`federation::secure::KeyAttestation`, checked before the keys are pinned).
 //! - *Lying about the participant set.* The aggregator could show sites sets that contain
 //!   Sybil sites whose keys it holds; with every peer of a site being a Sybil, that site's value
 //!   is exposed. The policy minimum limits the damage only if Sybils are excluded by signed key

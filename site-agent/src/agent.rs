@@ -262,6 +262,16 @@ impl Agent {
             hs.site_id
         );
         *backoff = self.options.backoff_initial;
+        // Signs this site's secure-aggregation key announcements and checks its peers' (loaded
+        // per connection, so a renewed certificate signs after the reconnect).
+        let attestor = crate::attest::CertAttestor::from_config(&self.config).map_err(|e| {
+            SessionError::Setup(format!(
+                "cannot load the site certificate and key for signing key announcements: {e}"
+            ))
+        })?;
+        self.memory
+            .secure
+            .set_attestor(std::sync::Arc::new(attestor));
         let mut last_beat = Instant::now() - self.options.heartbeat;
         loop {
             // Checked only here, between tasks, so no pulled task is left unanswered.

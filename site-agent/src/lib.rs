@@ -2,6 +2,7 @@
 //! with aggregates that pass the site's policy, and logs everything it sends.
 
 pub mod agent;
+pub mod attest;
 pub mod audit;
 pub mod bench;
 pub mod config;

@@ -136,8 +136,8 @@ fn reference(spec: &StudySpec, min_count: u64) -> Option<StudyOutput> {
         .output
 }
 
-/// The aggregator's records: the key round carries keys (and level names), the summed rounds
-/// only masked vectors.
+/// The aggregator's records: the key round carries keys (each signed by its site) and level
+/// names, the summed rounds only masked vectors.
 fn assert_only_masked_sums(rounds: &[federation::engine::RoundRecord], masked_rounds: &[u32]) {
     for r in rounds {
         for (site, body) in &r.results {
@@ -146,7 +146,20 @@ fn assert_only_masked_sums(rounds: &[federation::engine::RoundRecord], masked_ro
                     assert!(masked_rounds.contains(&r.round), "round {}", r.round);
                     assert_eq!(v.site_id, site.as_str());
                 }
-                ResultBody::SecureKey(_) => assert_eq!(r.round, 1),
+                ResultBody::SecureKey(k) => {
+                    assert_eq!(r.round, 1);
+                    // Signed by the site's certificate key (site_agent::attest), which the
+                    // peers checked before masking (a bad signature would have failed the study).
+                    let a = k
+                        .attestation
+                        .as_ref()
+                        .expect("an unsigned key announcement");
+                    assert_eq!(a.site_id, site.as_str());
+                    assert_eq!(
+                        certs::site_id_from_der(&a.certificate).unwrap(),
+                        site.as_str()
+                    );
+                }
                 ResultBody::Table1Summary(_)
                 | ResultBody::ComBatCrossProducts(_)
                 | ResultBody::ComBatResiduals(_)
