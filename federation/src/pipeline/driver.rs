@@ -20,11 +20,11 @@ use learners::FitId;
 use learners::driver::MlpDriver;
 use learners::site::SharedModel;
 use models::combat::{self, BatchAdjustment, ComBatModel, DesignSpec};
-use rayon::prelude::*;
 use models::lasso::{BootstrapConfig, BootstrapLambda, FitSums, LassoConfig, LassoDriver};
 use models::logistic::{LogisticDriver, LogisticFitSpec, LogisticOptions, LogisticReply};
 use models::sampling::WeightSpec;
 use models::standardize::{Standardizer, VarianceConvention};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -807,7 +807,10 @@ impl PipelineDriver {
                     .map(|((_, d), replies)| d.apply(&replies))
                     .collect();
                 // The first failure in outer-fit order, whatever finished first.
-                outcomes.into_iter().collect::<Result<Vec<()>, _>>().map_err(err)?;
+                outcomes
+                    .into_iter()
+                    .collect::<Result<Vec<()>, _>>()
+                    .map_err(err)?;
                 self.lasso_rounds += 1;
                 if self.lasso.iter().all(|(_, d)| d.is_done()) {
                     self.selected.clear();
