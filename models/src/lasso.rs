@@ -214,7 +214,7 @@ impl IrlsSums {
             return Ok(());
         }
         let l = &self.hess_factor;
-        if p == 0 || l.len() % p != 0 {
+        if p == 0 || !l.len().is_multiple_of(p) {
             return Err(ModelsError::Dimension {
                 what: "x̃ᵀWx̃ factor".into(),
                 expected: p,

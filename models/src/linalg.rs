@@ -151,7 +151,7 @@ pub fn low_rank_factor(
     }
     let max_rank = max_rank.min(p);
     let mut d: Vec<f64> = (0..p).map(|i| packed[packed_index(p, i, i)]).collect();
-    if d.iter().any(|&x| !(x >= 0.0)) {
+    if d.iter().any(|&x| x.is_nan() || x < 0.0) {
         return None;
     }
     let tol = rel_tol * d.iter().copied().fold(0.0f64, f64::max);
