@@ -72,7 +72,9 @@ async fn valid_site_joins_and_bad_clients_are_refused() {
     let e = ok.handshake(skew).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(
-        e.message().contains("v99") && e.message().contains("v1"),
+        e.message().contains("v99")
+            && e.message()
+                .contains(&format!("v{}", protocol::PROTOCOL_VERSION)),
         "{}",
         e.message()
     );
