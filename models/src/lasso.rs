@@ -204,6 +204,12 @@ pub mod compact_hess {
     }
 }
 
+/// Entry (a, b) of L·Lᵀ for a row-major p × r factor L: rows a and b of L, dotted in order.
+fn factor_entry(l: &[f64], r: usize, a: usize, b: usize) -> f64 {
+    let (la, lb) = (&l[a * r..(a + 1) * r], &l[b * r..(b + 1) * r]);
+    la.iter().zip(lb).map(|(x, y)| x * y).sum()
+}
+
 impl IrlsSums {
     /// Replaces a low-rank factor ([`IrlsSums::hess_factor`]) by the additive form the request
     /// asked for: the packed upper triangle of L·Lᵀ (`cols = None`) or its p × |S| block of
@@ -222,7 +228,7 @@ impl IrlsSums {
             });
         }
         let r = l.len() / p;
-        let dot = |a: usize, b: usize| -> f64 { (0..r).map(|k| l[a * r + k] * l[b * r + k]).sum() };
+        let dot = |a: usize, b: usize| factor_entry(l, r, a, b);
         self.hess = match cols {
             None => {
                 let mut v = Vec::with_capacity(packed_len(p));
@@ -1649,12 +1655,9 @@ impl LassoDriver {
                                     // The requested columns of L·Lᵀ.
                                     let r = factor.len() / p;
                                     for j in 0..p {
-                                        let lj = &factor[j * r..(j + 1) * r];
                                         for &col in c {
-                                            let col = col as usize;
-                                            let lc = &factor[col * r..(col + 1) * r];
-                                            h[[j, col]] +=
-                                                lj.iter().zip(lc).map(|(a, b)| a * b).sum::<f64>();
+                                            h[[j, col as usize]] +=
+                                                factor_entry(factor, r, j, col as usize);
                                         }
                                     }
                                 }
