@@ -88,6 +88,31 @@ pub const LASSO_FRAC_BITS: u32 = 32;
 /// Largest high limb a site sends: 2^55 units, so that the sum over up to 256 sites cannot wrap.
 const MAX_UNITS: f64 = (1u64 << 55) as f64;
 
+/// A wide value's limbs `[h, m, l]` (x = h·2^40 + m + l, h and m integers, |l| ≤ ½), or `None`
+/// when |x| is beyond the format's range (2^95) or NaN. Also used by the pipeline's masked
+/// ComBat and z-score rounds (`crate::pipeline::secure`), which need the same range.
+pub(crate) fn wide_limbs(x: f64) -> Option<[f64; 3]> {
+    let scale = 2f64.powi(WIDE_HIGH_BITS);
+    // Exact: scaling by a power of two, rounding to an integer, and subtracting the nearest
+    // multiple of 2^40 (resp. the nearest integer), whose difference is a multiple of x's
+    // own ulp no larger than x.
+    let h = (x / scale).round();
+    // (NaN fails this test too.)
+    if h.is_nan() || h.abs() > MAX_UNITS {
+        return None;
+    }
+    let r = x - h * scale;
+    let m = r.round();
+    Some([h, m, r - m])
+}
+
+/// The value of summed limbs (the inverse of [`wide_limbs`] on a decoded sum).
+pub(crate) fn wide_value(h: f64, m: f64, l: f64) -> f64 {
+    // The integer limbs' sums are exact in f64 (|m| sums stay below 2^53); one rounding
+    // for each addition.
+    h * 2f64.powi(WIDE_HIGH_BITS) + (m + l)
+}
+
 /// Which form of x̃ᵀWx̃ an IRLS fit's sums carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HessForm {
@@ -252,20 +277,11 @@ struct Packer {
 
 impl Packer {
     fn wide(&mut self, x: f64, what: &str) -> Result<(), SecureError> {
-        let scale = 2f64.powi(WIDE_HIGH_BITS);
-        // Exact: scaling by a power of two, rounding to an integer, and subtracting the nearest
-        // multiple of 2^40 (resp. the nearest integer), whose difference is a multiple of x's
-        // own ulp no larger than x.
-        let h = (x / scale).round();
-        // (NaN fails this test too.)
-        if h.is_nan() || h.abs() > MAX_UNITS {
-            return Err(too_large(what, MAX_UNITS * scale));
-        }
-        let r = x - h * scale;
-        let m = r.round();
+        let [h, m, l] =
+            wide_limbs(x).ok_or_else(|| too_large(what, MAX_UNITS * 2f64.powi(WIDE_HIGH_BITS)))?;
         self.high.push(h);
         self.middle.push(m);
-        self.low.push(r - m);
+        self.low.push(l);
         Ok(())
     }
 
@@ -399,9 +415,7 @@ impl Unpacker<'_> {
         self.high = &self.high[1..];
         self.middle = &self.middle[1..];
         self.low = &self.low[1..];
-        // The integer limbs' sums are exact in f64 (|m| sums stay below 2^53); one rounding
-        // for each addition.
-        h * 2f64.powi(WIDE_HIGH_BITS) + (m + l)
+        wide_value(h, m, l)
     }
 
     fn vector(&mut self, n: usize) -> Vec<f64> {
