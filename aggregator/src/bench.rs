@@ -218,6 +218,7 @@ pub async fn bench_combat(
         covariates: vec!["age".into()],
         categorical: vec![],
         mode: HarmonizeMode::Parametric,
+        on_masked_dropout: Default::default(),
     };
     let study = StudySpec {
         id: StudyId::new("bench-combat")?,
@@ -281,6 +282,7 @@ pub async fn bench_lasso(
         top_k: 5,
         seed,
         secure_aggregation: false,
+        on_masked_dropout: Default::default(),
     };
     let study = StudySpec {
         id: StudyId::new("bench-lasso")?,
@@ -391,6 +393,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                         categorical: vec![],
                         resolution: 1e-6,
                         depth_per_round: 4,
+                        on_masked_dropout: Default::default(),
                     }),
                 ),
                 1 => (
@@ -402,6 +405,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                         covariates: vec!["age".into()],
                         categorical: vec![],
                         mode: HarmonizeMode::Parametric,
+                        on_masked_dropout: Default::default(),
                     }),
                 ),
                 _ => (
@@ -418,6 +422,7 @@ pub fn load_studies(table: &PooledTable, per_wave: usize, wave: usize) -> Vec<St
                         top_k: 3,
                         seed: 7,
                         secure_aggregation: false,
+                        on_masked_dropout: Default::default(),
                     }),
                 ),
             };

@@ -116,6 +116,7 @@ pub async fn simulate_table1(a: Table1Args<'_>) -> anyhow::Result<()> {
             categorical,
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     };
     let opts = SimOptions {
@@ -215,6 +216,7 @@ pub async fn simulate_harmonize(a: HarmonizeArgs<'_>) -> anyhow::Result<()> {
         covariates: a.covariates,
         categorical,
         mode: a.mode,
+        on_masked_dropout: Default::default(),
     };
     let study = StudySpec {
         id: StudyId::new("harmonize")?,
@@ -384,6 +386,7 @@ pub async fn simulate_lasso(a: LassoArgs<'_>) -> anyhow::Result<()> {
         top_k: a.top_k,
         seed: a.seed,
         secure_aggregation: false,
+        on_masked_dropout: Default::default(),
     };
     let study = StudySpec {
         id: StudyId::new("lasso")?,

@@ -317,6 +317,7 @@ fn table1_spec() -> StudySpec {
                 .to_vec(),
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     }
 }
@@ -337,6 +338,7 @@ fn lasso_spec(features: Vec<String>, seed: u64, quick: bool) -> StudySpec {
             top_k: 5,
             seed,
             secure_aggregation: false,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

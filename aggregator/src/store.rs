@@ -382,6 +382,7 @@ mod tests {
                 categorical: vec![],
                 resolution: 1e-9,
                 depth_per_round: 4,
+                on_masked_dropout: Default::default(),
             }),
         };
         let sites = ["A", "B"].map(|s| SiteId::new(s).unwrap()).to_vec();

@@ -33,6 +33,7 @@ fn spec() -> StudySpec {
             categorical: vec!["sex".into()],
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

@@ -526,26 +526,47 @@ impl StudyState {
         if missing.is_empty() {
             return false;
         }
-        let tasks = match &mut self.analysis {
-            Analysis::Pipeline(d) => d.drop_sites(&missing, self.round),
-            _ => return false,
-        };
-        let Ok(tasks) = tasks else {
-            // Fewer than 3 sites would remain (or no masked round is open): pause instead.
-            return false;
-        };
         let reason = format!(
             "missed the {} s deadline of masked round {}",
             self.deadline_ms / 1000,
             self.round
         );
-        for site in &missing {
-            self.dropped.push(DroppedSite {
+        let dropped: Vec<DroppedSite> = missing
+            .iter()
+            .map(|site| DroppedSite {
                 site: site.clone(),
                 round: self.round,
                 reason: reason.clone(),
-            });
+            })
+            .collect();
+        let tasks = match &mut self.analysis {
+            Analysis::Pipeline(d) => d.drop_sites(&missing, self.round),
+            Analysis::Table1(d) => d.drop_sites(&dropped),
+            Analysis::Harmonize(d) => d.drop_sites(&dropped),
+            Analysis::Lasso(d) => d.drop_sites(&dropped),
+        };
+        let Ok(tasks) = tasks else {
+            // Fewer than 3 sites would remain, no masked round is open, or the analysis cannot
+            // restart over the survivors (the driver left its state as it was): pause instead.
+            return false;
+        };
+        if !tasks
+            .keys()
+            .eq(self.sites.iter().filter(|s| !missing.contains(s)))
+        {
+            // A restart that does not ask exactly the survivors would hang or count a dropped
+            // site; the driver's state has moved on, so the study cannot simply pause.
+            self.status = StudyStatus::Failed {
+                reason: format!(
+                    "internal error: the restart of round {} has tasks for {} of {} survivors",
+                    self.round,
+                    tasks.len(),
+                    self.sites.len() - missing.len()
+                ),
+            };
+            return true;
         }
+        self.dropped.extend(dropped);
         self.sites.retain(|s| !missing.contains(s));
         // The abandoned attempt's answers are discarded: the restarted round is a new engine
         // round, so a late copy of any of them is refused as stale (or, from a dropped site,

@@ -10,12 +10,24 @@
 //! and 2 are masked, so the aggregator sees only Σ W'W, Σ W'Y, Σ RSS and Σ n over sites; the
 //! levels and each batch's estimates (round 3, a batch lives at one site) stay plain.
 //!
+//! Dropout (`on_masked_dropout = "continue_without_site"`, `crate::engine`): a site silent past
+//! the deadline of round 1 or 2 (masked) is left out and the harmonisation restarts over the
+//! survivors **from round 1**, the cross-products ([`HarmonizeDriver::drop_sites`]). Round 1's
+//! W'W and W'Y summed the dropped site's rows, so the pooled B of round 2 holds them too: a
+//! dropout in either masked round discards both. The design (batch columns, covariate levels)
+//! also named the dropped site's batches and levels; it is rebuilt from the survivors' own
+//! round-0 answers, kept per site for this, exactly as a run over the survivors alone builds
+//! it. Round 0 itself (plain levels, the key round) is not asked again: the survivors' answers
+//! and keys would be the same, and a second key round would cost a round trip for nothing. If
+//! the survivors' design is unusable (a categorical covariate left with one level), the
+//! restart is refused and the study pauses. Round 3 is plain (a silent site pauses it).
+//!
 //! Disclosure: W'W holds batch sizes and, for categorical covariates, level counts (also within
 //! each batch). A site refuses (sends a `Failure`) when any of those counts, or its row count, is
 //! between 1 and `min_count − 1`, or when the design's parameter count exceeds
 //! `max_params_per_row × rows` (the DataSHIELD-style guard).
 
-use crate::engine::{Step, StudyOutput};
+use crate::engine::{DroppedSite, Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
 use crate::secure::{SecureRounds, SumShape};
@@ -273,6 +285,10 @@ pub fn site_answer(
 pub struct HarmonizeOutput {
     pub features: Vec<String>,
     pub model: ComBatModel,
+    /// Sites left out after missing a masked round's deadline (round and reason); the model
+    /// holds the survivors' batches only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedSite>,
 }
 
 /// Aggregator state of a harmonisation study.
@@ -288,6 +304,13 @@ pub struct HarmonizeDriver {
     /// cross-product and residual rounds are masked (`crate::secure`).
     #[serde(default)]
     secure: Option<SecureRounds>,
+    /// Under `secure_aggregation`: each site's round-0 levels, so that a restart without a
+    /// dropped site rebuilds the design from the survivors' levels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    levels: BTreeMap<SiteId, SiteLevels>,
+    /// Sites left out after missing a masked round's deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<DroppedSite>,
 }
 
 impl HarmonizeDriver {
@@ -303,6 +326,8 @@ impl HarmonizeDriver {
             fit: None,
             global: None,
             secure,
+            levels: BTreeMap::new(),
+            dropped: Vec::new(),
         };
         let tasks = d.tasks(TaskBody::ComBatLevels);
         let tasks = match &d.secure {
@@ -350,6 +375,105 @@ impl HarmonizeDriver {
         }))
     }
 
+    /// The design from the sites' round-0 levels (in site order), checking that every batch
+    /// lives at one site and that every categorical covariate has two levels or more.
+    fn design_from(&self, sites: &[&SiteId], levels: &[SiteLevels]) -> Result<DesignSpec, String> {
+        let covs: Vec<(String, bool)> = self
+            .spec
+            .covariates
+            .iter()
+            .map(|c| (c.clone(), self.spec.categorical.contains(c)))
+            .collect();
+        let design =
+            DesignSpec::from_site_levels(&covs, levels).map_err(|e| format!("ComBat: {e}"))?;
+        // A batch must live at exactly one site (batch ⊆ site).
+        let mut owner: BTreeMap<&String, &SiteId> = BTreeMap::new();
+        for (site, l) in sites.iter().zip(levels) {
+            for b in &l.batches {
+                if let Some(other) = owner.insert(b, site) {
+                    return Err(format!(
+                        "batch {b:?} occurs at sites {other} and {site}; a batch must be nested within one site"
+                    ));
+                }
+            }
+        }
+        if design
+            .covariates
+            .iter()
+            .any(|c| matches!(&c.kind, CovariateKind::Categorical { levels } if levels.len() < 2))
+        {
+            return Err(
+                "a categorical covariate has a single level over all sites; drop it".into(),
+            );
+        }
+        Ok(design)
+    }
+
+    /// Dropout in a masked round (1 or 2; see the module doc): leaves `dropped` out of the
+    /// rest of the study and restarts from round 1 over the survivors, with the design rebuilt
+    /// from their levels. Refused, with the state unchanged (the engine then pauses), when no
+    /// masked round is open, fewer than secure aggregation's minimum would remain, or the
+    /// survivors' design is unusable.
+    pub fn drop_sites(
+        &mut self,
+        dropped: &[DroppedSite],
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        if !matches!(self.round, 1 | 2) || !self.secure.as_ref().is_some_and(SecureRounds::is_open)
+        {
+            return Err("not in a masked round".into());
+        }
+        let gone: Vec<SiteId> = dropped.iter().map(|d| d.site.clone()).collect();
+        let survivors: Vec<SiteId> = self
+            .sites
+            .iter()
+            .filter(|s| !gone.contains(s))
+            .cloned()
+            .collect();
+        let min = SecureRounds::policy().min_participants();
+        if survivors.len() < min {
+            return Err(format!(
+                "only {} sites would remain, fewer than secure aggregation's {min}",
+                survivors.len()
+            ));
+        }
+        let mut sites = Vec::new();
+        let mut levels = Vec::new();
+        for s in &survivors {
+            let l = self.levels.get(s).ok_or_else(|| {
+                format!("no levels recorded for site {s} (a state written before they were kept)")
+            })?;
+            sites.push(s);
+            levels.push(l.clone());
+        }
+        let design = self.design_from(&sites, &levels)?;
+        let columns = design.n_columns();
+        let before = (
+            std::mem::replace(&mut self.sites, survivors),
+            self.round,
+            self.design.replace(design),
+            self.fit.take(),
+            self.global.take(),
+        );
+        self.round = 1;
+        let tasks = self.tasks(TaskBody::ComBatCrossProducts);
+        let shape = SumShape::ComBatCrossProducts {
+            columns,
+            features: self.spec.features.len(),
+        };
+        let secure = self.secure.as_mut().expect("checked above");
+        match secure.restart_without_reshaped(&gone, tasks, shape) {
+            Ok(tasks) => {
+                self.levels.retain(|s, _| !gone.contains(s));
+                self.dropped.extend_from_slice(dropped);
+                Ok(tasks)
+            }
+            Err(e) => {
+                (self.sites, self.round, self.design, self.fit, self.global) = before;
+                Err(e)
+            }
+        }
+    }
+
     pub fn on_round(&mut self, results: &BTreeMap<SiteId, ResultBody>) -> Step {
         match self.advance(results) {
             Ok(step) => step,
@@ -390,28 +514,10 @@ impl HarmonizeDriver {
         match self.round {
             1 => {
                 let levels: Vec<SiteLevels> = collect!(ComBatLevels);
-                let covs: Vec<(String, bool)> = self
-                    .spec
-                    .covariates
-                    .iter()
-                    .map(|c| (c.clone(), self.spec.categorical.contains(c)))
-                    .collect();
-                let design = DesignSpec::from_site_levels(&covs, &levels).map_err(err)?;
-                // A batch must live at exactly one site (batch ⊆ site).
-                let mut owner: BTreeMap<&String, &SiteId> = BTreeMap::new();
-                for ((site, _), l) in results.iter().zip(&levels) {
-                    for b in &l.batches {
-                        if let Some(other) = owner.insert(b, site) {
-                            return Err(format!(
-                                "batch {b:?} occurs at sites {other} and {site}; a batch must be nested within one site"
-                            ));
-                        }
-                    }
-                }
-                if design.covariates.iter().any(|c| {
-                    matches!(&c.kind, CovariateKind::Categorical { levels } if levels.len() < 2)
-                }) {
-                    return Err("a categorical covariate has a single level over all sites; drop it".into());
+                let sites: Vec<&SiteId> = results.keys().collect();
+                let design = self.design_from(&sites, &levels)?;
+                if self.secure.is_some() {
+                    self.levels = sites.into_iter().cloned().zip(levels).collect();
                 }
                 let columns = design.n_columns();
                 self.design = Some(design);
@@ -450,6 +556,7 @@ impl HarmonizeDriver {
                 Ok(Step::Done(StudyOutput::Harmonize(HarmonizeOutput {
                     features: self.spec.features.clone(),
                     model,
+                    dropped: self.dropped.clone(),
                 })))
             }
         }

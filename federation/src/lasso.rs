@@ -10,10 +10,18 @@
 //! request: every LASSO round is summed), and every later round is masked
 //! ([`secure`]: the moments as raw power sums, the IRLS sums with x̃ᵀWx̃ in additive form), so
 //! the driver sees only the sums over sites under the pseudo-site `masked-sum`.
+//!
+//! Dropout (`on_masked_dropout = "continue_without_site"`, `crate::engine`): a site silent past
+//! a masked round's deadline is left out and **every fit restarts from its moments round** over
+//! the survivors ([`LassoStudyDriver::drop_sites`]), as the pipeline's LASSO stage does: since
+//! the moments round every fit's standardisation (means, SDs), λ path and iterates were built
+//! from sums that include the dropped site's rows, so nothing after the key round can be kept.
+//! The survivors' fold ids and bootstrap weights are drawn at each site from the study seed
+//! and its own key, so the restarted study is the one the survivors alone would have run.
 
 pub mod secure;
 
-use crate::engine::{Step, StudyOutput};
+use crate::engine::{DroppedSite, Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
 use crate::secure::SecureRounds;
@@ -214,6 +222,10 @@ pub fn site_answer(
 pub struct LassoOutput {
     pub features: Vec<String>,
     pub result: LassoResult,
+    /// Sites left out after missing a masked round's deadline (round and reason); the result
+    /// is the survivors' alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedSite>,
 }
 
 /// Aggregator state of a LASSO study.
@@ -226,6 +238,9 @@ pub struct LassoStudyDriver {
     /// Not written when absent, so a plain study's persisted state is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secure: Option<SecureRounds>,
+    /// Sites left out after missing a masked round's deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<DroppedSite>,
 }
 
 /// The `models` configuration for a spec.
@@ -257,6 +272,7 @@ impl LassoStudyDriver {
             sites,
             driver,
             secure,
+            dropped: Vec::new(),
         };
         let tasks = match &d.secure {
             // Nothing rides on the key round: every LASSO round is summed.
@@ -277,6 +293,51 @@ impl LassoStudyDriver {
                     Ok(t) => Step::Next(t),
                     Err(e) => Step::Failed(e),
                 }
+            }
+        }
+    }
+
+    /// Dropout in a masked round (see the module doc): leaves `dropped` out of the rest of the
+    /// study and starts every fit again from its moments round over the survivors (a new
+    /// layout). Refused, with the state unchanged (the engine then pauses), when no masked
+    /// round is open or fewer than secure aggregation's minimum would remain.
+    pub fn drop_sites(
+        &mut self,
+        dropped: &[DroppedSite],
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        if !self.secure.as_ref().is_some_and(SecureRounds::is_open) {
+            return Err("not in a masked round".into());
+        }
+        let gone: Vec<SiteId> = dropped.iter().map(|d| d.site.clone()).collect();
+        let survivors: Vec<SiteId> = self
+            .sites
+            .iter()
+            .filter(|s| !gone.contains(s))
+            .cloned()
+            .collect();
+        let min = SecureRounds::policy().min_participants();
+        if survivors.len() < min {
+            return Err(format!(
+                "only {} sites would remain, fewer than secure aggregation's {min}",
+                survivors.len()
+            ));
+        }
+        let fresh = LassoDriver::new(config(&self.spec)).map_err(|e| format!("LASSO: {e}"))?;
+        let before = (
+            std::mem::replace(&mut self.sites, survivors),
+            std::mem::replace(&mut self.driver, fresh),
+        );
+        let tasks = self.tasks();
+        let shape = secure::shape(self.spec.features.len(), &self.driver.next_requests());
+        let s = self.secure.as_mut().expect("checked above");
+        match s.restart_without_reshaped(&gone, tasks, shape) {
+            Ok(tasks) => {
+                self.dropped.extend_from_slice(dropped);
+                Ok(tasks)
+            }
+            Err(e) => {
+                (self.sites, self.driver) = before;
+                Err(e)
             }
         }
     }
@@ -344,6 +405,7 @@ impl LassoStudyDriver {
                 Some(result) => Step::Done(StudyOutput::Lasso(LassoOutput {
                     features: self.spec.features.clone(),
                     result,
+                    dropped: self.dropped.clone(),
                 })),
                 None => Step::Failed("LASSO finished without a result".into()),
             };
@@ -586,6 +648,7 @@ mod tests {
                 top_k: 2,
                 seed: 11,
                 secure_aggregation: false,
+                on_masked_dropout: Default::default(),
             }),
         };
         let policy = SitePolicy {
@@ -658,6 +721,7 @@ mod tests {
             top_k: 1,
             seed: 5,
             secure_aggregation: false,
+            on_masked_dropout: Default::default(),
         };
         let (t1, t2) = (table("41.25"), table("41.5"));
         let a = site_data_cached(&t1, &spec, 9).unwrap();

@@ -1,6 +1,7 @@
 //! Study specifications (the statistician's `study.toml`) and their hash.
 
 use crate::ids::{StudyHash, StudyId};
+pub use crate::pipeline::spec::MaskedDropout;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -61,10 +62,21 @@ pub struct HarmonizeSpec {
     /// canonical JSON when off, so existing study hashes do not change.
     #[serde(default, skip_serializing_if = "is_false")]
     pub secure_aggregation: bool,
+    /// What the aggregator does when a site misses the deadline of a masked round
+    /// (`crate::engine`): `"pause"` the study naming it (the default), or
+    /// `"continue_without_site"`: leave it out of the rest of the study and restart over the
+    /// survivors (at least 3 left; the harmonisation restarts from its cross-products round, see `crate::harmonize`). Needs `secure_aggregation`. Omitted from
+    /// the canonical JSON at its default, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "is_pause")]
+    pub on_masked_dropout: MaskedDropout,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_pause(d: &MaskedDropout) -> bool {
+    *d == MaskedDropout::Pause
 }
 
 /// LASSO-logistic feature selection as `cv.glmnet(family = "binomial")` on the pooled rows.
@@ -98,6 +110,13 @@ pub struct LassoSpec {
     /// from the canonical JSON when off, so existing study hashes do not change.
     #[serde(default, skip_serializing_if = "is_false")]
     pub secure_aggregation: bool,
+    /// What the aggregator does when a site misses the deadline of a masked round
+    /// (`crate::engine`): `"pause"` the study naming it (the default), or
+    /// `"continue_without_site"`: leave it out of the rest of the study and restart over the
+    /// survivors (at least 3 left; every fit restarts from its moments round, see `crate::lasso`). Needs `secure_aggregation`. Omitted from
+    /// the canonical JSON at its default, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "is_pause")]
+    pub on_masked_dropout: MaskedDropout,
 }
 
 fn default_nfolds() -> u32 {
@@ -153,6 +172,13 @@ pub struct Table1Spec {
     /// Histogram rounds stay plain. Omitted from the canonical JSON when off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub secure_aggregation: bool,
+    /// What the aggregator does when a site misses the deadline of a masked round
+    /// (`crate::engine`): `"pause"` the study naming it (the default), or
+    /// `"continue_without_site"`: leave it out of the rest of the study and restart over the
+    /// survivors (at least 3 left; the masked summary round restarts, see `crate::table1`). Needs `secure_aggregation`. Omitted from
+    /// the canonical JSON at its default, so existing study hashes do not change.
+    #[serde(default, skip_serializing_if = "is_pause")]
+    pub on_masked_dropout: MaskedDropout,
 }
 
 fn default_positive() -> String {
@@ -213,20 +239,33 @@ impl StudySpec {
         }
     }
 
-    /// Whether a site that misses a masked round's deadline is left out and the round restarted
-    /// without it (pipeline studies with `on_masked_dropout = "continue_without_site"`), rather
-    /// than the study pausing (every other study).
-    pub fn continues_without_dropped_sites(&self) -> bool {
+    /// The study's rule for a site that misses a masked round's deadline.
+    pub fn on_masked_dropout(&self) -> MaskedDropout {
         match &self.analysis {
-            AnalysisSpec::Pipeline(p) => {
-                p.on_masked_dropout == crate::pipeline::spec::MaskedDropout::ContinueWithoutSite
-            }
-            _ => false,
+            AnalysisSpec::Pipeline(p) => p.on_masked_dropout,
+            AnalysisSpec::Table1(t) => t.on_masked_dropout,
+            AnalysisSpec::Harmonize(h) => h.on_masked_dropout,
+            AnalysisSpec::Lasso(l) => l.on_masked_dropout,
         }
+    }
+
+    /// Whether a site that misses a masked round's deadline is left out and the round restarted
+    /// without it (`on_masked_dropout = "continue_without_site"`, any study kind), rather than
+    /// the study pausing (the default).
+    pub fn continues_without_dropped_sites(&self) -> bool {
+        self.on_masked_dropout() == MaskedDropout::ContinueWithoutSite
     }
 
     /// Checks what the type system cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if !matches!(self.analysis, AnalysisSpec::Pipeline(_))
+            && self.on_masked_dropout() != MaskedDropout::Pause
+            && !self.secure_aggregation()
+        {
+            return Err(SpecError::Invalid(
+                "analysis.on_masked_dropout applies to masked rounds only; set secure_aggregation = true or remove it".into(),
+            ));
+        }
         match &self.analysis {
             AnalysisSpec::Pipeline(p) => p.validate().map_err(SpecError::Invalid)?,
             AnalysisSpec::Lasso(l) => {

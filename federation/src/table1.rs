@@ -25,12 +25,21 @@
 //! table and, per cell, how many sites suppressed it but not which (`suppressed_by` then names
 //! the pseudo-site `masked-sum`). Histogram rounds stay plain.
 //!
+//! Dropout (`on_masked_dropout = "continue_without_site"`, `crate::engine`): a site silent past
+//! the deadline of the masked summary round is left out and the summary round restarts over the
+//! survivors ([`Table1Driver::drop_sites`]). The only state built before it that holds the
+//! dropped site's data is the union of the categorical levels (the key round's plain answers),
+//! so the restarted round's layout is rebuilt from the survivors' own levels, kept per site for
+//! this: a level only the dropped site held is not listed, and the table equals a run over the
+//! survivors alone. Histogram rounds are plain and come after the summary (whose sums never
+//! included the dropped site), so a site silent there pauses the study as any plain round does.
+//!
 //! Tests: Student's t (pooled variance, R `t.test(var.equal = TRUE)`); Mann-Whitney U with mid-rank
 //! ties, normal approximation with tie and continuity correction (R `wilcox.test(exact = FALSE,
 //! correct = TRUE)`), statistic W for the positive group; Pearson χ² without Yates' correction
 //! (R `chisq.test(correct = FALSE)`). Quartiles are R type 7.
 
-use crate::engine::{Step, StudyOutput};
+use crate::engine::{DroppedSite, Step, StudyOutput};
 use crate::ids::SiteId;
 use crate::policy::SitePolicy;
 use crate::secure::{SecureRounds, SumShape};
@@ -341,6 +350,13 @@ pub struct Table1Driver {
     /// summary round (`crate::secure`); histogram rounds stay plain.
     #[serde(default)]
     secure: Option<SecureRounds>,
+    /// Under `secure_aggregation`: each site's categorical levels from the key round, so that a
+    /// restart without a dropped site lists the survivors' levels only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    levels: BTreeMap<SiteId, Vec<Vec<String>>>,
+    /// Sites left out after missing the masked summary round's deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<DroppedSite>,
 }
 
 fn to_moments(m: GroupMoments) -> Moments {
@@ -412,6 +428,8 @@ impl Table1Driver {
                 histogram_rounds: 0,
                 notes: Vec::new(),
                 secure,
+                levels: BTreeMap::new(),
+                dropped: Vec::new(),
             },
             task,
         )
@@ -435,22 +453,19 @@ impl Table1Driver {
         }
     }
 
-    /// Secure Table 1, key round: record the keys, take the union of the sites' levels and ask
-    /// for the masked summary in one layout.
+    /// Secure Table 1, key round: record the keys and each site's levels, and ask for the
+    /// masked summary in one layout (the union of the levels).
     fn on_key_round(
         &mut self,
         results: &BTreeMap<SiteId, ResultBody>,
     ) -> Result<Option<BTreeMap<SiteId, TaskBody>>, String> {
         let secure = self.secure.as_mut().ok_or("not a secure study")?;
         let inner = secure.on_key_round(results)?;
-        let task = summary_task(&self.spec);
-        let mut levels = vec![std::collections::BTreeSet::new(); task.categorical.len()];
+        let n_categorical = summary_task(&self.spec).categorical.len();
         for site in &self.sites {
             match inner.get(site) {
-                Some(ResultBody::Table1Levels(l)) if l.len() == levels.len() => {
-                    for (acc, l) in levels.iter_mut().zip(l) {
-                        acc.extend(l.iter().cloned());
-                    }
+                Some(ResultBody::Table1Levels(l)) if l.len() == n_categorical => {
+                    self.levels.insert(site.clone(), l.clone());
                 }
                 Some(ResultBody::Table1Levels(_)) => {
                     return Err(format!("site {site} answered a different set of variables"));
@@ -463,6 +478,26 @@ impl Table1Driver {
                 }
             }
         }
+        let (tasks, shape) = self.summary_round()?;
+        let secure = self.secure.as_mut().ok_or("not a secure study")?;
+        Ok(Some(secure.masked(tasks, shape)?))
+    }
+
+    /// The masked summary round over the current sites: their requests and the layout listing,
+    /// per categorical variable, the union of their levels.
+    fn summary_round(&self) -> Result<(BTreeMap<SiteId, TaskBody>, SumShape), String> {
+        let task = summary_task(&self.spec);
+        let mut levels = vec![std::collections::BTreeSet::new(); task.categorical.len()];
+        for site in &self.sites {
+            let l = self.levels.get(site).ok_or_else(|| {
+                format!(
+                    "no levels recorded for site {site} (a state written before they were kept)"
+                )
+            })?;
+            for (acc, l) in levels.iter_mut().zip(l) {
+                acc.extend(l.iter().cloned());
+            }
+        }
         let shape = SumShape::Table1Summary {
             continuous: task.continuous.clone(),
             categorical: task
@@ -473,7 +508,49 @@ impl Table1Driver {
                 .collect(),
         };
         let tasks = crate::engine::same_for_all(&self.sites, TaskBody::Table1Summary(task));
-        Ok(Some(secure.masked(tasks, shape)?))
+        Ok((tasks, shape))
+    }
+
+    /// Dropout in the masked summary round (see the module doc): leaves `dropped` out of the
+    /// rest of the study and restarts the summary round over the survivors, its layout listing
+    /// their levels only. Refused, with the state unchanged (the engine then pauses), when no
+    /// masked round is open or fewer than secure aggregation's minimum would remain.
+    pub fn drop_sites(
+        &mut self,
+        dropped: &[DroppedSite],
+    ) -> Result<BTreeMap<SiteId, TaskBody>, String> {
+        if self.pooled.is_some() || !self.secure.as_ref().is_some_and(SecureRounds::is_open) {
+            return Err("not in a masked round".into());
+        }
+        let gone: Vec<SiteId> = dropped.iter().map(|d| d.site.clone()).collect();
+        let survivors: Vec<SiteId> = self
+            .sites
+            .iter()
+            .filter(|s| !gone.contains(s))
+            .cloned()
+            .collect();
+        let min = SecureRounds::policy().min_participants();
+        if survivors.len() < min {
+            return Err(format!(
+                "only {} sites would remain, fewer than secure aggregation's {min}",
+                survivors.len()
+            ));
+        }
+        let all = std::mem::replace(&mut self.sites, survivors);
+        let restarted = self.summary_round().and_then(|(tasks, shape)| {
+            let secure = self.secure.as_mut().expect("checked above");
+            secure.restart_without_reshaped(&gone, tasks, shape)
+        });
+        match restarted {
+            Ok(tasks) => {
+                self.dropped.extend_from_slice(dropped);
+                Ok(tasks)
+            }
+            Err(e) => {
+                self.sites = all;
+                Err(e)
+            }
+        }
     }
 
     fn on_summary(
@@ -803,6 +880,10 @@ pub struct Table1Output {
     pub sites: Vec<SiteId>,
     /// What could not be computed and why.
     pub notes: Vec<String>,
+    /// Sites left out after missing a masked round's deadline (round and reason); `sites` lists
+    /// only those whose data the table holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedSite>,
 }
 
 fn sum3(a: Option<u64>, b: Option<u64>) -> [Option<u64>; 3] {
@@ -916,6 +997,7 @@ fn build_output(d: &Table1Driver) -> Table1Output {
         histogram_rounds: d.histogram_rounds,
         sites: d.sites.clone(),
         notes: d.notes.clone(),
+        dropped: d.dropped.clone(),
     }
 }
 

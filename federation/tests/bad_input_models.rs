@@ -67,6 +67,7 @@ fn combat(covariates: &[&str]) -> AnalysisSpec {
         covariates: covariates.iter().map(|c| c.to_string()).collect(),
         categorical: vec![],
         mode: HarmonizeMode::Parametric,
+        on_masked_dropout: Default::default(),
     })
 }
 
@@ -133,6 +134,7 @@ fn lasso() -> AnalysisSpec {
         top_k: 2,
         seed: 3,
         secure_aggregation: false,
+        on_masked_dropout: Default::default(),
     })
 }
 

@@ -52,6 +52,7 @@ fn table1_spec(id: &str) -> StudySpec {
             categorical: vec![],
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     }
 }
@@ -220,6 +221,7 @@ fn combat_rounds_over_the_same_rows_pass_and_a_changed_table_is_refused() {
             covariates: vec!["age".into()],
             categorical: vec![],
             mode: Default::default(),
+            on_masked_dropout: Default::default(),
         }),
     };
     let combat = TaskBody::ComBatLevels(ComBatTask {
@@ -267,6 +269,7 @@ fn lasso_outer_populations_are_guarded_inner_folds_and_bootstraps_are_not() {
         top_k: 1,
         seed: 3,
         secure_aggregation: false,
+        on_masked_dropout: Default::default(),
     };
     let study = StudySpec {
         id: StudyId::new("l").unwrap(),

@@ -57,6 +57,7 @@ fn spec(mode: HarmonizeMode) -> StudySpec {
             covariates: vec!["age".into(), "grade".into()],
             categorical: vec!["grade".into()],
             mode,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

@@ -76,6 +76,7 @@ fn lasso(secure: bool, bootstrap: u32) -> StudySpec {
             top_k: 3,
             seed: 7,
             secure_aggregation: secure,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

@@ -61,6 +61,7 @@ fn harmonize(secure: bool) -> StudySpec {
             covariates: vec!["age".into(), "grade".into()],
             categorical: vec!["grade".into()],
             mode: HarmonizeMode::Parametric,
+            on_masked_dropout: Default::default(),
         }),
     }
 }
@@ -78,6 +79,7 @@ fn table1(secure: bool) -> StudySpec {
             categorical: vec!["sex".into(), "grade".into()],
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

@@ -247,6 +247,7 @@ fn secure_studies_through_the_wire_equal_the_in_process_runs() {
             categorical: vec!["sex".into()],
             resolution: 1e-9,
             depth_per_round: 4,
+            on_masked_dropout: Default::default(),
         }),
     };
     assert_eq!(over_the_wire(t1.clone()).output, local(t1).output);
@@ -260,6 +261,7 @@ fn secure_studies_through_the_wire_equal_the_in_process_runs() {
             covariates: vec!["age".into(), "sex".into()],
             categorical: vec!["sex".into()],
             mode: Default::default(),
+            on_masked_dropout: Default::default(),
         }),
     };
     // Fresh X25519 keys per run: the masks differ, the decoded sums (and the model) do not.
@@ -281,6 +283,7 @@ fn secure_studies_through_the_wire_equal_the_in_process_runs() {
             top_k: 2,
             seed: 5,
             secure_aggregation: true,
+            on_masked_dropout: Default::default(),
         }),
     };
     let wire = over_the_wire(l.clone());

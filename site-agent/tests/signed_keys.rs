@@ -61,6 +61,7 @@ fn spec() -> StudySpec {
             covariates: vec!["age".into()],
             categorical: vec![],
             mode: HarmonizeMode::Parametric,
+            on_masked_dropout: Default::default(),
         }),
     }
 }

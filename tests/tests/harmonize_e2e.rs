@@ -30,6 +30,7 @@ fn spec(mode: HarmonizeMode) -> HarmonizeSpec {
         covariates: vec!["age".into()],
         categorical: vec![],
         mode,
+        on_masked_dropout: Default::default(),
     }
 }
 

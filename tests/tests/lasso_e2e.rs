@@ -36,6 +36,7 @@ fn spec(bootstrap: u32) -> LassoSpec {
         top_k: 3,
         seed: 7,
         secure_aggregation: false,
+        on_masked_dropout: Default::default(),
     }
 }
 

@@ -217,6 +217,7 @@ async fn secure_combat_over_mtls_equals_the_plain_reference() {
             covariates: vec!["age".into()],
             categorical: vec![],
             mode: HarmonizeMode::Parametric,
+            on_masked_dropout: Default::default(),
         }),
     };
     let (state, rounds) = federated(&spec, 5).await;
@@ -267,6 +268,7 @@ async fn secure_lasso_over_mtls_selects_what_the_plain_reference_selects() {
             top_k: 3,
             seed: 7,
             secure_aggregation: true,
+            on_masked_dropout: Default::default(),
         }),
     };
     let (state, rounds) = federated(&spec, 5).await;

@@ -233,6 +233,7 @@ pub fn site_inputs(table: &SiteTable, spec: &PipelineSpec, site: &str) -> Result
         covariates: vec![],
         categorical: vec![],
         mode: spec.combat_mode,
+        on_masked_dropout: Default::default(),
     };
     let batch = match &spec.batch_column {
         Some(c) => BatchSource::Column(c.clone()),
