@@ -396,10 +396,12 @@ impl Coordinator {
         failpoint::hit("result.accepted");
         if accepted == Accepted::RoundComplete {
             // The round's stage for the study's clock, read before the record goes to the store.
-            let stage = state
-                .completed
-                .as_ref()
-                .map(|r| crate::timing::round_stage(&r.tasks));
+            let stage = state.completed.as_ref().map(|r| {
+                (
+                    crate::timing::round_stage(&r.tasks),
+                    r.bytes.values().sum::<u64>(),
+                )
+            });
             let persisted = (|| -> Result<(), StoreError> {
                 if let Some(rec) = state.completed.take() {
                     self.store.write_round(study_id.as_str(), &rec)?;
@@ -430,8 +432,8 @@ impl Coordinator {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(e.into());
             }
-            if let Some(stage) = stage {
-                self.clock_round(study_id.as_str(), &stage, || {
+            if let Some((stage, result_bytes)) = stage {
+                self.clock_round(study_id.as_str(), &stage, result_bytes, || {
                     state.stage_progress().map_or(0.0, |p| p.1)
                 });
             }
@@ -699,11 +701,17 @@ impl Coordinator {
 
     /// A round of `stage` of study `id` completed now. A study without a clock (submitted
     /// before this aggregator started) gets one starting now, at its current fraction done.
-    fn clock_round(&self, id: &str, stage: &str, fraction_done: impl FnOnce() -> f64) {
+    fn clock_round(
+        &self,
+        id: &str,
+        stage: &str,
+        result_bytes: u64,
+        fraction_done: impl FnOnce() -> f64,
+    ) {
         let now = now_ms();
         let mut clocks = self.clocks.lock().expect("clock lock poisoned");
         match clocks.get_mut(id) {
-            Some(c) => c.round_done(stage, now),
+            Some(c) => c.round_done(stage, now, result_bytes),
             // The round straddled the restart: its time is not attributed.
             None => {
                 clocks.insert(
@@ -711,6 +719,13 @@ impl Coordinator {
                     crate::timing::StudyClock::new(now, fraction_done()),
                 );
             }
+        }
+    }
+
+    /// A task of `bytes` (encoded) of study `id` went to a site (for the traffic per stage).
+    pub fn task_sent(&self, id: &str, bytes: u64) {
+        if let Some(c) = self.clocks.lock().expect("clock lock poisoned").get_mut(id) {
+            c.task_sent(bytes);
         }
     }
 

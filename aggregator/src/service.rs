@@ -82,8 +82,13 @@ impl Federation for FederationService {
             // Register for wake-ups before looking, so a change in between is not missed.
             let notified = self.coordinator.changed.notified();
             if let Some(task) = self.coordinator.pull(&site).map_err(status)? {
+                let task_pb = pb::Task::from(&task);
+                self.coordinator.task_sent(
+                    task.study_id.as_str(),
+                    prost::Message::encoded_len(&task_pb) as u64,
+                );
                 return Ok(Response::new(pb::PullWorkResponse {
-                    task: Some(pb::Task::from(&task)),
+                    task: Some(task_pb),
                 }));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

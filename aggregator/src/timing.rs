@@ -39,6 +39,12 @@ pub struct StageTime {
     pub rounds: u32,
     /// Wall seconds of those rounds.
     pub seconds: f64,
+    /// Encoded task bytes sent to all sites in those rounds (retries included).
+    #[serde(default)]
+    pub bytes_to_sites: u64,
+    /// Encoded result bytes received from all sites in those rounds.
+    #[serde(default)]
+    pub bytes_from_sites: u64,
 }
 
 /// A study's timing as `status.json` and `simulate study`'s `timing.json` show it.
@@ -66,7 +72,19 @@ pub struct StudyClock {
     /// The study's fraction done when the clock started (after a restart, not 0).
     fraction_at_start: f64,
     last_ms: u64,
-    stages: Vec<(String, u32, u64)>,
+    stages: Vec<StageCount>,
+    /// Task bytes handed out since the last completed round (attributed to that round's stage).
+    pending_task_bytes: u64,
+}
+
+/// One stage's running totals.
+#[derive(Debug, Clone)]
+struct StageCount {
+    stage: String,
+    rounds: u32,
+    ms: u64,
+    bytes_to_sites: u64,
+    bytes_from_sites: u64,
 }
 
 impl StudyClock {
@@ -76,20 +94,37 @@ impl StudyClock {
             fraction_at_start: fraction_done,
             last_ms: now_ms,
             stages: Vec::new(),
+            pending_task_bytes: 0,
         }
     }
 
-    /// A round of `stage` completed at `now_ms`.
-    pub fn round_done(&mut self, stage: &str, now_ms: u64) {
+    /// A task of `bytes` (encoded) was handed to a site.
+    pub fn task_sent(&mut self, bytes: u64) {
+        self.pending_task_bytes += bytes;
+    }
+
+    /// A round of `stage` completed at `now_ms`; its sites sent `result_bytes` in all.
+    pub fn round_done(&mut self, stage: &str, now_ms: u64, result_bytes: u64) {
         let ms = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
-        match self.stages.iter_mut().find(|(s, _, _)| s == stage) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += ms;
+        let task_bytes = std::mem::take(&mut self.pending_task_bytes);
+        let e = match self.stages.iter().position(|s| s.stage == stage) {
+            Some(i) => &mut self.stages[i],
+            None => {
+                self.stages.push(StageCount {
+                    stage: stage.to_string(),
+                    rounds: 0,
+                    ms: 0,
+                    bytes_to_sites: 0,
+                    bytes_from_sites: 0,
+                });
+                self.stages.last_mut().expect("just pushed")
             }
-            None => self.stages.push((stage.to_string(), 1, ms)),
-        }
+        };
+        e.rounds += 1;
+        e.ms += ms;
+        e.bytes_to_sites += task_bytes;
+        e.bytes_from_sites += result_bytes;
     }
 
     /// Seconds left at `fraction_done`, by extrapolating the rate since the clock started;
@@ -107,14 +142,16 @@ impl StudyClock {
         let secs = |ms: u64| ms as f64 / 1000.0;
         StudyTiming {
             total_seconds: secs(self.last_ms.saturating_sub(self.started_ms)),
-            rounds: self.stages.iter().map(|s| s.1).sum(),
+            rounds: self.stages.iter().map(|s| s.rounds).sum(),
             stages: self
                 .stages
                 .iter()
-                .map(|(stage, rounds, ms)| StageTime {
-                    stage: stage.clone(),
-                    rounds: *rounds,
-                    seconds: secs(*ms),
+                .map(|s| StageTime {
+                    stage: s.stage.clone(),
+                    rounds: s.rounds,
+                    seconds: secs(s.ms),
+                    bytes_to_sites: s.bytes_to_sites,
+                    bytes_from_sites: s.bytes_from_sites,
                 })
                 .collect(),
             elapsed_seconds: running.map(|(now, _)| secs(now.saturating_sub(self.started_ms))),
@@ -146,10 +183,13 @@ mod tests {
     #[test]
     fn rounds_are_attributed_to_their_stage_and_add_up() {
         let mut c = StudyClock::new(1_000, 0.0);
-        c.round_done("combat", 1_500);
-        c.round_done("combat", 2_000);
-        c.round_done("lasso", 5_000);
-        c.round_done("combat", 5_250);
+        c.task_sent(100);
+        c.task_sent(20);
+        c.round_done("combat", 1_500, 7);
+        c.round_done("combat", 2_000, 8);
+        c.task_sent(1_000);
+        c.round_done("lasso", 5_000, 9_000);
+        c.round_done("combat", 5_250, 5);
         let t = c.timing(None);
         assert_eq!(t.rounds, 4);
         assert_eq!(t.total_seconds, 4.25);
@@ -159,12 +199,16 @@ mod tests {
                 StageTime {
                     stage: "combat".into(),
                     rounds: 3,
-                    seconds: 1.25
+                    seconds: 1.25,
+                    bytes_to_sites: 120,
+                    bytes_from_sites: 20,
                 },
                 StageTime {
                     stage: "lasso".into(),
                     rounds: 1,
-                    seconds: 3.0
+                    seconds: 3.0,
+                    bytes_to_sites: 1_000,
+                    bytes_from_sites: 9_000,
                 },
             ]
         );
