@@ -13,13 +13,23 @@
 //!   sites; it resumes by itself when they answer. It never hangs silently;
 //! - a site's `Failure` fails the study with that site's message;
 //! - **dropout in a masked round** (secure aggregation, `crate::secure`): when a masked round
-//!   passes its deadline and the study allows it (a pipeline study with `on_masked_dropout =
-//!   "continue_without_site"`), the missing sites are left out of the rest of the study and the
-//!   round restarts over the survivors — a new engine round, a fresh secure-aggregation round id,
-//!   the survivors re-mask — provided at least 3 sites remain ([`StudyState::tick`]). A left-out
-//!   site's later results, the late vector of the abandoned attempt included, are refused
-//!   ([`EngineError::Dropped`]); the survivors' answers to the abandoned attempt are refused as
-//!   stale. Otherwise (other studies, plain rounds, fewer than 3 left) the study pauses as above.
+//!   passes its deadline and the study allows it (`on_masked_dropout = "continue_without_site"`
+//!   in a pipeline, Table 1, harmonize or LASSO study), the missing sites are left out of the
+//!   rest of the study and the analysis restarts over the survivors — a new engine round, a
+//!   fresh secure-aggregation round id, the survivors re-mask — provided at least 3 sites remain
+//!   ([`StudyState::tick`]). What restarts is whatever already summed the dropped site's data:
+//!   Table 1 its masked summary round, listing the survivors' categorical levels only
+//!   (`crate::table1`); ComBat its cross-products round (round 1), the design rebuilt from the
+//!   survivors' levels, whether the site missed round 1 or 2 (`crate::harmonize`); the LASSO
+//!   every fit from its moments round (`crate::lasso`); the pipeline its current stage
+//!   (`crate::pipeline::PipelineDriver::drop_sites`). A left-out site's later results, the late
+//!   vector of the abandoned attempt included, are refused ([`EngineError::Dropped`]); the
+//!   survivors' answers to the abandoned attempt are refused as stale. [`StudyState::dropped`]
+//!   and the output (`Table1Output::dropped`, `HarmonizeOutput::dropped`,
+//!   `LassoOutput::dropped`, the pipeline's `CvSummary::sites`) name each left-out site with the
+//!   round and the reason. Otherwise (the default `pause`, plain rounds, a restart the analysis
+//!   cannot build, fewer than 3 left) the study pauses as above. Tests:
+//!   `tests/secure_dropout.rs`, `tests/secure_pipeline.rs`.
 
 use crate::harmonize::{HarmonizeDriver, HarmonizeOutput};
 use crate::ids::{SiteId, StudyHash};

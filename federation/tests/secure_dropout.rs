@@ -40,6 +40,13 @@ fn policy() -> SitePolicy {
 /// silent (S02) also holds one patient of grade "G3", a level no other site has: the restarted
 /// rounds must not list it (Table 1's layout, ComBat's design), as a run without it would not.
 fn four_sites() -> (BTreeMap<SiteId, SiteTable>, SiteId) {
+    four_sites_with(|_, _, _| {})
+}
+
+/// [`four_sites`] with `edit(site, grade column, rows)` applied to each site's rows first.
+fn four_sites_with(
+    edit: impl Fn(&SiteId, usize, &mut Vec<Vec<String>>),
+) -> (BTreeMap<SiteId, SiteTable>, SiteId) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
     let mut r = csv::Reader::from_path(&path).unwrap();
@@ -57,7 +64,8 @@ fn four_sites() -> (BTreeMap<SiteId, SiteTable>, SiteId) {
     let tables = rows
         .into_iter()
         .take(4)
-        .map(|(s, rows)| {
+        .map(|(s, mut rows)| {
+            edit(&s, grade, &mut rows);
             let t = SiteTable::new(header.clone(), rows)
                 .unwrap()
                 .with_id_column("patient_id")
@@ -550,6 +558,44 @@ fn without_the_option_or_with_three_sites_a_masked_dropout_pauses() {
         assert!(state.dropped.is_empty());
         assert_eq!(state.sites.len(), 3);
     }
+}
+
+/// A restart the analysis cannot build pauses the study with its state unchanged: here the
+/// survivors hold one grade only, so ComBat's design over them would have a single-level
+/// categorical covariate. The silent site's late vector then completes the round as usual.
+#[test]
+fn a_restart_the_analysis_cannot_build_pauses_instead() {
+    let (tables, silent) = four_sites_with(|site, grade, rows| {
+        if site.as_str() != "S02" {
+            for r in rows {
+                r[grade] = "G1".into();
+            }
+        }
+    });
+    assert_eq!(silent.as_str(), "S02");
+    let (mut state, _, late, _) = until_masked_round(
+        spec(&harmonize_toml(), true, Some("continue_without_site")),
+        &tables,
+        &silent,
+        1,
+    );
+    let round = state.round;
+    let before = serde_json::to_string(&state).unwrap();
+    assert!(state.tick(100_000));
+    assert!(
+        matches!(&state.status, StudyStatus::Paused { missing, .. } if *missing == vec![silent.clone()]),
+        "{:?}",
+        state.status
+    );
+    assert_eq!(state.round, round);
+    assert!(state.dropped.is_empty());
+    // Nothing but the status changed (the driver undid its restart).
+    let mut paused = state.clone();
+    paused.status = StudyStatus::Running;
+    assert_eq!(serde_json::to_string(&paused).unwrap(), before);
+    state.accept(&silent, late, 0, 100_001).unwrap();
+    assert_eq!(state.status, StudyStatus::Running);
+    assert_eq!(state.round, round + 1);
 }
 
 /// The option is part of the spec: in the hash when set, absent from the canonical JSON at its
