@@ -72,17 +72,29 @@
 //! A partial sum is useless (the missing site's pads do not cancel), so the survivors re-mask
 //! under a fresh round id; the dropped site is removed from every later masked round of the
 //! study too. The round engine applies it when a masked round passes its deadline and the study
-//! allows it (a pipeline study with `on_masked_dropout = "continue_without_site"`, at least 3
-//! sites left; `crate::engine::StudyState::tick`): the restarted round is a new engine round,
+//! allows it (`on_masked_dropout = "continue_without_site"` in a pipeline, Table 1, harmonize
+//! or LASSO study, at least 3 sites left; `crate::engine::StudyState::tick`): the restarted
+//! round is a new engine round,
 //! the site is left out of the rest of the study and named in the output (`engine::DroppedSite`,
 //! the pipeline's `CvSummary::sites[].dropped` and a note in its metrics report), and its late
 //! vector is refused (`EngineError::Dropped`), as are the survivors' answers to the abandoned
 //! attempt (stale round), so nothing is counted twice. The pipeline's meta-model stage restarts
 //! its optimisers over the survivors (their earlier iterations summed the dropped site's rows),
 //! its LASSO stage every fit from its moments round (a new shape:
-//! [`SecureRounds::restart_without_reshaped`]); its score round is simply asked again.
-//! Otherwise — the default policy, Table 1, ComBat and LASSO studies, fewer than 3 sites left —
-//! a silent site pauses the study, plain or masked; when it
+//! [`SecureRounds::restart_without_reshaped`]); its score round is simply asked again. A Table 1
+//! study restarts its masked summary round with a layout listing the survivors' levels only, a
+//! ComBat study its cross-products round (round 1) with the design rebuilt from the survivors'
+//! levels (a dropout in the residuals round too: the pooled B summed the site's rows), a
+//! `kind = "lasso"` study every fit from its moments round; each then equals the run over the
+//! survivors alone (`Table1Output`, `HarmonizeOutput` and `LassoOutput` name the dropped site;
+//! tests: `tests/secure_dropout.rs`). Limitation: the survivors' vectors of the abandoned
+//! attempt and the dropped site's late vector together open the abandoned sum; minus the
+//! restarted sum, that is the dropped site's own statistics. The engine refuses and discards
+//! them, so an aggregator that follows the protocol learns nothing more, but one that keeps the
+//! bytes it was sent could (no double masking); hence the option is off by default and part of
+//! the study hash the sites approve.
+//! Otherwise — the default policy, fewer than 3 sites left, a restart the analysis cannot build
+//! — a silent site pauses the study, plain or masked; when it
 //! comes back it re-sends the identical masked vector (re-masking the same input under the same
 //! round id is allowed and yields the same bytes; a different input is refused), so the round
 //! completes.
