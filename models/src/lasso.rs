@@ -288,6 +288,68 @@ pub fn site_irls_sums(
     requests: &[FitRequest],
     max_params_per_row: f64,
 ) -> Result<Vec<FitSums>> {
+    sums_with(data, requests, max_params_per_row, |_| None)
+}
+
+/// [`site_irls_sums`] for a driver with [`LassoConfig::standardisation_once`]: a request that
+/// carries its fit's standardisation is answered with it and the site keeps it in `kept`; a
+/// request without one is answered with the kept one (an error names the fit when the site
+/// has none: the aggregator sent a reference to a standardisation this site never received).
+/// Returns the sums and whether `kept` changed (the caller persists it then, so that a
+/// restarted site still holds what the aggregator will not send again).
+pub fn site_irls_sums_keeping(
+    data: &SiteData,
+    requests: &[FitRequest],
+    max_params_per_row: f64,
+    kept: &mut KeptStandardisations,
+) -> Result<(Vec<FitSums>, bool)> {
+    let mut changed = false;
+    for req in requests {
+        if let RequestKind::Irls { mean, sd, .. } = &req.kind {
+            if mean.is_empty() && sd.is_empty() {
+                if !kept.0.contains_key(&req.fit_id) {
+                    return Err(ModelsError::Invalid(format!(
+                        "LASSO fit {} refers to a standardisation this site never received (its \
+                         kept state is missing or from another run); restart the site agent from \
+                         its study memory or resubmit the study",
+                        req.fit_id
+                    )));
+                }
+            } else {
+                let new = KeptStandardisation {
+                    mean: mean.clone(),
+                    sd: sd.clone(),
+                };
+                if kept.0.get(&req.fit_id) != Some(&new) {
+                    kept.0.insert(req.fit_id, new);
+                    changed = true;
+                }
+            }
+        }
+    }
+    let sums = sums_with(data, requests, max_params_per_row, |id| kept.0.get(&id))?;
+    Ok((sums, changed))
+}
+
+/// One fit's standardisation as a site keeps it between rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptStandardisation {
+    /// The fit's feature means.
+    pub mean: Vec<f64>,
+    /// The fit's feature SDs (0 = excluded feature).
+    pub sd: Vec<f64>,
+}
+
+/// The standardisations a site keeps, by fit id (see [`site_irls_sums_keeping`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeptStandardisations(pub std::collections::BTreeMap<u32, KeptStandardisation>);
+
+fn sums_with<'a>(
+    data: &SiteData,
+    requests: &[FitRequest],
+    max_params_per_row: f64,
+    kept: impl Fn(u32) -> Option<&'a KeptStandardisation>,
+) -> Result<Vec<FitSums>> {
     data.validate()?;
     let mut scratch = Scratch::default();
     requests
@@ -302,6 +364,7 @@ pub fn site_irls_sums(
                     &v,
                     &h,
                     req,
+                    kept(req.fit_id),
                     max_params_per_row,
                     &mut scratch,
                 ),
@@ -335,10 +398,18 @@ fn moment_sums(x: ArrayView2<f64>, yv: &[f64], v: &[f64], fit_id: u32) -> FitSum
 
 /// Checks an IRLS request against the data's width; returns its fields.
 #[allow(clippy::type_complexity)]
-fn irls_fields(
-    req: &FitRequest,
+fn irls_fields<'a>(
+    req: &'a FitRequest,
     p: usize,
-) -> Result<(&[f64], &[f64], f64, &[f64], bool, Option<&[u32]>)> {
+    kept: Option<&'a KeptStandardisation>,
+) -> Result<(
+    &'a [f64],
+    &'a [f64],
+    f64,
+    &'a [f64],
+    bool,
+    Option<&'a [u32]>,
+)> {
     let RequestKind::Irls {
         mean,
         sd,
@@ -349,6 +420,12 @@ fn irls_fields(
     } = &req.kind
     else {
         return Err(ModelsError::Invalid("not an IRLS request".into()));
+    };
+    // A request without the fit's standardisation refers to the one an earlier request of the
+    // same fit carried ([`LassoConfig::standardisation_once`]).
+    let (mean, sd) = match kept {
+        Some(k) if mean.is_empty() && sd.is_empty() => (&k.mean, &k.sd),
+        _ => (mean, sd),
     };
     if mean.len() != p || sd.len() != p || beta.len() != p {
         return Err(ModelsError::Dimension {
@@ -421,13 +498,14 @@ fn site_kernel(
     v: &[f64],
     h: &[f64],
     req: &FitRequest,
+    kept: Option<&KeptStandardisation>,
     max_params_per_row: f64,
     sc: &mut Scratch,
 ) -> Result<FitSums> {
     use ndarray::linalg::general_mat_mul;
     use ndarray::{ArrayViewMut2, Axis, Slice};
     let (n, p) = x.dim();
-    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p)?;
+    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p, kept)?;
     if hessian && let Some(r) = refusal(req.fit_id, p, v, max_params_per_row) {
         return Ok(r);
     }
@@ -641,7 +719,7 @@ fn sums_reference(
     if let RequestKind::Moments = req.kind {
         return Ok(moment_sums(x, yv, v, req.fit_id));
     }
-    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p)?;
+    let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p, None)?;
     let mut xt = vec![0.0; p];
     let mut s = IrlsSums {
         fit_id: req.fit_id,
@@ -1037,6 +1115,13 @@ pub struct LassoConfig {
     pub mnlam: usize,
     /// Bootstrap selection frequencies (None = CV only).
     pub bootstrap: Option<BootstrapConfig>,
+    /// Send each fit's standardisation (mean and SD of every feature) only until a round with
+    /// it has been answered; later requests of the fit leave both empty and the site uses the
+    /// one it kept ([`site_irls_sums_keeping`]). For sites that keep state between rounds (the
+    /// pipeline's): two thirds of an IRLS request's bytes were its standardisation, repeated in
+    /// every round although it is fixed after the fit's moments round.
+    #[serde(default)]
+    pub standardisation_once: bool,
 }
 
 impl LassoConfig {
@@ -1057,6 +1142,7 @@ impl LassoConfig {
             fdev: 1e-5,
             mnlam: 5,
             bootstrap: None,
+            standardisation_once: false,
         }
     }
 }
@@ -1249,6 +1335,10 @@ struct Fit {
     /// screen), which always asks for a fresh Hessian.
     #[serde(default)]
     last_step: Option<f64>,
+    /// A round whose request carried this fit's standardisation has been answered (with
+    /// [`LassoConfig::standardisation_once`], later requests leave it out).
+    #[serde(default)]
+    std_at_site: bool,
 }
 
 /// A path fit's last received x̃ᵀWx̃: the packed upper triangle of the summed matrix (rows of
@@ -1438,10 +1528,15 @@ impl LassoDriver {
             .map(|slot| {
                 let i = slot.fit();
                 let f = &self.fits[i];
+                let (mean, sd) = if self.config.standardisation_once && f.std_at_site {
+                    (Vec::new(), Vec::new())
+                } else {
+                    (f.mean.clone(), f.sd.clone())
+                };
                 let kind = match (slot, &f.state) {
                     (Slot::Eval(_, e), _) => RequestKind::Irls {
-                        mean: f.mean.clone(),
-                        sd: f.sd.clone(),
+                        mean,
+                        sd,
                         beta0: f.pending[e].beta0,
                         beta: f.pending[e].beta.clone(),
                         hessian: false,
@@ -1450,8 +1545,8 @@ impl LassoDriver {
                     (Slot::Main(_), FitState::Irls { beta0, beta, .. }) => {
                         let hessian = self.wants_hessian(i);
                         RequestKind::Irls {
-                            mean: f.mean.clone(),
-                            sd: f.sd.clone(),
+                            mean,
+                            sd,
                             beta0: *beta0,
                             beta: beta.clone(),
                             hessian,
@@ -1752,6 +1847,13 @@ impl LassoDriver {
         // Full fits first: they fix their group's λ sequence, which the fold fits need. Within a
         // fit, evaluations (in λ order) come before its step (plan order).
         // (A stable partition: plan order within each part.)
+        // Every site has now answered an IRLS request of these fits, which carried (or referred
+        // to) the fit's standardisation: it is kept at the sites.
+        for (k, slot) in plan.iter().enumerate() {
+            if quads[k].is_some() {
+                self.fits[slot.fit()].std_at_site = true;
+            }
+        }
         let (mut order, rest): (Vec<usize>, Vec<usize>) =
             (0..plan.len()).partition(|&k| self.fits[plan[k].fit()].role == Role::Full);
         order.extend(rest);
@@ -2381,6 +2483,7 @@ impl Fit {
             truncated_at: None,
             model_h: None,
             last_step: None,
+            std_at_site: false,
         }
     }
 
@@ -2466,6 +2569,8 @@ pub fn run_lasso(
     max_params_per_row: f64,
 ) -> Result<LassoResult> {
     let mut d = LassoDriver::new(config.clone())?;
+    // Each site's kept standardisations (used when the config sends them once).
+    let mut kept = vec![KeptStandardisations::default(); sites.len()];
     while !d.is_done() {
         let req = d.next_requests();
         if req.is_empty() {
@@ -2475,7 +2580,14 @@ pub fn run_lasso(
         }
         let replies: Vec<Vec<FitSums>> = sites
             .iter()
-            .map(|s| site_irls_sums(s, &req, max_params_per_row))
+            .zip(&mut kept)
+            .map(|(s, k)| {
+                if config.standardisation_once {
+                    Ok(site_irls_sums_keeping(s, &req, max_params_per_row, k)?.0)
+                } else {
+                    site_irls_sums(s, &req, max_params_per_row)
+                }
+            })
             .collect::<Result<_>>()?;
         d.apply(&replies)?;
     }

@@ -332,6 +332,75 @@ fn bootstrap_is_reproducible_and_independent_of_site_order() {
     }
 }
 
+/// `standardisation_once`: every fit's mean and SD travel in its first IRLS request only, the
+/// sites keep them, and the result is bit for bit the one of a driver that repeats them; a site
+/// that lost what it kept is refused naming the fit, not answered with a wrong standardisation.
+#[test]
+fn a_standardisation_sent_once_and_kept_at_the_sites_gives_the_same_result() {
+    let g = golden();
+    let cs = case(&g["cases"][0]);
+    let mut cfg = LassoConfig::new(cs.x.ncols(), 5);
+    cfg.bootstrap = Some(BootstrapConfig {
+        replicates: 10,
+        seed: 3,
+        top_k: 5,
+        lambda: BootstrapLambda::MainLambdaMin,
+    });
+    let sites = sites_of(&cs, &cs.sites);
+    let every_round = run_lasso(&cfg, &sites, f64::INFINITY).unwrap();
+    let mut once = cfg.clone();
+    once.standardisation_once = true;
+    assert_eq!(
+        run_lasso(&once, &sites, f64::INFINITY).unwrap(),
+        every_round
+    );
+
+    // Drive it by hand: count the requests that carry a standardisation, per fit.
+    let mut d = LassoDriver::new(once).unwrap();
+    let mut kept = vec![KeptStandardisations::default(); sites.len()];
+    let (mut carried, mut referred) = (std::collections::BTreeMap::new(), 0usize);
+    let mut lost_checked = false;
+    while !d.is_done() {
+        let req = d.next_requests();
+        for r in &req {
+            if let RequestKind::Irls { mean, sd, .. } = &r.kind {
+                if mean.is_empty() {
+                    assert!(sd.is_empty());
+                    referred += 1;
+                } else {
+                    *carried.entry(r.fit_id).or_insert(0usize) += 1;
+                }
+            }
+        }
+        if referred > 0 && !lost_checked {
+            // A site without its kept state (e.g. restarted from an old memory file).
+            let mut empty = KeptStandardisations::default();
+            let err = site_irls_sums_keeping(&sites[0], &req, f64::INFINITY, &mut empty)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("never received"), "{err}");
+            lost_checked = true;
+        }
+        let replies: Vec<Vec<FitSums>> = sites
+            .iter()
+            .zip(&mut kept)
+            .map(|(s, k)| site_irls_sums_keeping(s, &req, f64::INFINITY, k).unwrap().0)
+            .collect();
+        d.apply(&replies).unwrap();
+    }
+    assert!(lost_checked);
+    assert!(
+        carried.values().all(|&c| c == 1),
+        "each fit's standardisation is sent once: {carried:?}"
+    );
+    assert!(
+        referred > 10 * carried.len(),
+        "{referred} requests referred to a kept standardisation, {} carried one",
+        carried.len()
+    );
+    assert_eq!(d.result().unwrap(), every_round);
+}
+
 #[test]
 fn batching_50_replicates_by_5_folds_costs_the_slowest_fit_not_the_fit_count() {
     let g = golden();
