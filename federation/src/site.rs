@@ -522,6 +522,7 @@ mod tests {
                 categorical: vec![],
                 resolution: 1e-9,
                 depth_per_round: 4,
+                on_masked_dropout: Default::default(),
             }),
         }
     }
