@@ -1167,6 +1167,8 @@ impl PipelineDriver {
             top_k: l.top_k,
             lambda: BootstrapLambda::MainLambdaMin,
         });
+        // The sites keep each fit's standardisation between rounds (`SitePipelineState`).
+        c.standardisation_once = true;
         c
     }
 }

@@ -167,6 +167,11 @@ pub struct SitePipelineState {
     pub clinical: Option<ScoreSums>,
     /// (repeat, fold) pairs already added to the sums.
     pub scored: Vec<FitId>,
+    /// Each outer fit's LASSO sub-fit standardisations, kept from the round that carried them
+    /// (the pipeline's LASSO sends each only once: `LassoConfig::standardisation_once`), for
+    /// the batch's LASSO stage only. Persisted, because the aggregator will not send them again.
+    #[serde(default, with = "pairs")]
+    pub lasso_std: BTreeMap<FitId, models::lasso::KeptStandardisations>,
     /// Set when an answer changed what must survive an agent restart (fitted preprocessing,
     /// models, meta-features, score sums). The pure rounds (ComBat, LASSO and meta-model sums)
     /// leave it unset: a restarted agent recomputes them identically, so they need no write.
@@ -494,8 +499,9 @@ pub fn site_answer(
         } => {
             if !standardizers.is_empty() {
                 // New preprocessing (the batch's first LASSO round): rows derived from the old
-                // one are stale.
+                // one are stale, and so are the standardisations the last batch's fits kept.
                 state.lasso_rows.0.clear();
+                state.lasso_std.clear();
             }
             for (id, z) in standardizers {
                 state.standardizers.insert(*id, z.clone());
@@ -532,14 +538,21 @@ pub fn site_answer(
                         d
                     }
                 };
-                out.push((
-                    *id,
-                    models::lasso::site_irls_sums(&data, reqs, policy.max_params_per_row)?,
-                ));
+                let (sums, changed) = models::lasso::site_irls_sums_keeping(
+                    &data,
+                    reqs,
+                    policy.max_params_per_row,
+                    state.lasso_std.entry(*id).or_default(),
+                )?;
+                // A kept standardisation must survive a restart (it is not sent again).
+                state.dirty |= changed;
+                out.push((*id, sums));
             }
             StageResult::Lasso(out)
         }
         StageTask::Train { selected } => {
+            // The LASSO stage is over: its kept standardisations are not needed any more.
+            state.lasso_std.clear();
             let mut out = Vec::new();
             for (id, sel) in selected {
                 state.selected.insert(*id, sel.clone());
