@@ -52,7 +52,12 @@
 //! table to `analysis.metrics.secure_min_count` — merging at each site first would give tables
 //! of site-dependent cells that cannot be added. The aggregator therefore learns the pooled
 //! per-bin table (small pooled bins included) but no site's own table; see that module for the
-//! full statement. The other pipeline stages stay plain.
+//! full statement. ComBat's cross-products and residuals and the z-score moments
+//! ([`SumShape::PipelineComBat`], [`SumShape::PipelineMoments`]): one vector per site covering
+//! every outer fit, each fit packed by the standalone ComBat packers, counts exact, reals
+//! (and the z-score's raw power sums n, Σx, Σx²) in the LASSO's wide format below. The pipeline's
+//! requests that are not sums (names, ComBat's per-batch estimates, base learners, relay,
+//! scoring) stay plain.
 //!
 //! LASSO rounds ([`SumShape::LassoSums`] for a `kind = "lasso"` study, [`SumShape::PipelineLasso`]
 //! for the pipeline's LASSO stage; packed in `crate::lasso::secure`): every round after the key
@@ -81,7 +86,8 @@
 //! attempt (stale round), so nothing is counted twice. The pipeline's meta-model stage restarts
 //! its optimisers over the survivors (their earlier iterations summed the dropped site's rows),
 //! its LASSO stage every fit from its moments round (a new shape:
-//! [`SecureRounds::restart_without_reshaped`]); its score round is simply asked again. A Table 1
+//! [`SecureRounds::restart_without_reshaped`]), a missed ComBat or z-score round the batch's
+//! ComBat from its cross-products round with the survivors' designs; its score round is simply asked again. A Table 1
 //! study restarts its masked summary round with a layout listing the survivors' levels only, a
 //! ComBat study its cross-products round (round 1) with the design rebuilt from the survivors'
 //! levels (a dropout in the residuals round too: the pooled B summed the site's rows), a
@@ -155,6 +161,22 @@ pub enum SumShape {
         bins: u32,
         clinical: bool,
         min_count: u64,
+    },
+    /// The pipeline's masked ComBat rounds 1 (cross-products) and 2 (residuals): per outer fit
+    /// (request order) that fit's standalone shape, [`SumShape::ComBatCrossProducts`] or
+    /// [`SumShape::ComBatResiduals`], whose packers fill and read the fit's parts. Their count
+    /// segments travel as counts; their real segments (W'W, W'Y, residual sums) in the LASSO's
+    /// wide three-limb format instead of [`REAL_FRAC_BITS`] (the cohort's energy features have
+    /// residual sums ~2e19, beyond the 24-bit format's range). Packed in
+    /// `crate::pipeline::secure`.
+    PipelineComBat {
+        fits: Vec<(learners::FitId, SumShape)>,
+    },
+    /// The pipeline's masked z-score round: per outer fit (request order) the row count, then
+    /// per feature Σx and Σx² of the fit's harmonised training rows, wide.
+    PipelineMoments {
+        features: usize,
+        fits: Vec<learners::FitId>,
     },
     // --- LASSO rounds (`crate::lasso::secure`) ---
     /// A LASSO round of a `kind = "lasso"` study: per fit (request order) the moments' power
@@ -233,6 +255,9 @@ impl SumShape {
             SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
                 crate::pipeline::secure::layout(self)
             }
+            SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. } => {
+                crate::pipeline::secure::combat_layout(self)
+            }
             SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. } => {
                 crate::lasso::secure::layout(self)
             }
@@ -281,6 +306,9 @@ impl SumShape {
             (SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. }, r) => {
                 crate::pipeline::secure::encode(self, r)
             }
+            (SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. }, r) => {
+                crate::pipeline::secure::combat_encode(self, r)
+            }
             (SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. }, r) => {
                 crate::lasso::secure::encode(self, r)
             }
@@ -319,6 +347,9 @@ impl SumShape {
             } => decode_table1(continuous, categorical, parts),
             SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
                 crate::pipeline::secure::decode(self, parts)
+            }
+            SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. } => {
+                crate::pipeline::secure::combat_decode(self, parts)
             }
             SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. } => {
                 crate::lasso::secure::decode(self, parts)

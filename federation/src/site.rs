@@ -195,25 +195,21 @@ fn plain_sum_refusal(body: &TaskBody, secure_study: bool, policy: &SitePolicy) -
     if !is_plain_sum(body) {
         return None;
     }
-    // A secure pipeline study sends only its summed stages masked (`pipeline::secure`); its
-    // other stages (levels, models, acknowledgements, and the stages without a masked form) stay
-    // plain.
+    // A secure pipeline study sends its summed stages masked (`pipeline::secure`); its other
+    // requests (column names, ComBat levels and per-batch estimates, base-learner training,
+    // model relay, scoring) are not summed statistics and stay plain. A summed stage that still
+    // has no masked form is refused under `require_secure_aggregation`.
     if secure_study
         && let TaskBody::Pipeline(t) = body
         && !crate::pipeline::secure::has_masked_form(&t.stage)
-        && !policy.require_secure_aggregation
     {
+        if policy.require_secure_aggregation && crate::pipeline::secure::is_unmasked_sum(&t.stage) {
+            return Some(format!(
+                "this site's policy requires secure aggregation for every summed statistic (require_secure_aggregation = true), and a secure pipeline study's {} stage sends its sums in the clear (it has no masked form yet); this site cannot take part in this study under that policy",
+                t.stage.name()
+            ));
+        }
         return None;
-    }
-    if secure_study
-        && policy.require_secure_aggregation
-        && let TaskBody::Pipeline(t) = body
-        && !crate::pipeline::secure::has_masked_form(&t.stage)
-    {
-        return Some(format!(
-            "this site's policy requires secure aggregation for every summed statistic (require_secure_aggregation = true), and a pipeline study's {} stage has no masked form (only its LASSO, meta-model and score rounds have one); this site cannot take part in pipeline studies under that policy",
-            t.stage.name()
-        ));
     }
     if secure_study {
         return Some(format!(

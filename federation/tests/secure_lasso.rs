@@ -599,29 +599,7 @@ fn a_site_missing_a_masked_pipeline_lasso_round_is_left_out_and_the_lasso_restar
     assert!(out.cv.per_fit.iter().all(|f| f.selected.len() == 5));
 }
 
-/// `require_secure_aggregation` and a secure pipeline: the LASSO stage is masked, but the
-/// pipeline's first stages (column names, ComBat) have no masked form, so such a site refuses
-/// the study at its first round, with a message naming the policy and the stage rather than
-/// blaming the study's spec.
-#[test]
-fn a_site_requiring_secure_aggregation_names_the_pipeline_stage_without_a_masked_form() {
-    let toml = common::spec_toml(1).replacen(
-        "kind = \"pipeline\"\n",
-        "kind = \"pipeline\"\nsecure_aggregation = true\n",
-        1,
-    );
-    let strict = SitePolicy {
-        require_secure_aggregation: true,
-        ..policy()
-    };
-    let state = run_with(StudySpec::from_toml(&toml).unwrap(), &strict);
-    let StudyStatus::Failed { reason } = &state.status else {
-        panic!("{:?}", state.status)
-    };
-    assert!(
-        reason.contains("require_secure_aggregation = true")
-            && reason.contains("stage has no masked form")
-            && reason.contains("LASSO"),
-        "{reason}"
-    );
-}
+// `require_secure_aggregation` and a secure pipeline: every summed stage of the pipeline
+// (ComBat's sums and the z-score included) now has a masked form, so such a site takes part;
+// tested in `secure_pipeline_combat.rs`
+// (`a_site_requiring_secure_aggregation_takes_part_in_a_secure_pipeline`).

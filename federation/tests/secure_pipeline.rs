@@ -72,8 +72,12 @@ fn run(spec: StudySpec, min_count: u64) -> PipelineOutput {
 /// - the MLP meta-model is non-convex and L-BFGS is not continuous in its inputs (line-search
 ///   acceptance, curvature-pair skips): the 1e−10 perturbations of its sums move the final
 ///   objective by up to 3.2e−3 (relative) and the stacked AUC by 6.5e−3 on this cohort — the same
-///   amplification ARCHITECTURE.md reports for 1e−14 differences. Checked at 1e−2 and 2e−2,
-///   so a real error in the masked path (a wrong or missing site's sums) still fails.
+///   amplification ARCHITECTURE.md reports for 1e−14 differences. Since the ComBat and
+///   z-score sums are masked too, the base learners see z-scores that differ by ~1e−13
+///   (`secure_pipeline_combat.rs`) and one fit's near-tied choices flip: its MLP objective
+///   moves by 3.8e−2, the stacked AUC by 1.7e−3 (the other fits' objectives by ≤ 1.6e−3).
+///   Checked at 5e−2 and 2e−2, so a real error in the masked path (a wrong or missing site's
+///   sums) still fails.
 ///
 /// With every site at `min_count = 1` and the pooled merge at 1, both paths release per-bin
 /// tables (the patient counts are equal).
@@ -87,7 +91,8 @@ fn secure_pipeline_equals_the_plain_run_within_the_fixed_point_precision() {
     let mut worst_obj = 0.0f64;
     for (a, b) in plain.cv.per_fit.iter().zip(&secure.cv.per_fit) {
         assert_eq!(a.fit, b.fit);
-        assert_eq!(a.preprocessing_digest, b.preprocessing_digest);
+        // The ComBat and z-score sums are masked too, so the preprocessing differs in the last
+        // bits (its digest with it); its precision is checked in `secure_pipeline_combat.rs`.
         assert_eq!(a.selected, b.selected);
         let (ca, cb) = (
             a.clinical_coef.as_ref().unwrap(),
@@ -101,7 +106,7 @@ fn secure_pipeline_equals_the_plain_run_within_the_fixed_point_precision() {
     }
     eprintln!("clinical β: worst relative difference {worst_beta:e}; MLP objective {worst_obj:e}");
     assert!(worst_beta < 1e-7, "clinical β differ by {worst_beta:e}");
-    assert!(worst_obj < 1e-2, "MLP objectives differ by {worst_obj:e}");
+    assert!(worst_obj < 5e-2, "MLP objectives differ by {worst_obj:e}");
     assert_eq!(plain.metrics.models.len(), 2, "{:?}", plain.metrics.notes);
     assert_eq!(secure.metrics.models.len(), 2, "{:?}", secure.metrics.notes);
     for (a, b) in plain.metrics.models.iter().zip(&secure.metrics.models) {

@@ -132,6 +132,85 @@ fn round_from(r: Option<pb::RoundSpec>) -> Result<RoundSpec, ConvertError> {
     Ok(spec)
 }
 
+fn cross_products_shape_from(c: pb::ComBatCrossProductsShape) -> Result<SumShape, ConvertError> {
+    Ok(SumShape::ComBatCrossProducts {
+        columns: bounded("ComBatCrossProductsShape.columns", c.columns, MAX_COLUMNS)?,
+        features: bounded(
+            "ComBatCrossProductsShape.features",
+            c.features,
+            MAX_FEATURES,
+        )?,
+    })
+}
+
+fn residuals_shape_from(r: pb::ComBatResidualsShape) -> Result<SumShape, ConvertError> {
+    Ok(SumShape::ComBatResiduals {
+        features: bounded("ComBatResidualsShape.features", r.features, MAX_FEATURES)?,
+    })
+}
+
+fn fit_id_from(f: pb::FitId) -> learners::FitId {
+    learners::FitId {
+        repeat: f.repeat,
+        fold: f.fold,
+    }
+}
+
+fn fit_id_to(f: &learners::FitId) -> pb::FitId {
+    pb::FitId {
+        repeat: f.repeat,
+        fold: f.fold,
+    }
+}
+
+/// `SumShape::PipelineComBat` from the wire: every fit names its id and one standalone ComBat
+/// shape (cross-products or residuals), all of the same round.
+fn pipeline_combat_shape_from(c: pb::PipelineComBatShape) -> Result<SumShape, ConvertError> {
+    use pb::pipeline_com_bat_fit::Shape;
+    let mut fits = Vec::with_capacity(c.fits.len());
+    for f in c.fits {
+        let fit = fit_id_from(
+            f.fit
+                .ok_or(ConvertError::Missing("PipelineComBatFit.fit"))?,
+        );
+        let inner = match f
+            .shape
+            .ok_or(ConvertError::Missing("PipelineComBatFit.shape"))?
+        {
+            Shape::CrossProducts(x) => cross_products_shape_from(x)?,
+            Shape::Residuals(r) => residuals_shape_from(r)?,
+        };
+        fits.push((fit, inner));
+    }
+    let kinds = |x: &SumShape| matches!(x, SumShape::ComBatCrossProducts { .. });
+    if fits.windows(2).any(|w| kinds(&w[0].1) != kinds(&w[1].1)) {
+        return Err(ConvertError::Invalid {
+            field: "PipelineComBatShape.fits",
+            reason: "fits of one round mix cross-products and residuals".into(),
+        });
+    }
+    Ok(SumShape::PipelineComBat { fits })
+}
+
+fn combat_fit_shape_to(s: &SumShape) -> Option<pb::pipeline_com_bat_fit::Shape> {
+    use pb::pipeline_com_bat_fit::Shape;
+    match s {
+        SumShape::ComBatCrossProducts { columns, features } => {
+            Some(Shape::CrossProducts(pb::ComBatCrossProductsShape {
+                columns: *columns as u64,
+                features: *features as u64,
+            }))
+        }
+        SumShape::ComBatResiduals { features } => {
+            Some(Shape::Residuals(pb::ComBatResidualsShape {
+                features: *features as u64,
+            }))
+        }
+        // Not a fit shape of a pipeline ComBat round: sent without one, refused on arrival.
+        _ => None,
+    }
+}
+
 fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
     use pb::sum_shape::Shape;
     Ok(
@@ -139,17 +218,8 @@ fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
             .and_then(|s| s.shape)
             .ok_or(ConvertError::Missing("MaskedTask.shape"))?
         {
-            Shape::CombatCrossProducts(c) => SumShape::ComBatCrossProducts {
-                columns: bounded("ComBatCrossProductsShape.columns", c.columns, MAX_COLUMNS)?,
-                features: bounded(
-                    "ComBatCrossProductsShape.features",
-                    c.features,
-                    MAX_FEATURES,
-                )?,
-            },
-            Shape::CombatResiduals(r) => SumShape::ComBatResiduals {
-                features: bounded("ComBatResidualsShape.features", r.features, MAX_FEATURES)?,
-            },
+            Shape::CombatCrossProducts(c) => cross_products_shape_from(c)?,
+            Shape::CombatResiduals(r) => residuals_shape_from(r)?,
             Shape::Table1Summary(t) => SumShape::Table1Summary {
                 continuous: t.continuous,
                 categorical: t
@@ -163,6 +233,11 @@ fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
                 bins: s.bins,
                 clinical: s.clinical,
                 min_count: s.min_count,
+            },
+            Shape::PipelineCombat(c) => pipeline_combat_shape_from(c)?,
+            Shape::PipelineMoments(m) => SumShape::PipelineMoments {
+                features: bounded("PipelineMomentsShape.features", m.features, MAX_FEATURES)?,
+                fits: m.fits.into_iter().map(fit_id_from).collect(),
             },
             Shape::LassoSums(l) => crate::convert_secure_lasso::lasso_shape_from(l)?,
             Shape::PipelineLasso(l) => crate::convert_secure_lasso::pipeline_shape_from(l)?,
@@ -210,6 +285,21 @@ fn shape_to(s: &SumShape) -> pb::SumShape {
                 clinical: *clinical,
                 min_count: *min_count,
             }),
+            SumShape::PipelineComBat { fits } => Shape::PipelineCombat(pb::PipelineComBatShape {
+                fits: fits
+                    .iter()
+                    .map(|(fit, inner)| pb::PipelineComBatFit {
+                        fit: Some(fit_id_to(fit)),
+                        shape: combat_fit_shape_to(inner),
+                    })
+                    .collect(),
+            }),
+            SumShape::PipelineMoments { features, fits } => {
+                Shape::PipelineMoments(pb::PipelineMomentsShape {
+                    features: *features as u64,
+                    fits: fits.iter().map(fit_id_to).collect(),
+                })
+            }
             SumShape::LassoSums { features, fits } => {
                 Shape::LassoSums(crate::convert_secure_lasso::lasso_shape_to(*features, fits))
             }
@@ -231,7 +321,7 @@ pub(crate) fn masked_task_from(t: pb::MaskedTask) -> Result<MaskedTask, ConvertE
             let task = crate::convert_pipeline::task_from(p)?;
             if !federation::pipeline::secure::has_masked_form(&task.stage) {
                 return Err(ConvertError::Unsupported(
-                    "only the pipeline's meta-model and score requests ride on a masked round",
+                    "only the pipeline's summed stages (ComBat sums, z-score, LASSO, meta-model, metrics) ride on a masked round",
                 ));
             }
             TaskBody::Pipeline(task)

@@ -346,3 +346,121 @@ fn malformed_masked_pipeline_requests_are_refused() {
         ConvertError::Unsupported(_)
     ));
 }
+
+/// The pipeline's masked ComBat and z-score shapes carry only the layout (fit ids, design
+/// columns, feature counts), survive the wire, and a shape mixing ComBat rounds or naming no fit
+/// is refused naming the field.
+#[test]
+fn pipeline_combat_and_moments_shapes_carry_only_the_layout() {
+    use federation::secure::SumShape;
+    let s = schema();
+    for (name, reviewed) in [
+        (
+            "PipelineComBatShape",
+            &[
+                "fits.fit.repeat",
+                "fits.fit.fold",
+                "fits.cross_products.columns",
+                "fits.cross_products.features",
+                "fits.residuals.features",
+            ][..],
+        ),
+        (
+            "PipelineMomentsShape",
+            &["features", "fits.repeat", "fits.fold"][..],
+        ),
+    ] {
+        let mut got = BTreeSet::new();
+        leaf_paths(&s, &format!(".fedrad.v1.{name}"), "", &mut got);
+        let want: BTreeSet<String> = reviewed.iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            got, want,
+            "{name}: fields changed; review what they reveal first"
+        );
+    }
+    let fit = |fold| pb::FitId { repeat: 0, fold };
+    let cross = |fold| pb::PipelineComBatFit {
+        fit: Some(fit(fold)),
+        shape: Some(pb::pipeline_com_bat_fit::Shape::CrossProducts(
+            pb::ComBatCrossProductsShape {
+                columns: 7,
+                features: 55,
+            },
+        )),
+    };
+    let residuals = |fold| pb::PipelineComBatFit {
+        fit: Some(fit(fold)),
+        shape: Some(pb::pipeline_com_bat_fit::Shape::Residuals(
+            pb::ComBatResidualsShape { features: 55 },
+        )),
+    };
+    let combat_stage = |round| {
+        pb::pipeline_task::Stage::Combat(pb::PipelineComBatTask {
+            round,
+            fits: vec![],
+        })
+    };
+    let combat = |fits| pb::sum_shape::Shape::PipelineCombat(pb::PipelineComBatShape { fits });
+    let ok = decode(masked(combat(vec![cross(0), cross(1)]), combat_stage(1))).unwrap();
+    let TaskBody::Masked(m) = &ok.body else {
+        panic!("a masked task")
+    };
+    let want = |f| {
+        (
+            learners::FitId { repeat: 0, fold: f },
+            SumShape::ComBatCrossProducts {
+                columns: 7,
+                features: 55,
+            },
+        )
+    };
+    assert_eq!(
+        m.shape,
+        SumShape::PipelineComBat {
+            fits: vec![want(0), want(1)]
+        }
+    );
+    // Through the wire and back unchanged.
+    let bytes = pb::Task::from(&ok).encode_to_vec();
+    assert_eq!(
+        Task::try_from(pb::Task::decode(&bytes[..]).unwrap()).unwrap(),
+        ok
+    );
+    let moments = pb::sum_shape::Shape::PipelineMoments(pb::PipelineMomentsShape {
+        features: 55,
+        fits: vec![fit(0), fit(3)],
+    });
+    let z = decode(masked(
+        moments,
+        pb::pipeline_task::Stage::Moments(pb::PipelineMomentsTask::default()),
+    ))
+    .unwrap();
+    let TaskBody::Masked(m) = &z.body else {
+        panic!("a masked task")
+    };
+    assert!(
+        matches!(&m.shape, SumShape::PipelineMoments { features: 55, fits } if fits.len() == 2)
+    );
+    assert!(matches!(
+        decode(masked(
+            combat(vec![cross(0), residuals(1)]),
+            combat_stage(1)
+        ))
+        .unwrap_err(),
+        ConvertError::Invalid {
+            field: "PipelineComBatShape.fits",
+            ..
+        }
+    ));
+    let mut no_fit = cross(0);
+    no_fit.fit = None;
+    assert!(matches!(
+        decode(masked(combat(vec![no_fit]), combat_stage(1))).unwrap_err(),
+        ConvertError::Missing("PipelineComBatFit.fit")
+    ));
+    // ComBat's levels round is not a sum: it cannot ride on a masked round.
+    assert!(matches!(
+        decode(masked(combat(vec![cross(0)]), combat_stage(0))).unwrap_err(),
+        ConvertError::Unsupported(_)
+    ));
+}

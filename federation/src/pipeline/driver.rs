@@ -19,7 +19,7 @@ use crate::task::{ResultBody, TaskBody};
 use learners::FitId;
 use learners::driver::MlpDriver;
 use learners::site::SharedModel;
-use models::combat::{self, BatchAdjustment, ComBatModel, DesignSpec};
+use models::combat::{self, BatchAdjustment, ComBatModel, DesignSpec, SiteLevels};
 use models::lasso::{BootstrapConfig, BootstrapLambda, FitSums, LassoConfig, LassoDriver};
 use models::logistic::{LogisticDriver, LogisticFitSpec, LogisticOptions, LogisticReply};
 use models::sampling::WeightSpec;
@@ -300,6 +300,11 @@ pub struct PipelineDriver {
     /// Sites left out after missing a masked round's deadline (`on_masked_dropout`), with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     dropped: Vec<(SiteId, String)>,
+    /// Under `secure_aggregation`: each site's answer to the batch's ComBat levels round (batch
+    /// labels present, per fit), so that a masked ComBat or z-score round missing a site can
+    /// restart the batch's ComBat over the survivors' designs without asking again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    combat_levels: Vec<(SiteId, Vec<(FitId, SiteLevels)>)>,
 }
 
 type Tasks = BTreeMap<SiteId, TaskBody>;
@@ -340,6 +345,7 @@ impl PipelineDriver {
             stage_rounds: 0,
             secure: None,
             dropped: vec![],
+            combat_levels: vec![],
         };
         if d.spec.resolves_features() {
             d.stage = Stage::Columns;
@@ -475,6 +481,7 @@ impl PipelineDriver {
             })
             .collect();
         self.models.clear();
+        self.combat_levels.clear();
         self.standardizers.clear();
         self.lasso.clear();
         self.lasso_rounds = 0;
@@ -696,6 +703,13 @@ impl PipelineDriver {
                         .collect::<Result<_, _>>()?;
                     let lv: Vec<_> = per.into_iter().cloned().collect();
                     f.design = Some(DesignSpec::from_site_levels(&[], &lv).map_err(err)?);
+                }
+                if self.secure.is_some() {
+                    self.combat_levels = per_site
+                        .iter()
+                        .zip(&levels)
+                        .map(|((site, _), l)| ((*site).clone(), (*l).clone()))
+                        .collect();
                 }
                 self.stage = Stage::ComBat(1);
             }
@@ -1038,6 +1052,10 @@ impl PipelineDriver {
             StageTask::Lasso { requests, .. } => {
                 crate::lasso::secure::pipeline_shape(self.spec.features.len(), requests)
             }
+            stage @ (StageTask::ComBat { .. } | StageTask::Moments { .. }) => {
+                super::secure::combat_shape(stage, self.spec.features.len())
+                    .ok_or("a masked ComBat stage without a shape")?
+            }
             stage => super::secure::fit_shape(stage, &self.spec)
                 .ok_or("a masked stage without a shape")?,
         };
@@ -1049,14 +1067,20 @@ impl PipelineDriver {
     /// over the survivors under a fresh round id. The meta-model stage restarts its optimisers
     /// from their initial point (their earlier iterations summed the dropped sites' rows, so
     /// continuing them would mix two objectives), and so does the LASSO stage's every fit
-    /// (from its moments round); the score round is simply asked again. `Err`
+    /// (from its moments round); the score round is simply asked again. A masked ComBat
+    /// (cross-products, residuals) or z-score round restarts the batch's ComBat from its
+    /// cross-products round over the survivors ([`Self::restart_combat`]): the ComBat models
+    /// and z-scores after it are rebuilt without the dropped sites' batches and rows. `Err`
     /// (the engine then pauses the study as for a plain round) outside a masked round or when
     /// fewer than 3 sites would remain.
     pub fn drop_sites(&mut self, dropped: &[SiteId], round: u32) -> Result<Tasks, String> {
         if !self.secure.as_ref().is_some_and(|s| s.is_open()) {
             return Err("not in a masked round".into());
         }
-        if !matches!(self.stage, Stage::Fit | Stage::Metrics | Stage::Lasso) {
+        if !matches!(
+            self.stage,
+            Stage::Fit | Stage::Metrics | Stage::Lasso | Stage::ComBat(1 | 2) | Stage::Moments
+        ) {
             // Any other masked stage would carry state built from every site's rows and has no
             // restart rule: pause.
             return Err(format!(
@@ -1075,8 +1099,22 @@ impl PipelineDriver {
         let before = (self.sites.clone(), self.mlp.clone(), self.clinical.clone());
         let lasso_before =
             (self.stage == Stage::Lasso).then(|| (self.lasso.clone(), self.lasso_rounds));
+        let stage_before = self.stage;
+        let combat_before = matches!(self.stage, Stage::ComBat(_) | Stage::Moments).then(|| {
+            (
+                self.combat.clone(),
+                self.models.clone(),
+                self.combat_levels.clone(),
+            )
+        });
         self.sites.retain(|s| !dropped.contains(s));
         let restarted = (|| {
+            if combat_before.is_some() {
+                let shape = self.restart_combat()?;
+                let tasks = self.tasks();
+                let secure = self.secure.as_mut().expect("checked above");
+                return secure.restart_without_reshaped(dropped, tasks, shape);
+            }
             if self.stage == Stage::Fit {
                 self.start_fit_drivers()?;
             }
@@ -1111,7 +1149,7 @@ impl PipelineDriver {
             Ok(t) => {
                 let why = format!(
                     "missed the deadline of masked round {round} ({}); the round was restarted without it",
-                    self.stage.name()
+                    stage_before.name()
                 );
                 for site in dropped {
                     if let Some(st) = self
@@ -1131,9 +1169,44 @@ impl PipelineDriver {
                 if let Some((lasso, rounds)) = lasso_before {
                     (self.lasso, self.lasso_rounds) = (lasso, rounds);
                 }
+                if let Some((combat, models, levels)) = combat_before {
+                    (self.combat, self.models, self.combat_levels) = (combat, models, levels);
+                    self.stage = stage_before;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// The batch's ComBat starts again from its cross-products round over the sites left
+    /// (`self.sites`, after a masked ComBat or z-score round missed a site): each fit's design is
+    /// rebuilt from the survivors' answers to the levels round (batches nest in sites, so the
+    /// dropped sites' batches leave the design), and what was fitted since (regression, pooled
+    /// variance, models) is discarded. Returns the restarted round's shape.
+    fn restart_combat(&mut self) -> Result<crate::secure::SumShape, String> {
+        if self.combat_levels.is_empty() {
+            return Err(
+                "the batch's ComBat levels were not kept (a state from an earlier release)".into(),
+            );
+        }
+        self.combat_levels.retain(|(s, _)| self.sites.contains(s));
+        for (i, f) in self.combat.iter_mut().enumerate() {
+            let levels: Vec<SiteLevels> = self
+                .combat_levels
+                .iter()
+                .map(|(_, l)| pick(l, i, f.fit).cloned())
+                .collect::<Result<_, _>>()?;
+            f.design = Some(
+                DesignSpec::from_site_levels(&[], &levels).map_err(|e| format!("ComBat: {e}"))?,
+            );
+            f.regression = None;
+            f.global = None;
+        }
+        self.models.clear();
+        self.stage = Stage::ComBat(1);
+        self.stage_rounds = 0;
+        super::secure::combat_shape(&self.stage_task(), self.spec.features.len())
+            .ok_or_else(|| "a ComBat round without a masked shape".into())
     }
 
     fn record_fits(&mut self) -> Result<(), String> {

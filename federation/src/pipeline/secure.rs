@@ -4,6 +4,41 @@
 //! [`crate::secure::SumShape::PipelineScores`]), unpacked from the sum, and what the site
 //! computes for the masked score round.
 //!
+//! # ComBat and z-score rounds
+//!
+//! ComBat's cross-products (round 1: n, constant-in-batch flags, W'W, W'Y) and residual sums
+//! (round 2: n, Σ(y − WB)² per feature), and the z-score moments, are sums over rows: each
+//! masked round carries **one vector per site covering every outer fit of the batch**
+//! ([`crate::secure::SumShape::PipelineComBat`], [`crate::secure::SumShape::PipelineMoments`],
+//! built by [`combat_shape`]). A ComBat fit's parts come from the standalone study's packer of
+//! its shape ([`crate::secure::SumShape::ComBatCrossProducts`] /
+//! [`crate::secure::SumShape::ComBatResiduals`]); their counts travel as counts (F = 0), their
+//! reals in the LASSO's wide three-limb format (`crate::lasso::secure::wide_limbs`: 2^−56 per
+//! site, |x| ≤ 2^95) rather than the standalone study's 24 fractional bits, whose range
+//! (|x| ≤ 2^39 / n_sites) the cohort's energy features exceed (residual sums ~2e19) and whose
+//! resolution would cost small-valued features (residual sums ~1e−3) four digits. The z-score
+//! moments travel as raw power sums (n, Σx, Σx² per feature: Chan's merge of (mean, M2) is not
+//! a sum), the aggregator recovers mean = Σx/n and M2 = Σx² − Σx·mean.
+//!
+//! **Precision** (cohort example, `federation/tests/secure_pipeline_combat.rs`): the decoded
+//! ComBat sums equal the exact sums of the sites' f64 values to 2^−56 per site, so the fitted
+//! regression, pooled variance and EB estimates differ from the plain run's by f64's order of
+//! additions only (≤ 1e−14 relative), harmonised values by ≤ 1e−14 of the feature's SD. The
+//! z-score's variance carries f64's cancellation in Σx² − (Σx)²/n, ≈ 4·2^−53·(1 + mean²/var)
+//! relative (3.4e−13 at mean/SD 39; measured SDs within 1.6e−13), where the plain (mean, M2)
+//! merge is exact to ~1e−16. The LASSO selects the same features.
+//!
+//! **Not sums, plain**: round 0 (the batch labels present per fit: names, no counts) and
+//! round 3 (each batch's empirical-Bayes location and scale, computed at the one site holding
+//! the batch — `models::combat::site_estimate` refuses a batch whose rows are not all there —
+//! and appended to the model as they are, not summed). As in the standalone study, ComBat's
+//! model is per batch: the summed W'W/W'Y's batch block and round 3 still give each batch's
+//! (by default each site's) row count, mean and variance per feature. SECURITY.md states what
+//! the masking hides beyond that.
+//!
+//! **Dropout**: a site missing a masked ComBat or z-score round is left out and the batch's
+//! ComBat restarts from round 1 over the survivors' designs (`PipelineDriver::drop_sites`).
+//!
 //! # Meta-model + clinical rounds
 //!
 //! The MLP's loss and gradient sums and the clinical IRLS sums (Σv, log-likelihood, score,
@@ -73,6 +108,11 @@ pub fn has_masked_form(stage: &StageTask) -> bool {
             | StageTask::Metrics(MetricsTask::Scores { .. })
             // The LASSO stage's sums (`crate::lasso::secure`).
             | StageTask::Lasso { .. }
+            // ComBat's cross-products and residuals and the z-score moments (`combat_shape`);
+            // ComBat's levels (names) and per-batch estimates (a batch lives at one site) are
+            // not sums and stay plain.
+            | StageTask::ComBat { round: 1 | 2, .. }
+            | StageTask::Moments { .. }
     )
 }
 
@@ -451,4 +491,315 @@ pub fn site_binned_scores(
         clinical: clinical.as_deref().map(|c| binned(c, "clinical model")),
         unscored,
     }))
+}
+
+// --- ComBat and z-score rounds ---
+
+/// Whether a pipeline request asks for statistics the aggregator sums over sites (in whatever
+/// form they travel): ComBat's cross-products and residuals, the z-score moments, the LASSO,
+/// meta-model and metrics rounds. The others are names (columns, ComBat levels), per-batch
+/// values (ComBat estimates: a batch lives at one site), or requests whose answers are not
+/// summed statistics (base-learner training, the model relay, scoring acknowledgements).
+pub fn is_summed(stage: &StageTask) -> bool {
+    matches!(
+        stage,
+        StageTask::ComBat { round: 1 | 2, .. }
+            | StageTask::Moments { .. }
+            | StageTask::Lasso { .. }
+            | StageTask::Fit { .. }
+            | StageTask::Metrics(_)
+    )
+}
+
+/// A summed request that travels in the clear even in a secure study (no masked form yet): a
+/// site whose policy has `require_secure_aggregation` refuses it (`crate::site`).
+pub fn is_unmasked_sum(stage: &StageTask) -> bool {
+    is_summed(stage) && !has_masked_form(stage)
+}
+
+/// The shape of a masked ComBat round (1: cross-products, 2: residuals) or z-score round over
+/// `features` features, `None` for any other request.
+pub fn combat_shape(stage: &StageTask, features: usize) -> Option<SumShape> {
+    match stage {
+        StageTask::ComBat { round: 1, fits } => Some(SumShape::PipelineComBat {
+            fits: fits
+                .iter()
+                .map(|f| {
+                    let columns = f.design.as_ref().map_or(0, |d| d.n_columns());
+                    (f.fit, SumShape::ComBatCrossProducts { columns, features })
+                })
+                .collect(),
+        }),
+        StageTask::ComBat { round: 2, fits } => Some(SumShape::PipelineComBat {
+            fits: fits
+                .iter()
+                .map(|f| (f.fit, SumShape::ComBatResiduals { features }))
+                .collect(),
+        }),
+        StageTask::Moments { models } => Some(SumShape::PipelineMoments {
+            features,
+            fits: models.iter().map(|(f, _)| *f).collect(),
+        }),
+        _ => None,
+    }
+}
+
+fn is_count(format: &FixedPoint) -> bool {
+    *format == FixedPoint::integer()
+}
+
+/// (count values, wide values) of a ComBat or z-score shape.
+fn combat_lens(shape: &SumShape) -> (usize, usize) {
+    match shape {
+        SumShape::PipelineComBat { fits } => {
+            let (mut counts, mut wide) = (0, 0);
+            for (_, inner) in fits {
+                for seg in inner.layout().segments() {
+                    if is_count(&seg.format) {
+                        counts += seg.len;
+                    } else {
+                        wide += seg.len;
+                    }
+                }
+            }
+            (counts, wide)
+        }
+        SumShape::PipelineMoments { features, fits } => (fits.len(), 2 * features * fits.len()),
+        _ => (0, 0),
+    }
+}
+
+/// Segment layout of [`SumShape::PipelineComBat`] and [`SumShape::PipelineMoments`]: the counts
+/// (F = 0), then the wide values' high, middle and low limbs (`crate::lasso::secure`'s
+/// format).
+pub(crate) fn combat_layout(shape: &SumShape) -> Layout {
+    let (counts, wide) = combat_lens(shape);
+    Layout::new()
+        .with("counts", counts, FixedPoint::integer())
+        .with("wide sums, high limbs", wide, FixedPoint::integer())
+        .with("wide sums, middle limbs", wide, FixedPoint::integer())
+        .with(
+            "wide sums, low limbs",
+            wide,
+            FixedPoint::new(crate::lasso::secure::WIDE_LOW_FRAC_BITS)
+                .expect("a valid number of fractional bits"),
+        )
+}
+
+/// The wide limbs of a ComBat or z-score answer, value by value.
+#[derive(Default)]
+struct WideParts {
+    high: Vec<f64>,
+    middle: Vec<f64>,
+    low: Vec<f64>,
+}
+
+impl WideParts {
+    fn push(&mut self, x: f64, which: &str) -> Result<(), SecureError> {
+        let [h, m, l] = crate::lasso::secure::wide_limbs(x).ok_or_else(|| {
+            // The value itself stays at the site (it is an aggregate of this site alone).
+            SecureError::Refused(format!(
+                "a sum of {which} is outside the masked fixed-point range (|x| ≤ 4e28); rescale the feature columns (e.g. to other units) and submit the study again"
+            ))
+        })?;
+        self.high.push(h);
+        self.middle.push(m);
+        self.low.push(l);
+        Ok(())
+    }
+}
+
+fn fit_name(fit: &learners::FitId) -> String {
+    format!("fit (repeat {}, fold {})", fit.repeat, fit.fold)
+}
+
+/// Site side: the parts of a masked ComBat or z-score answer in layout order. A ComBat fit's
+/// parts come from the standalone packer of its shape ([`SumShape::encode`], which checks the
+/// sizes); their count segments go to the counts, their real segments to the wide values.
+pub(crate) fn combat_encode(
+    shape: &SumShape,
+    result: &ResultBody,
+) -> Result<Vec<Vec<f64>>, SecureError> {
+    let mut counts = Vec::new();
+    let mut wide = WideParts::default();
+    match (shape, result) {
+        (SumShape::PipelineComBat { fits }, ResultBody::Pipeline(r)) => {
+            let answers: Vec<(learners::FitId, ResultBody)> = match r {
+                StageResult::ComBatCrossProducts(v) => v
+                    .iter()
+                    .map(|(f, c)| (*f, ResultBody::ComBatCrossProducts(c.clone())))
+                    .collect(),
+                StageResult::ComBatResiduals(v) => v
+                    .iter()
+                    .map(|(f, c)| (*f, ResultBody::ComBatResiduals(c.clone())))
+                    .collect(),
+                other => {
+                    return Err(shape_err(format!(
+                        "a {} answer to a masked ComBat round",
+                        other.name()
+                    )));
+                }
+            };
+            if answers.len() != fits.len() {
+                return Err(shape_err(format!(
+                    "ComBat sums of {} fits for {}",
+                    answers.len(),
+                    fits.len()
+                )));
+            }
+            for ((want, inner), (got, body)) in fits.iter().zip(&answers) {
+                if want != got {
+                    return Err(shape_err(format!(
+                        "ComBat sums of {} where the round asks for {}",
+                        fit_name(got),
+                        fit_name(want)
+                    )));
+                }
+                if !matches!(
+                    inner,
+                    SumShape::ComBatCrossProducts { .. } | SumShape::ComBatResiduals { .. }
+                ) {
+                    return Err(shape_err(
+                        "a masked pipeline ComBat round whose fit shape is not a ComBat one".into(),
+                    ));
+                }
+                let which = format!("the ComBat round of {}", fit_name(want));
+                let parts = inner.encode(body)?;
+                for (seg, part) in inner.layout().segments().iter().zip(parts) {
+                    if is_count(&seg.format) {
+                        counts.extend(part);
+                    } else {
+                        for x in part {
+                            wide.push(x, &which)?;
+                        }
+                    }
+                }
+            }
+        }
+        (
+            SumShape::PipelineMoments { features, fits },
+            ResultBody::Pipeline(StageResult::Moments(v)),
+        ) => {
+            if v.len() != fits.len() {
+                return Err(shape_err(format!(
+                    "z-score moments of {} fits for {}",
+                    v.len(),
+                    fits.len()
+                )));
+            }
+            for (want, (got, moments)) in fits.iter().zip(v) {
+                let n = moments.first().map_or(0, |m| m.n);
+                if want != got || moments.len() != *features || moments.iter().any(|m| m.n != n) {
+                    return Err(shape_err(format!(
+                        "the z-score moments of {} do not match the round's {} with {features} features",
+                        fit_name(got),
+                        fit_name(want)
+                    )));
+                }
+                counts.push(n as f64);
+                let which = format!("the z-score moments of {}", fit_name(want));
+                let nf = n as f64;
+                for m in moments {
+                    // Σx and Σx² from the site's (n, mean, M2): Chan's merge of (mean, M2) is
+                    // not a sum, the power sums are (as in the LASSO's moments round).
+                    wide.push(nf * m.mean, &which)?;
+                    wide.push(m.m2 + nf * m.mean * m.mean, &which)?;
+                }
+            }
+        }
+        (_, other) => {
+            return Err(shape_err(format!(
+                "a {} answer to a masked ComBat or z-score round",
+                other.kind()
+            )));
+        }
+    }
+    Ok(vec![counts, wide.high, wide.middle, wide.low])
+}
+
+/// Aggregator side: the pooled ComBat or z-score answer from the decoded sum (parts in layout
+/// order), each ComBat fit read back by its standalone shape's decoder.
+pub(crate) fn combat_decode(
+    shape: &SumShape,
+    parts: &[Vec<f64>],
+) -> Result<ResultBody, SecureError> {
+    let [counts, high, middle, low] = parts else {
+        return Err(shape_err("four segments expected".into()));
+    };
+    let (n_counts, n_wide) = combat_lens(shape);
+    if counts.len() != n_counts || [high.len(), middle.len(), low.len()] != [n_wide; 3] {
+        return Err(shape_err(
+            "the decoded ComBat or z-score sum does not match its shape".into(),
+        ));
+    }
+    let wide: Vec<f64> = (0..n_wide)
+        .map(|i| crate::lasso::secure::wide_value(high[i], middle[i], low[i]))
+        .collect();
+    match shape {
+        SumShape::PipelineComBat { fits } => {
+            let (mut c, mut w) = (&counts[..], &wide[..]);
+            let mut xps = Vec::new();
+            let mut rss = Vec::new();
+            for (fit, inner) in fits {
+                let mut inner_parts = Vec::new();
+                for seg in inner.layout().segments() {
+                    let src = if is_count(&seg.format) {
+                        &mut c
+                    } else {
+                        &mut w
+                    };
+                    let (head, tail) = src.split_at(seg.len);
+                    inner_parts.push(head.to_vec());
+                    *src = tail;
+                }
+                match inner.decode(&inner_parts)? {
+                    ResultBody::ComBatCrossProducts(x) => xps.push((*fit, x)),
+                    ResultBody::ComBatResiduals(r) => rss.push((*fit, r)),
+                    other => {
+                        return Err(shape_err(format!(
+                            "a {} fit in a masked ComBat round",
+                            other.kind()
+                        )));
+                    }
+                }
+            }
+            let stage = match (xps.is_empty(), rss.is_empty()) {
+                (_, true) => StageResult::ComBatCrossProducts(xps),
+                (true, false) => StageResult::ComBatResiduals(rss),
+                (false, false) => {
+                    return Err(shape_err(
+                        "a masked ComBat round mixing cross-products and residuals".into(),
+                    ));
+                }
+            };
+            Ok(ResultBody::Pipeline(stage))
+        }
+        SumShape::PipelineMoments { features, fits } => {
+            let p = *features;
+            let out = fits
+                .iter()
+                .enumerate()
+                .map(|(i, fit)| {
+                    let n = counts[i].max(0.0).round() as u64;
+                    let nf = n as f64;
+                    let moments = (0..p)
+                        .map(|j| {
+                            let (s1, s2) = (wide[2 * (i * p + j)], wide[2 * (i * p + j) + 1]);
+                            let mean = if n == 0 { 0.0 } else { s1 / nf };
+                            // M2 = Σx² − n·mean² (≥ 0; cancellation may leave a tiny negative).
+                            let m2 = if n <= 1 {
+                                0.0
+                            } else {
+                                (s2 - s1 * mean).max(0.0)
+                            };
+                            stats::Moments { n, mean, m2 }
+                        })
+                        .collect();
+                    (*fit, moments)
+                })
+                .collect();
+            Ok(ResultBody::Pipeline(StageResult::Moments(out)))
+        }
+        _ => Err(shape_err("not a pipeline ComBat or z-score shape".into())),
+    }
 }
