@@ -162,6 +162,12 @@ pub enum SumShape {
         clinical: bool,
         min_count: u64,
     },
+    /// Pipeline metrics, follow-up round: per bin of the score grid **unmerged**, the sums of the
+    /// pooled clinical placement values over the bin's positives and negatives (merged to the
+    /// pooled stacked-model cells on the sum), and per grouping, group and shared time-grid bin
+    /// the event and censoring counts (merged to `min_count` on the sum); see
+    /// `crate::pipeline::secure::FollowUpShape`.
+    PipelineFollowUp(crate::pipeline::secure::FollowUpShape),
     /// The pipeline's masked ComBat rounds 1 (cross-products) and 2 (residuals): per outer fit
     /// (request order) that fit's standalone shape, [`SumShape::ComBatCrossProducts`] or
     /// [`SumShape::ComBatResiduals`], whose packers fill and read the fit's parts. Their count
@@ -252,9 +258,9 @@ impl SumShape {
                     .with("suppressed flags", cells, FixedPoint::integer())
                     .with("moment sums", continuous.len() * GROUPS * 2, real())
             }
-            SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
-                crate::pipeline::secure::layout(self)
-            }
+            SumShape::PipelineFit { .. }
+            | SumShape::PipelineScores { .. }
+            | SumShape::PipelineFollowUp(_) => crate::pipeline::secure::layout(self),
             SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. } => {
                 crate::pipeline::secure::combat_layout(self)
             }
@@ -303,9 +309,12 @@ impl SumShape {
                 },
                 ResultBody::Table1Summary(s),
             ) => encode_table1(continuous, categorical, s),
-            (SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. }, r) => {
-                crate::pipeline::secure::encode(self, r)
-            }
+            (
+                SumShape::PipelineFit { .. }
+                | SumShape::PipelineScores { .. }
+                | SumShape::PipelineFollowUp(_),
+                r,
+            ) => crate::pipeline::secure::encode(self, r),
             (SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. }, r) => {
                 crate::pipeline::secure::combat_encode(self, r)
             }
@@ -345,9 +354,9 @@ impl SumShape {
                 continuous,
                 categorical,
             } => decode_table1(continuous, categorical, parts),
-            SumShape::PipelineFit { .. } | SumShape::PipelineScores { .. } => {
-                crate::pipeline::secure::decode(self, parts)
-            }
+            SumShape::PipelineFit { .. }
+            | SumShape::PipelineScores { .. }
+            | SumShape::PipelineFollowUp(_) => crate::pipeline::secure::decode(self, parts),
             SumShape::PipelineComBat { .. } | SumShape::PipelineMoments { .. } => {
                 crate::pipeline::secure::combat_decode(self, parts)
             }

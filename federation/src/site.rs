@@ -316,17 +316,22 @@ fn dispatch(
                     format!("a {} request has no masked form; refusing", m.inner.kind()),
                 ));
             }
-            // The pipeline's masked score round packs the site's bins unmerged: they are never
+            // The pipeline's masked score and follow-up rounds pack the site's bins unmerged
+            // (`pipeline::secure::site_masked_metrics`): they are never
             // released as they are, only inside the sum, which the aggregator merges to the
             // round's min_count (checked against this site's own by `site_binned_scores`). The
             // per-site count check below therefore does not apply to them.
             if let (AnalysisSpec::Pipeline(p), TaskBody::Pipeline(t), shape) =
                 (&spec.analysis, &*m.inner, &m.shape)
-                && matches!(shape, crate::secure::SumShape::PipelineScores { .. })
+                && matches!(
+                    shape,
+                    crate::secure::SumShape::PipelineScores { .. }
+                        | crate::secure::SumShape::PipelineFollowUp(_)
+                )
             {
                 let state = memory.studies.entry(hash.to_string()).or_default();
                 let plain =
-                    crate::pipeline::secure::site_binned_scores(table, p, t, policy, state, shape)
+                    crate::pipeline::secure::site_masked_metrics(table, p, t, policy, state, shape)
                         .map(ResultBody::Pipeline)
                         .map_err(|e| (e.to_string(), e.public_message()))?;
                 return memory

@@ -11,6 +11,7 @@ use federation::pipeline::metrics::{
     FollowUpResult, FollowUpTask, GroupRelease, MetricsResult, MetricsTask, ReleasedTimes,
     ScoreRelease, SurvivalRelease, SurvivalRequest,
 };
+use federation::pipeline::secure::{FollowUpShape, FollowUpSurvivalShape};
 use stats::metrics::{CrossPlacementSums, MergeRule, ScoreGrid, ScoreTableCell, SiteScoreTable};
 use stats::survival::{SiteSurvivalTable, SurvivalCell};
 
@@ -361,9 +362,87 @@ pub fn result_from(r: pb::PipelineMetricsResult) -> Result<MetricsResult> {
                         })
                     })
                     .transpose()?,
+                // Only the aggregator's decoded sum of a masked round carries it; never a site.
+                masked_sum: None,
             }),
         },
     )
+}
+
+// ---- the masked follow-up round's shape ----------------------------------------------------
+
+/// Largest shared time grid a masked follow-up round may ask for (every site packs one count
+/// per point, group and grouping).
+pub const MAX_TIME_BINS: u32 = 100_000;
+
+/// `SumShape::PipelineFollowUp` to the wire.
+pub fn follow_up_shape_to(f: &FollowUpShape) -> pb::PipelineFollowUpShape {
+    pb::PipelineFollowUpShape {
+        bins: f.bins,
+        ml_cells: f
+            .ml_cells
+            .iter()
+            .map(|&(lo_bin, hi_bin)| pb::MetricsBinRange { lo_bin, hi_bin })
+            .collect(),
+        survival: f
+            .survival
+            .as_ref()
+            .map(|s| pb::PipelineFollowUpSurvivalShape {
+                time_step: s.time_step,
+                time_bins: s.time_bins,
+                by_predicted: s.by_predicted,
+            }),
+        min_count: f.min_count,
+    }
+}
+
+/// `SumShape::PipelineFollowUp` from the wire: the cells must be ascending, disjoint runs of
+/// the grid's bins, the time grid a positive step with 1..=[`MAX_TIME_BINS`] points.
+pub fn follow_up_shape_from(f: pb::PipelineFollowUpShape) -> Result<federation::secure::SumShape> {
+    grid_from("PipelineFollowUpShape.bins", f.bins)?;
+    let mut next = 0u32;
+    for c in &f.ml_cells {
+        if c.lo_bin < next || c.hi_bin < c.lo_bin || c.hi_bin >= f.bins {
+            return Err(ConvertError::Invalid {
+                field: "PipelineFollowUpShape.ml_cells",
+                reason: format!(
+                    "cell {}..={} is not an ascending, disjoint run of the {}-bin grid",
+                    c.lo_bin, c.hi_bin, f.bins
+                ),
+            });
+        }
+        next = c.hi_bin + 1;
+    }
+    let survival = match f.survival {
+        None => None,
+        Some(s) => {
+            if !(s.time_step.is_finite() && s.time_step > 0.0) {
+                return Err(ConvertError::Invalid {
+                    field: "PipelineFollowUpSurvivalShape.time_step",
+                    reason: format!("{} is not a positive number", s.time_step),
+                });
+            }
+            if s.time_bins == 0 || s.time_bins > MAX_TIME_BINS {
+                return Err(ConvertError::Invalid {
+                    field: "PipelineFollowUpSurvivalShape.time_bins",
+                    reason: format!("{} is not in 1..={MAX_TIME_BINS}", s.time_bins),
+                });
+            }
+            Some(FollowUpSurvivalShape {
+                time_step: s.time_step,
+                time_bins: s.time_bins,
+                by_predicted: s.by_predicted,
+            })
+        }
+    };
+    Ok(federation::secure::SumShape::PipelineFollowUp(
+        FollowUpShape {
+            bins: f.bins,
+            ml_cells: f.ml_cells.iter().map(|c| (c.lo_bin, c.hi_bin)).collect(),
+            survival,
+            min_count: f.min_count,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -494,8 +573,10 @@ mod tests {
                     by_predicted: Some(survival(true)),
                     by_response: survival(false),
                 }),
+                masked_sum: None,
             }),
             MetricsResult::FollowUp(FollowUpResult {
+                masked_sum: None,
                 cross_placements: None,
                 survival: Some(SurvivalRelease {
                     by_predicted: None,
@@ -505,12 +586,102 @@ mod tests {
                 }),
             }),
             MetricsResult::FollowUp(FollowUpResult {
+                masked_sum: None,
                 cross_placements: None,
                 survival: None,
             }),
         ] {
             assert_eq!(round_trip_result(&r), r);
         }
+    }
+
+    #[test]
+    fn follow_up_shapes_round_trip_and_bad_ones_are_refused() {
+        use federation::secure::SumShape;
+        let shape = FollowUpShape {
+            bins: 1000,
+            ml_cells: vec![(0, 3), (4, 4), (5, 999)],
+            survival: Some(FollowUpSurvivalShape {
+                time_step: 1.0,
+                time_bins: 600,
+                by_predicted: true,
+            }),
+            min_count: 5,
+        };
+        let bytes = follow_up_shape_to(&shape).encode_to_vec();
+        let back =
+            follow_up_shape_from(pb::PipelineFollowUpShape::decode(&bytes[..]).unwrap()).unwrap();
+        assert_eq!(back, SumShape::PipelineFollowUp(shape.clone()));
+        let no_parts = FollowUpShape {
+            ml_cells: vec![],
+            survival: None,
+            ..shape.clone()
+        };
+        assert_eq!(
+            follow_up_shape_from(follow_up_shape_to(&no_parts)).unwrap(),
+            SumShape::PipelineFollowUp(no_parts)
+        );
+        let bad = |f: &dyn Fn(&mut pb::PipelineFollowUpShape)| {
+            let mut p = follow_up_shape_to(&shape);
+            f(&mut p);
+            follow_up_shape_from(p).unwrap_err()
+        };
+        for (what, e) in [
+            (
+                "overlapping cells",
+                bad(&|p| {
+                    p.ml_cells[1] = pb::MetricsBinRange {
+                        lo_bin: 3,
+                        hi_bin: 4,
+                    }
+                }),
+            ),
+            (
+                "a cell past the grid",
+                bad(&|p| p.ml_cells[2].hi_bin = 1000),
+            ),
+            (
+                "a reversed cell",
+                bad(&|p| {
+                    p.ml_cells[2] = pb::MetricsBinRange {
+                        lo_bin: 9,
+                        hi_bin: 8,
+                    }
+                }),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    ConvertError::Invalid {
+                        field: "PipelineFollowUpShape.ml_cells",
+                        ..
+                    }
+                ),
+                "{what}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            bad(&|p| p.survival.as_mut().unwrap().time_step = 0.0),
+            ConvertError::Invalid {
+                field: "PipelineFollowUpSurvivalShape.time_step",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(&|p| p.survival.as_mut().unwrap().time_bins = MAX_TIME_BINS + 1),
+            ConvertError::Invalid {
+                field: "PipelineFollowUpSurvivalShape.time_bins",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(&|p| p.bins = 0),
+            ConvertError::Invalid {
+                field: "PipelineFollowUpShape.bins",
+                ..
+            }
+        ));
     }
 
     #[test]

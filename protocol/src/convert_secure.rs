@@ -234,6 +234,7 @@ fn shape_from(s: Option<pb::SumShape>) -> Result<SumShape, ConvertError> {
                 clinical: s.clinical,
                 min_count: s.min_count,
             },
+            Shape::PipelineFollowUp(f) => crate::convert_pipeline_metrics::follow_up_shape_from(f)?,
             Shape::PipelineCombat(c) => pipeline_combat_shape_from(c)?,
             Shape::PipelineMoments(m) => SumShape::PipelineMoments {
                 features: bounded("PipelineMomentsShape.features", m.features, MAX_FEATURES)?,
@@ -285,6 +286,9 @@ fn shape_to(s: &SumShape) -> pb::SumShape {
                 clinical: *clinical,
                 min_count: *min_count,
             }),
+            SumShape::PipelineFollowUp(f) => {
+                Shape::PipelineFollowUp(crate::convert_pipeline_metrics::follow_up_shape_to(f))
+            }
             SumShape::PipelineComBat { fits } => Shape::PipelineCombat(pb::PipelineComBatShape {
                 fits: fits
                     .iter()

@@ -1,16 +1,20 @@
 //! The pipeline study's secure-aggregation messages over the wire (issue #8 item 5):
-//! 1. the new shapes (`PipelineFitShape`, `PipelineScoresShape`, read from the compiled proto
-//!    descriptor so a new field cannot slip past) carry only the layout — fit ids, widths, the
-//!    grid, a flag and the merge threshold, no statistic; a site's answer to a masked pipeline
-//!    round is the reviewed `MaskedVector` (checked in `secure_privacy.rs`) and nothing else;
-//! 2. a secure pipeline study run with every task and answer passing through protobuf bytes
-//!    equals the in-process run exactly (fresh keys, same sums), and every meta-model and score
-//!    answer that crossed the wire was a masked vector (no plain meta-model or score request);
+//! 1. the new shapes (`PipelineFitShape`, `PipelineScoresShape`, `PipelineFollowUpShape`, read
+//!    from the compiled proto descriptor so a new field cannot slip past) carry only the layout —
+//!    fit ids, widths, the grid, a flag, the merge threshold, the pooled ML cells' bin ranges and
+//!    the shared time grid, no site's statistic; a site's answer to a masked pipeline round is
+//!    the reviewed `MaskedVector` (checked in `secure_privacy.rs`) and nothing else;
+//! 2. a secure pipeline study (with the survival endpoint) run with every task and answer
+//!    passing through protobuf bytes equals the in-process run exactly (fresh keys, same sums),
+//!    every meta-model, score and follow-up answer that crossed the wire was a masked vector (no
+//!    plain meta-model or metrics request), and the masked follow-up request — whose per-bin
+//!    placements and cut-off flags come from the pooled tables — is byte-identical for every
+//!    site;
 //! 3. decoding refuses a masked pipeline request of a stage without a masked form, a shape whose
 //!    clinical fit ids do not match its fits, and a width too large to address.
 
 use federation::SiteId;
-use federation::engine::{StudyState, StudyStatus};
+use federation::engine::{StudyOutput, StudyState, StudyStatus};
 use federation::local::run_local;
 use federation::pipeline::StageTask;
 use federation::policy::SitePolicy;
@@ -110,6 +114,20 @@ fn pipeline_shapes_carry_only_the_layout() {
             "PipelineScoresShape",
             &["bins", "clinical", "min_count"][..],
         ),
+        // The follow-up: the grid, the pooled ML cells (known from the opened score round), the
+        // shared time grid and the pooled merge's threshold.
+        (
+            "PipelineFollowUpShape",
+            &[
+                "bins",
+                "ml_cells.lo_bin",
+                "ml_cells.hi_bin",
+                "survival.time_step",
+                "survival.time_bins",
+                "survival.by_predicted",
+                "min_count",
+            ][..],
+        ),
     ] {
         let mut got = BTreeSet::new();
         leaf_paths(&s, &format!(".fedrad.v1.{name}"), "", &mut got);
@@ -181,6 +199,8 @@ alpha = 0.01
 numeric = ["ki67"]
 [analysis.metrics]
 secure_min_count = 5
+time_column = "pfs_months"
+event_column = "pfs_event"
 "#,
     )
     .unwrap()
@@ -203,7 +223,12 @@ fn a_secure_pipeline_study_through_the_wire_equals_the_in_process_run() {
         StudyState::new(spec.clone(), tables.keys().cloned().collect(), 0, u64::MAX).unwrap();
     let mut memories: BTreeMap<SiteId, SiteMemory> = BTreeMap::new();
     let mut masked_stages = BTreeSet::new();
+    let mut follow_ups = 0;
     while !state.status.is_finished() {
+        // The masked follow-up's request carries only pooled quantities (the pooled clinical
+        // cells' placements and the pooled ML cells' cut-off flags, spread over the bins): it is
+        // the same request, byte for byte, for every site.
+        let mut inner_bytes = BTreeSet::new();
         for (site, table) in &tables {
             let Some(task) = state.task_for(site) else {
                 continue;
@@ -213,7 +238,25 @@ fn a_secure_pipeline_study_through_the_wire_equals_the_in_process_run() {
             assert_eq!(back, task, "task round trip");
             let stage = match &task.body {
                 TaskBody::Masked(m) => match &*m.inner {
-                    TaskBody::Pipeline(p) => Some(p.stage.name()),
+                    TaskBody::Pipeline(p) => {
+                        if let StageTask::Metrics(
+                            federation::pipeline::metrics::MetricsTask::FollowUp(f),
+                        ) = &p.stage
+                        {
+                            assert_eq!(f.cross_placements.as_ref().map(Vec::len), Some(1000));
+                            let high = f.survival.as_ref().unwrap().predicted_high.as_ref();
+                            assert_eq!(high.map(Vec::len), Some(1000));
+                            inner_bytes.insert(
+                                protocol::convert_pipeline_metrics::task_to(
+                                    &federation::pipeline::metrics::MetricsTask::FollowUp(
+                                        f.clone(),
+                                    ),
+                                )
+                                .encode_to_vec(),
+                            );
+                        }
+                        Some(p.stage.name())
+                    }
                     _ => None,
                 },
                 TaskBody::Pipeline(p) => {
@@ -247,7 +290,18 @@ fn a_secure_pipeline_study_through_the_wire_equals_the_in_process_run() {
             assert_eq!(back, result, "result round trip");
             state.accept(site, back, bytes.len() as u64, 0).unwrap();
         }
+        assert!(
+            inner_bytes.len() <= 1,
+            "the follow-up request differs between sites"
+        );
+        follow_ups += inner_bytes.len();
     }
+    assert_eq!(follow_ups, 1, "one masked follow-up round");
+    let StudyOutput::Pipeline(out) = state.output.as_ref().unwrap() else {
+        panic!("a pipeline output")
+    };
+    assert_eq!(out.metrics.comparisons.len(), 1, "{:?}", out.metrics.notes);
+    assert_eq!(out.metrics.survival.len(), 2, "{:?}", out.metrics.notes);
     assert_eq!(
         state.status,
         StudyStatus::Completed,

@@ -1048,7 +1048,9 @@ impl PipelineDriver {
             return Ok(tasks);
         }
         let shape = match &first.stage {
-            StageTask::Metrics(_) => super::secure::scores_shape(&self.spec),
+            StageTask::Metrics(_) => {
+                super::secure::metrics_shape(&self.spec, self.metrics.as_ref())
+            }
             StageTask::Lasso { requests, .. } => {
                 crate::lasso::secure::pipeline_shape(self.spec.features.len(), requests)
             }
@@ -1097,6 +1099,7 @@ impl PipelineDriver {
         }
         // Every change below is undone if the restart cannot be built (the study then pauses).
         let before = (self.sites.clone(), self.mlp.clone(), self.clinical.clone());
+        let metrics_before = self.metrics.clone();
         let lasso_before =
             (self.stage == Stage::Lasso).then(|| (self.lasso.clone(), self.lasso_rounds));
         let stage_before = self.stage;
@@ -1141,6 +1144,21 @@ impl PipelineDriver {
                 let secure = self.secure.as_mut().expect("checked above");
                 return secure.restart_without_reshaped(dropped, tasks, shape);
             }
+            if self.stage == Stage::Metrics
+                && self
+                    .metrics
+                    .as_ref()
+                    .is_some_and(|m| m.follow_up_shape().is_some())
+            {
+                // The masked follow-up's placements, cut-off and cells come from the score round
+                // the dropped sites were summed into: the metrics stage starts again from its
+                // score round over the survivors.
+                self.metrics = Some(MetricsDriver::new(&self.spec, survivors).secure(true));
+                let tasks = self.tasks();
+                let shape = super::secure::scores_shape(&self.spec);
+                let secure = self.secure.as_mut().expect("checked above");
+                return secure.restart_without_reshaped(dropped, tasks, shape);
+            }
             let tasks = self.tasks();
             let secure = self.secure.as_mut().expect("checked above");
             secure.restart_without(dropped, tasks)
@@ -1166,6 +1184,7 @@ impl PipelineDriver {
             }
             Err(e) => {
                 (self.sites, self.mlp, self.clinical) = before;
+                self.metrics = metrics_before;
                 if let Some((lasso, rounds)) = lasso_before {
                     (self.lasso, self.lasso_rounds) = (lasso, rounds);
                 }
