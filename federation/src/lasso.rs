@@ -539,6 +539,7 @@ mod tests {
                 beta: vec![beta, 0.0],
                 hessian: true,
                 cols: Some(vec![0]),
+                eval_only: false,
             },
         }
     }

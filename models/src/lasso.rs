@@ -83,6 +83,12 @@ pub enum RequestKind {
         /// Columns S of x̃ᵀWx̃ to return (screened set); None = the whole matrix (packed).
         #[serde(default)]
         cols: Option<Vec<u32>>,
+        /// Only the scalars are needed (Σv, the loss, Σr, Σw and the held-out weight and
+        /// deviance): x̃ᵀr and x̃ᵀw are left empty. The evaluation of a converged solution
+        /// (its training loss and CV deviance) reads nothing else, and the two vectors were
+        /// nine tenths of its reply.
+        #[serde(default)]
+        eval_only: bool,
     },
 }
 
@@ -417,6 +423,7 @@ fn irls_fields<'a>(
         beta,
         hessian,
         cols,
+        ..
     } = &req.kind
     else {
         return Err(ModelsError::Invalid("not an IRLS request".into()));
@@ -442,6 +449,22 @@ fn irls_fields<'a>(
         )));
     }
     Ok((mean, sd, *beta0, beta, *hessian, cols.as_deref()))
+}
+
+/// Whether an IRLS request asks for the scalars only (`eval_only`, which excludes a Hessian).
+fn evaluation_only(req: &FitRequest) -> Result<bool> {
+    match &req.kind {
+        RequestKind::Irls {
+            eval_only: true,
+            hessian: true,
+            ..
+        } => Err(ModelsError::Invalid(format!(
+            "LASSO fit {} asks for x̃ᵀWx̃ in an evaluation-only request",
+            req.fit_id
+        ))),
+        RequestKind::Irls { eval_only, .. } => Ok(*eval_only),
+        RequestKind::Moments => Ok(false),
+    }
 }
 
 /// The disclosure guard's answer for a request over rows with training weights `v`.
@@ -595,6 +618,11 @@ fn site_kernel(
             out.w0 += w;
             rw.push((r, w));
         }
+    }
+    if evaluation_only(req)? {
+        out.rx = Vec::new();
+        out.wx = Vec::new();
+        return Ok(FitSums::Irls(out));
     }
     let at = a.slice_axis(Axis(0), Slice::from(..mt)).reversed_axes();
     // c = [w·x̃_S | r | w] for the requested columns S (none without Hessian, all for a full one).
@@ -791,6 +819,10 @@ fn sums_reference(
                 }
             }
         }
+    }
+    if evaluation_only(req)? {
+        s.rx.clear();
+        s.wx.clear();
     }
     Ok(FitSums::Irls(s))
 }
@@ -1544,6 +1576,7 @@ impl LassoDriver {
                         beta: f.pending[e].beta.clone(),
                         hessian: false,
                         cols: None,
+                        eval_only: true,
                     },
                     (Slot::Main(_), FitState::Irls { beta0, beta, .. }) => {
                         let hessian = self.wants_hessian(i);
@@ -1554,6 +1587,7 @@ impl LassoDriver {
                             beta: beta.clone(),
                             hessian,
                             cols: if hessian { self.screen(i) } else { None },
+                            eval_only: false,
                         }
                     }
                     _ => RequestKind::Moments,
@@ -1703,9 +1737,16 @@ impl LassoDriver {
                         }
                     }
                     (FitSums::Irls(s), FitState::Irls { .. }) => {
+                        // An evaluation's reply has no vectors (`eval_only`; a masked one
+                        // opens them as zeros): they are not read.
+                        let vectors = if matches!(plan[k], Slot::Eval(..)) && s.rx.is_empty() {
+                            0
+                        } else {
+                            p
+                        };
                         if s.fit_id != f.id
-                            || s.rx.len() != p
-                            || s.wx.len() != p
+                            || s.rx.len() != vectors
+                            || s.wx.len() != vectors
                             || (reused[k] && (!s.hess.is_empty() || !s.hess_factor.is_empty()))
                             || (!s.hess.is_empty() && !s.hess_factor.is_empty())
                             || s.hess_factor.len() % p != 0
@@ -1741,7 +1782,7 @@ impl LassoDriver {
                         acc.loss += s.loss;
                         acc.r0 += s.r0;
                         acc.w0 += s.w0;
-                        for j in 0..p {
+                        for j in 0..vectors {
                             acc.rx[j] += s.rx[j];
                             acc.wx[j] += s.wx[j];
                         }
@@ -2848,7 +2889,7 @@ mod tests {
         let mut factored = 0;
         let col_sets = [None, Some(vec![0u32, 4, 7, 20]), Some(vec![])];
         for (v, h) in &weights {
-            for hessian in [true, false] {
+            for (hessian, eval_only) in [(true, false), (false, false), (false, true)] {
                 for cols in &col_sets {
                     let req = FitRequest {
                         fit_id: 3,
@@ -2860,6 +2901,7 @@ mod tests {
                             beta: beta.clone(),
                             hessian,
                             cols: cols.clone(),
+                            eval_only,
                         },
                     };
                     let mut sc = Scratch::default();
@@ -2885,6 +2927,9 @@ mod tests {
                     assert!(close(f.r0, r.r0) && close(f.w0, r.w0));
                     assert!(close(f.heldout_w, r.heldout_w));
                     assert!(close(f.heldout_dev, r.heldout_dev));
+                    let vectors = if eval_only { 0 } else { p };
+                    assert_eq!((f.rx.len(), f.wx.len()), (vectors, vectors));
+                    assert_eq!((r.rx.len(), r.wx.len()), (vectors, vectors));
                     for (a, b) in f.rx.iter().chain(&f.wx).zip(r.rx.iter().chain(&r.wx)) {
                         assert!(close(*a, *b), "{a} vs {b}");
                     }

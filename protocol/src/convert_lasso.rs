@@ -42,6 +42,7 @@ fn request_to(r: &FitRequest) -> pb::FitRequest {
                 beta,
                 hessian,
                 cols,
+                eval_only,
             } => pb::fit_request::Kind::Irls(pb::IrlsRequest {
                 mean: mean.clone(),
                 sd: sd.clone(),
@@ -49,6 +50,7 @@ fn request_to(r: &FitRequest) -> pb::FitRequest {
                 beta: beta.clone(),
                 hessian: *hessian,
                 cols: cols.as_ref().map(|c| pb::ColumnSet { cols: c.clone() }),
+                eval_only: *eval_only,
             }),
         }),
     }
@@ -74,6 +76,7 @@ fn request_from(r: pb::FitRequest) -> Result<FitRequest, ConvertError> {
                 beta: i.beta,
                 hessian: i.hessian,
                 cols: i.cols.map(|c| c.cols),
+                eval_only: i.eval_only,
             },
         },
     })

@@ -1273,6 +1273,7 @@ mod tests {
                     beta: vec![0.0, HUGE],
                     hessian: true,
                     cols: Some(vec![1]),
+                    eval_only: false,
                 },
             },
             FitRequest {

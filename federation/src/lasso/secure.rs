@@ -322,7 +322,17 @@ impl Packer {
                 Ok(())
             }
             (SlotKind::Irls(form), FitSums::Irls(s)) => {
-                if s.fit_id != slot.fit_id || s.rx.len() != p || s.wx.len() != p {
+                // An evaluation-only reply has no vectors; the masked layout keeps its place
+                // (zeros), so the shape does not depend on the request's purpose.
+                let zeros;
+                let (rx, wx) =
+                    if matches!(form, HessForm::None) && s.rx.is_empty() && s.wx.is_empty() {
+                        zeros = vec![0.0; p];
+                        (&zeros, &zeros)
+                    } else {
+                        (&s.rx, &s.wx)
+                    };
+                if s.fit_id != slot.fit_id || rx.len() != p || wx.len() != p {
                     return Err(mismatch("the IRLS sums"));
                 }
                 let hess = additive_hessian(s, p, form)?;
@@ -332,8 +342,8 @@ impl Packer {
                 for x in [s.sum_w, s.loss, s.r0, s.w0, s.heldout_w, s.heldout_dev] {
                     self.wide(x, which)?;
                 }
-                self.vector(&s.rx, which)?;
-                self.vector(&s.wx, which)?;
+                self.vector(rx, which)?;
+                self.vector(wx, which)?;
                 self.vector(&hess, which)
             }
             _ => Err(mismatch("the kind of sums")),
