@@ -10,7 +10,11 @@
 //! - one site's masked follow-up vector does not decode to its plain per-bin answer, while the
 //!   sum of all vectors decodes to the sum of the plain answers;
 //! - the report carries no "not computed under secure aggregation" note except the
-//!   site-stratified Cox model's.
+//!   site-stratified Cox model's;
+//! - a site missing the masked follow-up's deadline restarts the metrics from the score round
+//!   over the survivors;
+//! - on a hand-checked example, the packing censors follow-up beyond the shared grid's horizon
+//!   at the horizon and counts the sites that withheld survival.
 
 mod common;
 
@@ -596,5 +600,113 @@ fn a_site_missing_the_masked_follow_up_restarts_the_metrics_from_the_score_round
             .any(|n| n.contains(silent.as_str()) && n.contains("left out")),
         "{:?}",
         out.metrics.notes
+    );
+}
+
+/// The follow-up's packing on a hand-checked example (4 bins, a 3-point time grid): the site
+/// half (`follow_up_by_bin`) and the packing of two sites, summed and decoded. Site A has a
+/// patient followed to 7.5 (beyond the horizon 3: censored at 3, counted once); site B has no
+/// survival columns (withheld, counted per grouping). Cross sums by hand: the placement a
+/// patient adds is the one sent for its clinical bin, into its ML bin, then merged to the ML
+/// cells (0–1) and (2–3).
+#[test]
+fn follow_up_packing_censors_beyond_the_horizon_and_counts_withheld_sites() {
+    use federation::pipeline::metrics::{
+        FollowUpTask, GroupRelease, MetricsResult, SurvivalColumns, SurvivalRequest,
+        follow_up_by_bin,
+    };
+    use federation::pipeline::secure::{FollowUpShape, FollowUpSurvivalShape};
+    let fu = FollowUpShape {
+        bins: 4,
+        ml_cells: vec![(0, 1), (2, 3)],
+        survival: Some(FollowUpSurvivalShape {
+            time_step: 1.0,
+            time_bins: 3,
+            by_predicted: true,
+        }),
+        min_count: 1,
+    };
+    let task = FollowUpTask {
+        bins: 4,
+        cross_placements: Some(vec![(0.1, 0.9), (0.2, 0.8), (0.3, 0.7), (0.4, 0.6)]),
+        survival: Some(SurvivalRequest {
+            predicted_high: Some(vec![false, false, true, true]),
+            time_step: 1.0,
+        }),
+    };
+    let some = |v: &[f64]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+    let a = MetricsInputs {
+        labels: vec![true, false, true, false],
+        ml: some(&[0.1, 0.3, 0.6, 0.9]),
+        clinical: Some(some(&[0.9, 0.1, 0.6, 0.4])),
+        survival: Some(Ok(SurvivalColumns {
+            times: vec![0.5, 2.2, 7.5, 3.0],
+            events: vec![true, false, true, true],
+        })),
+    };
+    let b = MetricsInputs {
+        labels: vec![true, false],
+        ml: some(&[0.2, 0.7]),
+        clinical: Some(some(&[0.2, 0.8])),
+        survival: None,
+    };
+    let shape = SumShape::PipelineFollowUp(fu.clone());
+    let mut sum: Option<Vec<Vec<f64>>> = None;
+    for inp in [&a, &b] {
+        let r = follow_up_by_bin(inp, &task, &fu).unwrap();
+        assert!(r.masked_sum.is_none());
+        let parts = shape
+            .encode(&ResultBody::Pipeline(StageResult::Metrics(
+                MetricsResult::FollowUp(r),
+            )))
+            .unwrap();
+        sum = Some(match sum {
+            None => parts,
+            Some(acc) => acc
+                .iter()
+                .zip(&parts)
+                .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + q).collect())
+                .collect(),
+        });
+    }
+    let ResultBody::Pipeline(StageResult::Metrics(MetricsResult::FollowUp(r))) =
+        shape.decode(&sum.unwrap()).unwrap()
+    else {
+        panic!("a follow-up answer")
+    };
+    let facts = r.masked_sum.clone().unwrap();
+    assert_eq!(facts.beyond_horizon, 1);
+    assert_eq!(facts.horizon, 3.0);
+    assert_eq!(facts.survival_withheld, [1, 1]);
+    assert_eq!(facts.paired_withheld, 0);
+    let cross = r.cross_placements.unwrap();
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+    assert!(close(cross[0].sum_v10_pos, 0.4 + 0.1) && close(cross[0].sum_v01_neg, 0.9));
+    assert!(close(cross[1].sum_v10_pos, 0.3) && close(cross[1].sum_v01_neg, 0.8 + 0.6));
+    let cells = |g: &GroupRelease| match g {
+        GroupRelease::Table { table, .. } => table
+            .groups
+            .iter()
+            .map(|cells| {
+                cells
+                    .iter()
+                    .map(|c| (c.time, c.events, c.censored))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>(),
+        GroupRelease::Withheld { reason } => panic!("withheld: {reason}"),
+    };
+    let s = r.survival.unwrap();
+    // By response: non-responders 2.2 (censored) and 3.0 (event) at 3; responders 0.5 (event)
+    // at 1 and 7.5 censored at the horizon 3.
+    assert_eq!(
+        cells(&s.by_response),
+        vec![vec![(3.0, 1, 1)], vec![(1.0, 1, 0), (3.0, 0, 1)]]
+    );
+    // By predicted group (bins 2 and 3 high): low 0.5 (event) and 2.2 (censored); high 7.5
+    // (censored at 3) and 3.0 (event).
+    assert_eq!(
+        cells(s.by_predicted.as_ref().unwrap()),
+        vec![vec![(1.0, 1, 0), (3.0, 0, 1)], vec![(3.0, 1, 1)]]
     );
 }

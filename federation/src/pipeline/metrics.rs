@@ -706,7 +706,7 @@ pub fn site_metrics(
 /// The points of the shared time grid of a masked follow-up round: `time_bins` multiples of
 /// the step (the last is the horizon), then one more point standing for "followed beyond the
 /// horizon". Built the same way at every site and at the aggregator, so the values are equal.
-pub(crate) fn masked_time_grid(step: f64, time_bins: u32) -> Vec<f64> {
+pub fn masked_time_grid(step: f64, time_bins: u32) -> Vec<f64> {
     (1..=time_bins as usize + 1)
         .map(|i| i as f64 * step)
         .collect()
@@ -725,7 +725,7 @@ pub(crate) fn masked_time_grid(step: f64, time_bins: u32) -> Vec<f64> {
 ///   response), per group, event and censoring counts at the points of
 ///   [`masked_time_grid`] (times moved up to the next point), `min_count` 1; a time beyond the
 ///   horizon lands on the extra last point. Withheld with a public reason as in the plain path.
-pub(crate) fn follow_up_by_bin(
+pub fn follow_up_by_bin(
     inp: &MetricsInputs,
     task: &FollowUpTask,
     shape: &super::secure::FollowUpShape,
