@@ -309,11 +309,7 @@ impl Store for SledStore {
             .results
             .iter()
             .map(|(site, body)| {
-                let msg = protocol::pb::TaskResult::from(&federation::task::TaskResult {
-                    study_id: study_id.clone(),
-                    round: record.round,
-                    body: body.clone(),
-                });
+                let msg = protocol::convert::result_to_pb(&study_id, record.round, body);
                 let bytes = record.bytes.get(site).copied().unwrap_or(0);
                 (site, bytes, prost::Message::encode_to_vec(&msg))
             })

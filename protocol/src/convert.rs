@@ -349,116 +349,124 @@ fn summary_from(s: pb::Table1SummaryResult) -> Result<Table1SummaryResult, Conve
 
 impl From<&TaskResult> for pb::TaskResult {
     fn from(r: &TaskResult) -> Self {
-        let body = match &r.body {
-            ResultBody::Table1Summary(s) => {
-                pb::task_result::Body::Table1Summary(pb::Table1SummaryResult {
-                    group_n: s.group_n.iter().map(count_to).collect(),
-                    label_missing: Some(count_to(&s.label_missing)),
-                    continuous: s
-                        .continuous
+        result_to_pb(&r.study_id, r.round, &r.body)
+    }
+}
+
+/// A result's message from its parts, borrowed: the aggregator's round log encodes the bodies
+/// it holds without first copying each into a [`TaskResult`].
+pub fn result_to_pb(
+    study_id: &federation::StudyId,
+    round: u32,
+    body: &ResultBody,
+) -> pb::TaskResult {
+    let body = match body {
+        ResultBody::Table1Summary(s) => {
+            pb::task_result::Body::Table1Summary(pb::Table1SummaryResult {
+                group_n: s.group_n.iter().map(count_to).collect(),
+                label_missing: Some(count_to(&s.label_missing)),
+                continuous: s
+                    .continuous
+                    .iter()
+                    .map(|c| pb::ContinuousSummary {
+                        variable: c.variable.clone(),
+                        groups: c
+                            .groups
+                            .iter()
+                            .map(|g| pb::ReleasedMoments {
+                                value: Some(match g {
+                                    Released::Value(m) => {
+                                        pb::released_moments::Value::Moments(pb::Moments {
+                                            n: m.n,
+                                            mean: m.mean,
+                                            m2: m.m2,
+                                        })
+                                    }
+                                    Released::Suppressed => {
+                                        pb::released_moments::Value::Suppressed(true)
+                                    }
+                                }),
+                            })
+                            .collect(),
+                        missing: c.missing.iter().map(count_to).collect(),
+                    })
+                    .collect(),
+                categorical: s
+                    .categorical
+                    .iter()
+                    .map(|c| pb::CategoricalSummary {
+                        variable: c.variable.clone(),
+                        levels: c
+                            .levels
+                            .iter()
+                            .map(|l| pb::LevelCounts {
+                                level: l.level.clone(),
+                                counts: l.counts.iter().map(count_to).collect(),
+                            })
+                            .collect(),
+                        missing: c.missing.iter().map(count_to).collect(),
+                    })
+                    .collect(),
+            })
+        }
+        ResultBody::Histogram(h) => pb::task_result::Body::Histogram(pb::HistogramResult {
+            variables: h
+                .variables
+                .iter()
+                .map(|a| pb::HistogramAnswer {
+                    variable: a.variable.clone(),
+                    groups: a
+                        .groups
                         .iter()
-                        .map(|c| pb::ContinuousSummary {
-                            variable: c.variable.clone(),
-                            groups: c
-                                .groups
+                        .map(|g| pb::GroupNodes {
+                            nodes: g
                                 .iter()
-                                .map(|g| pb::ReleasedMoments {
-                                    value: Some(match g {
-                                        Released::Value(m) => {
-                                            pb::released_moments::Value::Moments(pb::Moments {
-                                                n: m.n,
-                                                mean: m.mean,
-                                                m2: m.m2,
-                                            })
-                                        }
-                                        Released::Suppressed => {
-                                            pb::released_moments::Value::Suppressed(true)
-                                        }
-                                    }),
+                                .map(|(n, c)| pb::NodeCount {
+                                    node: Some(node_to(n)),
+                                    count: *c,
                                 })
                                 .collect(),
-                            missing: c.missing.iter().map(count_to).collect(),
-                        })
-                        .collect(),
-                    categorical: s
-                        .categorical
-                        .iter()
-                        .map(|c| pb::CategoricalSummary {
-                            variable: c.variable.clone(),
-                            levels: c
-                                .levels
-                                .iter()
-                                .map(|l| pb::LevelCounts {
-                                    level: l.level.clone(),
-                                    counts: l.counts.iter().map(count_to).collect(),
-                                })
-                                .collect(),
-                            missing: c.missing.iter().map(count_to).collect(),
                         })
                         .collect(),
                 })
-            }
-            ResultBody::Histogram(h) => pb::task_result::Body::Histogram(pb::HistogramResult {
-                variables: h
-                    .variables
-                    .iter()
-                    .map(|a| pb::HistogramAnswer {
-                        variable: a.variable.clone(),
-                        groups: a
-                            .groups
-                            .iter()
-                            .map(|g| pb::GroupNodes {
-                                nodes: g
-                                    .iter()
-                                    .map(|(n, c)| pb::NodeCount {
-                                        node: Some(node_to(n)),
-                                        count: *c,
-                                    })
-                                    .collect(),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }),
-            ResultBody::Failure(f) => pb::task_result::Body::Failure(pb::SiteFailure {
-                message: f.message.clone(),
-            }),
-            ResultBody::ComBatLevels(l) => pb::task_result::Body::CombatLevels(cc::levels_to(l)),
-            ResultBody::ComBatCrossProducts(c) => {
-                pb::task_result::Body::CombatCrossProducts(cc::cross_to(c))
-            }
-            ResultBody::ComBatResiduals(r) => {
-                pb::task_result::Body::CombatResiduals(cc::residuals_to(r))
-            }
-            ResultBody::ComBatEstimates(e) => {
-                pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
-            }
-            ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
-            ResultBody::Table1Levels(l) => {
-                pb::task_result::Body::Table1Levels(cs::table1_levels_to(l))
-            }
-            ResultBody::SecureKey(k) => match cs::key_result_to(k) {
-                Ok(m) => pb::task_result::Body::SecureKey(m),
-                Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
-                    message: format!("this site cannot send its key-round answer: {e}"),
-                }),
-            },
-            ResultBody::Masked(v) => pb::task_result::Body::Masked(cs::masked_to(v)),
-            // `From` cannot fail. An answer that cannot be encoded (a value out of its message's
-            // range) goes out as the site's failure naming the reason, so the study
-            // stops with it; nothing of the answer leaves the site.
-            ResultBody::Pipeline(r) => match cp::result_to(r) {
-                Ok(m) => pb::task_result::Body::Pipeline(m),
-                Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
-                    message: format!("this site cannot send its {} answer: {e}", r.name()),
-                }),
-            },
-        };
-        pb::TaskResult {
-            study_id: r.study_id.to_string(),
-            round: r.round,
-            body: Some(body),
+                .collect(),
+        }),
+        ResultBody::Failure(f) => pb::task_result::Body::Failure(pb::SiteFailure {
+            message: f.message.clone(),
+        }),
+        ResultBody::ComBatLevels(l) => pb::task_result::Body::CombatLevels(cc::levels_to(l)),
+        ResultBody::ComBatCrossProducts(c) => {
+            pb::task_result::Body::CombatCrossProducts(cc::cross_to(c))
         }
+        ResultBody::ComBatResiduals(r) => {
+            pb::task_result::Body::CombatResiduals(cc::residuals_to(r))
+        }
+        ResultBody::ComBatEstimates(e) => {
+            pb::task_result::Body::CombatEstimates(cc::estimates_to(e))
+        }
+        ResultBody::LassoSums(s) => pb::task_result::Body::LassoSums(cl::sums_to(s)),
+        ResultBody::Table1Levels(l) => pb::task_result::Body::Table1Levels(cs::table1_levels_to(l)),
+        ResultBody::SecureKey(k) => match cs::key_result_to(k) {
+            Ok(m) => pb::task_result::Body::SecureKey(m),
+            Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
+                message: format!("this site cannot send its key-round answer: {e}"),
+            }),
+        },
+        ResultBody::Masked(v) => pb::task_result::Body::Masked(cs::masked_to(v)),
+        // `From` cannot fail. An answer that cannot be encoded (a value out of its message's
+        // range) goes out as the site's failure naming the reason, so the study
+        // stops with it; nothing of the answer leaves the site.
+        ResultBody::Pipeline(r) => match cp::result_to(r) {
+            Ok(m) => pb::task_result::Body::Pipeline(m),
+            Err(e) => pb::task_result::Body::Failure(pb::SiteFailure {
+                message: format!("this site cannot send its {} answer: {e}", r.name()),
+            }),
+        },
+    };
+    pb::TaskResult {
+        study_id: study_id.to_string(),
+        round,
+        body: Some(body),
     }
 }
 
