@@ -8,7 +8,12 @@
 //!
 //! Secure aggregation (`secure_aggregation = true`): the key round rides on round 0, rounds 1
 //! and 2 are masked, so the aggregator sees only Σ W'W, Σ W'Y, Σ RSS and Σ n over sites; the
-//! levels and each batch's estimates (round 3, a batch lives at one site) stay plain.
+//! levels and each batch's estimates (round 3, a batch lives at one site) stay plain. The masked
+//! rounds' shapes ([`SumShape::ComBatCrossProducts`], [`SumShape::ComBatResiduals`]) pack counts
+//! exactly and the real sums in the LASSO's wide three-limb fixed point (2^−56 per site for
+//! |x| ≤ 2^95; the pipeline's masked ComBat uses the same packer), so energy-sized features
+//! (residual sums ~2e19) are not refused and the study equals the plain run to f64's order of
+//! additions (`tests/secure_harmonize_wide.rs`; `crate::secure`'s Precision section).
 //!
 //! Dropout (`on_masked_dropout = "continue_without_site"`, `crate::engine`): a site silent past
 //! the deadline of round 1 or 2 (masked) is left out and the harmonisation restarts over the

@@ -30,12 +30,23 @@
 //!
 //! # Precision
 //!
-//! Counts travel with F = 0 fractional bits and are exact. Real values travel with
+//! Counts travel with F = 0 fractional bits and are exact. Table 1's real values travel with
 //! [`REAL_FRAC_BITS`] = 24: each decoded sum is within `n_sites · 2^−25` (≈ 3e−8 per site) of
 //! the exact sum of the sites' f64 values; per value `|x| ≤ 2^39 / n_sites` (≈ 1.8e11 for 3
-//! sites) is enforced at the site, which refuses with a message to rescale otherwise. (Table 1
-//! and ComBat; the pipeline's meta-model sums use 32 fractional bits, the LASSO's its own wide
-//! format, see below.)
+//! sites) is enforced at the site, which refuses with a message to rescale otherwise. ComBat's
+//! real sums (W'W, W'Y, residual sums; the standalone study's [`SumShape::ComBatCrossProducts`]
+//! and [`SumShape::ComBatResiduals`] and the pipeline's [`SumShape::PipelineComBat`], one packer
+//! for both: `crate::lasso::secure::CountsAndWide`) travel in the LASSO's wide three-limb
+//! format: to 2^−56 per site (then one f64 rounding of the recombined sum) for any per-site
+//! `|x| ≤ 2^95` (≈ 4e28), so the cohort's energy features (residual sums ~2e19, beyond the
+//! 24-bit range 2^39 / 7 ≈ 7.9e10 for 7 sites) fit, and small ones (JointEnergy, residual sums
+//! ~1e−3) lose nothing beyond f64's own rounding. A secure harmonize study then equals the
+//! plain run up to f64's order of additions: on the 7-site cohort example with both energy
+//! features, ComBat's parameters within 3.4e−12 relative (a covariate coefficient of B, where
+//! the order of additions meets cancellation; the rest closer) and harmonised values within
+//! 1.2e−13 relative, 1.3e−14 of the feature's pooled SD (`tests/secure_harmonize_wide.rs`,
+//! bound 1e−11). The pipeline's meta-model sums use 32 fractional bits, the LASSO's the wide
+//! format, see below.
 //!
 //! # What the aggregator learns
 //!
@@ -116,7 +127,8 @@ use secagg::{FixedPoint, KeyAnnouncement, Layout, MaskedRound, RoundSpec, SecAgg
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Fractional bits for real-valued statistics (resolution 2^−24 ≈ 6e−8).
+/// Fractional bits for Table 1's real-valued statistics (resolution 2^−24 ≈ 6e−8). ComBat's
+/// travel wide (`crate::lasso::secure::counts_and_wide_layout`).
 pub const REAL_FRAC_BITS: u32 = 24;
 
 /// The pseudo-site under which a masked round's sum reaches the analysis driver.
@@ -131,9 +143,12 @@ fn real() -> FixedPoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SumShape {
     /// ComBat round 1: `n` and the constant-in-batch flags (counts, F = 0), then W'W (packed
-    /// upper triangle, `columns·(columns+1)/2`) and W'Y (`columns × features`, row-major).
+    /// upper triangle, `columns·(columns+1)/2`) and W'Y (`columns × features`, row-major) as
+    /// wide reals: segments counts, high, middle, low limbs
+    /// (`crate::lasso::secure::counts_and_wide_layout`).
     ComBatCrossProducts { columns: usize, features: usize },
-    /// ComBat round 2: `n` (count), then the residual sums of squares per feature.
+    /// ComBat round 2: `n` (count), then the residual sums of squares per feature (wide reals,
+    /// as in round 1).
     ComBatResiduals { features: usize },
     /// Table 1 summary: the cells of [`Table1SummaryResult`] for these continuous variables and
     /// these categorical variables with their level lists (the union over sites).
@@ -170,11 +185,10 @@ pub enum SumShape {
     PipelineFollowUp(crate::pipeline::secure::FollowUpShape),
     /// The pipeline's masked ComBat rounds 1 (cross-products) and 2 (residuals): per outer fit
     /// (request order) that fit's standalone shape, [`SumShape::ComBatCrossProducts`] or
-    /// [`SumShape::ComBatResiduals`], whose packers fill and read the fit's parts. Their count
-    /// segments travel as counts; their real segments (W'W, W'Y, residual sums) in the LASSO's
-    /// wide three-limb format instead of [`REAL_FRAC_BITS`] (the cohort's energy features have
-    /// residual sums ~2e19, beyond the 24-bit format's range). Packed in
-    /// `crate::pipeline::secure`.
+    /// [`SumShape::ComBatResiduals`], whose packer ([`SumShape::pack_combat`]) pushes each fit's
+    /// counts and wide reals (W'W, W'Y, residual sums) into one vector: the fits' counts, then
+    /// their reals' limbs, segment by segment (the cohort's energy features have residual sums
+    /// ~2e19, beyond a 24-bit format's range). Packed in `crate::pipeline::secure`.
     PipelineComBat {
         fits: Vec<(learners::FitId, SumShape)>,
     },
@@ -237,17 +251,10 @@ impl SumShape {
     /// Segment layout of the masked vector.
     pub fn layout(&self) -> Layout {
         match self {
-            SumShape::ComBatCrossProducts { columns, features } => Layout::new()
-                .with(
-                    "n and constant-in-batch flags",
-                    1 + features,
-                    FixedPoint::integer(),
-                )
-                .with("W'W", columns * (columns + 1) / 2, real())
-                .with("W'Y", columns * features, real()),
-            SumShape::ComBatResiduals { features } => Layout::new()
-                .with("n", 1, FixedPoint::integer())
-                .with("residual sums of squares", *features, real()),
+            SumShape::ComBatCrossProducts { .. } | SumShape::ComBatResiduals { .. } => {
+                let (counts, wide) = self.combat_lens().expect("a ComBat shape");
+                crate::lasso::secure::counts_and_wide_layout(counts, wide)
+            }
             SumShape::Table1Summary {
                 continuous,
                 categorical,
@@ -275,32 +282,10 @@ impl SumShape {
     pub fn encode(&self, result: &ResultBody) -> Result<Vec<Vec<f64>>, SecureError> {
         let shape = |m: String| SecureError::Shape(m);
         match (self, result) {
-            (
-                SumShape::ComBatCrossProducts { columns, features },
-                ResultBody::ComBatCrossProducts(c),
-            ) => {
-                if c.wtw.len() != columns * (columns + 1) / 2
-                    || c.wty.len() != columns * features
-                    || c.constant_in_batch.len() != *features
-                {
-                    return Err(shape(format!(
-                        "W'W/W'Y of {}/{} values for {columns} columns and {features} features",
-                        c.wtw.len(),
-                        c.wty.len()
-                    )));
-                }
-                let mut counts = vec![c.n as f64];
-                counts.extend(c.constant_in_batch.iter().map(|&b| f64::from(u8::from(b))));
-                Ok(vec![counts, c.wtw.clone(), c.wty.clone()])
-            }
-            (SumShape::ComBatResiduals { features }, ResultBody::ComBatResiduals(r)) => {
-                if r.rss.len() != *features {
-                    return Err(shape(format!(
-                        "{} residual sums for {features} features",
-                        r.rss.len()
-                    )));
-                }
-                Ok(vec![vec![r.n as f64], r.rss.clone()])
+            (SumShape::ComBatCrossProducts { .. } | SumShape::ComBatResiduals { .. }, r) => {
+                let mut packer = crate::lasso::secure::CountsAndWide::default();
+                self.pack_combat(r, &mut packer, "the ComBat round")?;
+                Ok(packer.into_parts())
             }
             (
                 SumShape::Table1Summary {
@@ -327,28 +312,12 @@ impl SumShape {
 
     /// Aggregator side: the pooled result from the decoded sum (parts in layout order).
     pub fn decode(&self, parts: &[Vec<f64>]) -> Result<ResultBody, SecureError> {
-        let count = |x: f64| x.max(0.0).round() as u64;
         match self {
-            SumShape::ComBatCrossProducts { .. } => {
-                let [counts, wtw, wty] = parts else {
-                    return Err(SecureError::Shape("three segments expected".into()));
-                };
-                Ok(ResultBody::ComBatCrossProducts(ComBatCrossProducts {
-                    n: count(counts[0]),
-                    wtw: wtw.clone(),
-                    wty: wty.clone(),
-                    // Summed 0/1 flags: some site had a constant feature in a batch (the OR).
-                    constant_in_batch: counts[1..].iter().map(|&c| c > 0.5).collect(),
-                }))
-            }
-            SumShape::ComBatResiduals { .. } => {
-                let [n, rss] = parts else {
-                    return Err(SecureError::Shape("two segments expected".into()));
-                };
-                Ok(ResultBody::ComBatResiduals(ComBatResiduals {
-                    n: count(n[0]),
-                    rss: rss.clone(),
-                }))
+            SumShape::ComBatCrossProducts { .. } | SumShape::ComBatResiduals { .. } => {
+                let (counts, wide) = self.combat_lens().expect("a ComBat shape");
+                let (counts, wide) =
+                    crate::lasso::secure::counts_and_wide_values(parts, counts, wide)?;
+                self.unpack_combat(&counts, &wide)
             }
             SumShape::Table1Summary {
                 continuous,
@@ -363,6 +332,112 @@ impl SumShape {
             SumShape::LassoSums { .. } | SumShape::PipelineLasso { .. } => {
                 crate::lasso::secure::decode(self, parts)
             }
+        }
+    }
+}
+
+// --- ComBat rounds: one packing for the standalone study and the pipeline ---
+
+impl SumShape {
+    /// A ComBat shape's (counts, wide reals): round 1 `n` and the constant-in-batch flags, then
+    /// W'W (packed upper triangle) and W'Y (row-major); round 2 `n`, then the residual sums of
+    /// squares. `None` for the other shapes.
+    pub(crate) fn combat_lens(&self) -> Option<(usize, usize)> {
+        match self {
+            SumShape::ComBatCrossProducts { columns, features } => Some((
+                1 + features,
+                columns * (columns + 1) / 2 + columns * features,
+            )),
+            SumShape::ComBatResiduals { features } => Some((1, *features)),
+            _ => None,
+        }
+    }
+
+    /// Site side: pushes a ComBat answer's counts and wide reals (in [`Self::combat_lens`]'s
+    /// order) to `packer`, checking the sizes; `which` names the round (or the pipeline's fit) in
+    /// a refusal. Used by [`SumShape::encode`] and by the pipeline's [`SumShape::PipelineComBat`].
+    pub(crate) fn pack_combat(
+        &self,
+        result: &ResultBody,
+        packer: &mut crate::lasso::secure::CountsAndWide,
+        which: &str,
+    ) -> Result<(), SecureError> {
+        let shape = |m: String| SecureError::Shape(m);
+        match (self, result) {
+            (
+                SumShape::ComBatCrossProducts { columns, features },
+                ResultBody::ComBatCrossProducts(c),
+            ) => {
+                if c.wtw.len() != columns * (columns + 1) / 2
+                    || c.wty.len() != columns * features
+                    || c.constant_in_batch.len() != *features
+                {
+                    return Err(shape(format!(
+                        "W'W/W'Y of {}/{} values for {columns} columns and {features} features",
+                        c.wtw.len(),
+                        c.wty.len()
+                    )));
+                }
+                packer.count(c.n as f64);
+                for &b in &c.constant_in_batch {
+                    packer.count(f64::from(u8::from(b)));
+                }
+                for &x in &c.wtw {
+                    packer.wide(x, &format!("W'W in {which}"))?;
+                }
+                for &x in &c.wty {
+                    packer.wide(x, &format!("W'Y in {which}"))?;
+                }
+                Ok(())
+            }
+            (SumShape::ComBatResiduals { features }, ResultBody::ComBatResiduals(r)) => {
+                if r.rss.len() != *features {
+                    return Err(shape(format!(
+                        "{} residual sums for {features} features",
+                        r.rss.len()
+                    )));
+                }
+                packer.count(r.n as f64);
+                for &x in &r.rss {
+                    packer.wide(x, &format!("squared residuals in {which}"))?;
+                }
+                Ok(())
+            }
+            (_, other) => Err(shape(format!(
+                "a {} answer to a masked ComBat round",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Aggregator side: the pooled ComBat answer from the summed counts and wide reals (exactly
+    /// [`Self::combat_lens`] of each).
+    pub(crate) fn unpack_combat(
+        &self,
+        counts: &[f64],
+        wide: &[f64],
+    ) -> Result<ResultBody, SecureError> {
+        let count = |x: f64| x.max(0.0).round() as u64;
+        if self.combat_lens() != Some((counts.len(), wide.len())) {
+            return Err(SecureError::Shape(
+                "the decoded ComBat sum does not match its shape".into(),
+            ));
+        }
+        match self {
+            SumShape::ComBatCrossProducts { columns, .. } => {
+                let (wtw, wty) = wide.split_at(columns * (columns + 1) / 2);
+                Ok(ResultBody::ComBatCrossProducts(ComBatCrossProducts {
+                    n: count(counts[0]),
+                    wtw: wtw.to_vec(),
+                    wty: wty.to_vec(),
+                    // Summed 0/1 flags: some site had a constant feature in a batch (the OR).
+                    constant_in_batch: counts[1..].iter().map(|&c| c > 0.5).collect(),
+                }))
+            }
+            _ => Ok(ResultBody::ComBatResiduals(ComBatResiduals {
+                n: count(counts[0]),
+                rss: wide.to_vec(),
+            })),
         }
     }
 }

@@ -89,8 +89,9 @@ pub const LASSO_FRAC_BITS: u32 = 32;
 const MAX_UNITS: f64 = (1u64 << 55) as f64;
 
 /// A wide value's limbs `[h, m, l]` (x = h·2^40 + m + l, h and m integers, |l| ≤ ½), or `None`
-/// when |x| is beyond the format's range (2^95) or NaN. Also used by the pipeline's masked
-/// ComBat and z-score rounds (`crate::pipeline::secure`), which need the same range.
+/// when |x| is beyond the format's range (2^95) or NaN. Also used, through [`CountsAndWide`],
+/// by the masked ComBat rounds (standalone and pipeline) and the pipeline's z-score round,
+/// which need the same range.
 pub(crate) fn wide_limbs(x: f64) -> Option<[f64; 3]> {
     let scale = 2f64.powi(WIDE_HIGH_BITS);
     // Exact: scaling by a power of two, rounding to an integer, and subtracting the nearest
@@ -111,6 +112,76 @@ pub(crate) fn wide_value(h: f64, m: f64, l: f64) -> f64 {
     // The integer limbs' sums are exact in f64 (|m| sums stay below 2^53); one rounding
     // for each addition.
     h * 2f64.powi(WIDE_HIGH_BITS) + (m + l)
+}
+
+/// Segment layout of a vector of exact counts followed by wide reals: the counts (F = 0), then
+/// the reals' high, middle and low limbs. The one packing of ComBat's masked rounds (the
+/// standalone study's [`SumShape::ComBatCrossProducts`] / [`SumShape::ComBatResiduals`] and the
+/// pipeline's [`SumShape::PipelineComBat`], which concatenates its fits' parts segment by
+/// segment) and of the pipeline's z-score round ([`SumShape::PipelineMoments`]).
+pub(crate) fn counts_and_wide_layout(counts: usize, wide: usize) -> Layout {
+    Layout::new()
+        .with("counts", counts, FixedPoint::integer())
+        .with("wide sums, high limbs", wide, FixedPoint::integer())
+        .with("wide sums, middle limbs", wide, FixedPoint::integer())
+        .with(
+            "wide sums, low limbs",
+            wide,
+            FixedPoint::new(WIDE_LOW_FRAC_BITS).expect("a valid number of fractional bits"),
+        )
+}
+
+/// Site side of [`counts_and_wide_layout`]: counts and wide reals pushed in layout order.
+#[derive(Default)]
+pub(crate) struct CountsAndWide {
+    counts: Vec<f64>,
+    high: Vec<f64>,
+    middle: Vec<f64>,
+    low: Vec<f64>,
+}
+
+impl CountsAndWide {
+    pub(crate) fn count(&mut self, n: f64) {
+        self.counts.push(n);
+    }
+
+    /// A real value split into its limbs; `which` names the statistic in the refusal of a value
+    /// beyond the range (the value itself stays at the site: it is this site's own aggregate).
+    pub(crate) fn wide(&mut self, x: f64, which: &str) -> Result<(), SecureError> {
+        let [h, m, l] = wide_limbs(x).ok_or_else(|| {
+            SecureError::Refused(format!(
+                "a sum of {which} is outside the masked fixed-point range (|x| ≤ {:.1e}); rescale the feature columns (e.g. to other units) and submit the study again",
+                MAX_UNITS * 2f64.powi(WIDE_HIGH_BITS)
+            ))
+        })?;
+        self.high.push(h);
+        self.middle.push(m);
+        self.low.push(l);
+        Ok(())
+    }
+
+    /// The parts in layout order.
+    pub(crate) fn into_parts(self) -> Vec<Vec<f64>> {
+        vec![self.counts, self.high, self.middle, self.low]
+    }
+}
+
+/// Aggregator side of [`counts_and_wide_layout`]: the decoded sum's counts and wide reals
+/// (limbs recombined by [`wide_value`]), checked against the expected lengths.
+pub(crate) fn counts_and_wide_values(
+    parts: &[Vec<f64>],
+    counts: usize,
+    wide: usize,
+) -> Result<(Vec<f64>, Vec<f64>), SecureError> {
+    match parts {
+        [c, h, m, l] if c.len() == counts && [h.len(), m.len(), l.len()] == [wide; 3] => Ok((
+            c.clone(),
+            (0..wide).map(|i| wide_value(h[i], m[i], l[i])).collect(),
+        )),
+        _ => Err(SecureError::Shape(format!(
+            "the decoded sum does not hold {counts} counts and {wide} wide values"
+        ))),
+    }
 }
 
 /// Which form of x̃ᵀWx̃ an IRLS fit's sums carry.

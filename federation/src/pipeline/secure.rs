@@ -12,13 +12,14 @@
 //! ([`crate::secure::SumShape::PipelineComBat`], [`crate::secure::SumShape::PipelineMoments`],
 //! built by [`combat_shape`]). A ComBat fit's parts come from the standalone study's packer of
 //! its shape ([`crate::secure::SumShape::ComBatCrossProducts`] /
-//! [`crate::secure::SumShape::ComBatResiduals`]); their counts travel as counts (F = 0), their
-//! reals in the LASSO's wide three-limb format (`crate::lasso::secure::wide_limbs`: 2^−56 per
-//! site, |x| ≤ 2^95) rather than the standalone study's 24 fractional bits, whose range
-//! (|x| ≤ 2^39 / n_sites) the cohort's energy features exceed (residual sums ~2e19) and whose
-//! resolution would cost small-valued features (residual sums ~1e−3) four digits. The z-score
-//! moments travel as raw power sums (n, Σx, Σx² per feature: Chan's merge of (mean, M2) is not
-//! a sum), the aggregator recovers mean = Σx/n and M2 = Σx² − Σx·mean.
+//! [`crate::secure::SumShape::ComBatResiduals`], `SumShape::pack_combat` into one
+//! `crate::lasso::secure::CountsAndWide`, the same packing as the standalone study's); their
+//! counts travel as counts (F = 0), their reals in the LASSO's wide three-limb format
+//! (`crate::lasso::secure::wide_limbs`: 2^−56 per site, |x| ≤ 2^95) rather than a 24-bit one,
+//! whose range (|x| ≤ 2^39 / n_sites) the cohort's energy features exceed (residual sums ~2e19)
+//! and whose resolution would cost small-valued features (residual sums ~1e−3) four digits. The
+//! z-score moments travel as raw power sums (n, Σx, Σx² per feature: Chan's merge of (mean, M2)
+//! is not a sum), the aggregator recovers mean = Σx/n and M2 = Σx² − Σx·mean.
 //!
 //! **Precision** (cohort example, `federation/tests/secure_pipeline_combat.rs`): the decoded
 //! ComBat sums equal the exact sums of the sites' f64 values to 2^−56 per site, so the fitted
@@ -885,23 +886,15 @@ pub fn combat_shape(stage: &StageTask, features: usize) -> Option<SumShape> {
     }
 }
 
-fn is_count(format: &FixedPoint) -> bool {
-    *format == FixedPoint::integer()
-}
-
 /// (count values, wide values) of a ComBat or z-score shape.
 fn combat_lens(shape: &SumShape) -> (usize, usize) {
     match shape {
         SumShape::PipelineComBat { fits } => {
             let (mut counts, mut wide) = (0, 0);
             for (_, inner) in fits {
-                for seg in inner.layout().segments() {
-                    if is_count(&seg.format) {
-                        counts += seg.len;
-                    } else {
-                        wide += seg.len;
-                    }
-                }
+                let (c, w) = inner.combat_lens().unwrap_or_default();
+                counts += c;
+                wide += w;
             }
             (counts, wide)
         }
@@ -911,58 +904,25 @@ fn combat_lens(shape: &SumShape) -> (usize, usize) {
 }
 
 /// Segment layout of [`SumShape::PipelineComBat`] and [`SumShape::PipelineMoments`]: the counts
-/// (F = 0), then the wide values' high, middle and low limbs (`crate::lasso::secure`'s
-/// format).
+/// (F = 0), then the wide values' high, middle and low limbs — the standalone ComBat rounds'
+/// packing (`crate::lasso::secure::counts_and_wide_layout`), over every fit of the batch.
 pub(crate) fn combat_layout(shape: &SumShape) -> Layout {
     let (counts, wide) = combat_lens(shape);
-    Layout::new()
-        .with("counts", counts, FixedPoint::integer())
-        .with("wide sums, high limbs", wide, FixedPoint::integer())
-        .with("wide sums, middle limbs", wide, FixedPoint::integer())
-        .with(
-            "wide sums, low limbs",
-            wide,
-            FixedPoint::new(crate::lasso::secure::WIDE_LOW_FRAC_BITS)
-                .expect("a valid number of fractional bits"),
-        )
-}
-
-/// The wide limbs of a ComBat or z-score answer, value by value.
-#[derive(Default)]
-struct WideParts {
-    high: Vec<f64>,
-    middle: Vec<f64>,
-    low: Vec<f64>,
-}
-
-impl WideParts {
-    fn push(&mut self, x: f64, which: &str) -> Result<(), SecureError> {
-        let [h, m, l] = crate::lasso::secure::wide_limbs(x).ok_or_else(|| {
-            // The value itself stays at the site (it is an aggregate of this site alone).
-            SecureError::Refused(format!(
-                "a sum of {which} is outside the masked fixed-point range (|x| ≤ 4e28); rescale the feature columns (e.g. to other units) and submit the study again"
-            ))
-        })?;
-        self.high.push(h);
-        self.middle.push(m);
-        self.low.push(l);
-        Ok(())
-    }
+    crate::lasso::secure::counts_and_wide_layout(counts, wide)
 }
 
 fn fit_name(fit: &learners::FitId) -> String {
     format!("fit (repeat {}, fold {})", fit.repeat, fit.fold)
 }
 
-/// Site side: the parts of a masked ComBat or z-score answer in layout order. A ComBat fit's
-/// parts come from the standalone packer of its shape ([`SumShape::encode`], which checks the
-/// sizes); their count segments go to the counts, their real segments to the wide values.
+/// Site side: the parts of a masked ComBat or z-score answer in layout order. Each ComBat fit
+/// is pushed by the standalone packer of its shape ([`SumShape::pack_combat`], which checks the
+/// sizes): its counts to the counts, its reals to the wide values.
 pub(crate) fn combat_encode(
     shape: &SumShape,
     result: &ResultBody,
 ) -> Result<Vec<Vec<f64>>, SecureError> {
-    let mut counts = Vec::new();
-    let mut wide = WideParts::default();
+    let mut packer = crate::lasso::secure::CountsAndWide::default();
     match (shape, result) {
         (SumShape::PipelineComBat { fits }, ResultBody::Pipeline(r)) => {
             let answers: Vec<(learners::FitId, ResultBody)> = match r {
@@ -1005,16 +965,7 @@ pub(crate) fn combat_encode(
                     ));
                 }
                 let which = format!("the ComBat round of {}", fit_name(want));
-                let parts = inner.encode(body)?;
-                for (seg, part) in inner.layout().segments().iter().zip(parts) {
-                    if is_count(&seg.format) {
-                        counts.extend(part);
-                    } else {
-                        for x in part {
-                            wide.push(x, &which)?;
-                        }
-                    }
-                }
+                inner.pack_combat(body, &mut packer, &which)?;
             }
         }
         (
@@ -1037,14 +988,14 @@ pub(crate) fn combat_encode(
                         fit_name(want)
                     )));
                 }
-                counts.push(n as f64);
+                packer.count(n as f64);
                 let which = format!("the z-score moments of {}", fit_name(want));
                 let nf = n as f64;
                 for m in moments {
                     // Σx and Σx² from the site's (n, mean, M2): Chan's merge of (mean, M2) is
                     // not a sum, the power sums are (as in the LASSO's moments round).
-                    wide.push(nf * m.mean, &which)?;
-                    wide.push(m.m2 + nf * m.mean * m.mean, &which)?;
+                    packer.wide(nf * m.mean, &which)?;
+                    packer.wide(m.m2 + nf * m.mean * m.mean, &which)?;
                 }
             }
         }
@@ -1055,45 +1006,32 @@ pub(crate) fn combat_encode(
             )));
         }
     }
-    Ok(vec![counts, wide.high, wide.middle, wide.low])
+    Ok(packer.into_parts())
 }
 
 /// Aggregator side: the pooled ComBat or z-score answer from the decoded sum (parts in layout
-/// order), each ComBat fit read back by its standalone shape's decoder.
+/// order), each ComBat fit read back by its standalone shape's unpacker
+/// ([`SumShape::unpack_combat`]).
 pub(crate) fn combat_decode(
     shape: &SumShape,
     parts: &[Vec<f64>],
 ) -> Result<ResultBody, SecureError> {
-    let [counts, high, middle, low] = parts else {
-        return Err(shape_err("four segments expected".into()));
-    };
     let (n_counts, n_wide) = combat_lens(shape);
-    if counts.len() != n_counts || [high.len(), middle.len(), low.len()] != [n_wide; 3] {
-        return Err(shape_err(
-            "the decoded ComBat or z-score sum does not match its shape".into(),
-        ));
-    }
-    let wide: Vec<f64> = (0..n_wide)
-        .map(|i| crate::lasso::secure::wide_value(high[i], middle[i], low[i]))
-        .collect();
+    let (counts, wide) = crate::lasso::secure::counts_and_wide_values(parts, n_counts, n_wide)?;
     match shape {
         SumShape::PipelineComBat { fits } => {
             let (mut c, mut w) = (&counts[..], &wide[..]);
             let mut xps = Vec::new();
             let mut rss = Vec::new();
             for (fit, inner) in fits {
-                let mut inner_parts = Vec::new();
-                for seg in inner.layout().segments() {
-                    let src = if is_count(&seg.format) {
-                        &mut c
-                    } else {
-                        &mut w
-                    };
-                    let (head, tail) = src.split_at(seg.len);
-                    inner_parts.push(head.to_vec());
-                    *src = tail;
-                }
-                match inner.decode(&inner_parts)? {
+                let (nc, nw) = inner.combat_lens().ok_or_else(|| {
+                    shape_err(
+                        "a masked pipeline ComBat round whose fit shape is not a ComBat one".into(),
+                    )
+                })?;
+                let ((fit_c, rest_c), (fit_w, rest_w)) = (c.split_at(nc), w.split_at(nw));
+                (c, w) = (rest_c, rest_w);
+                match inner.unpack_combat(fit_c, fit_w)? {
                     ResultBody::ComBatCrossProducts(x) => xps.push((*fit, x)),
                     ResultBody::ComBatResiduals(r) => rss.push((*fit, r)),
                     other => {
