@@ -210,8 +210,8 @@ impl Coordinator {
                 if round > s.round || !s.restore(results, now) {
                     break;
                 }
-                if let Some(rec) = s.completed.take() {
-                    store.write_round(&id, &rec)?;
+                if let Some(rec) = s.completed.as_ref() {
+                    store.write_round(&id, rec)?;
                 }
                 replayed += 1;
             }
@@ -403,8 +403,9 @@ impl Coordinator {
                 )
             });
             let persisted = (|| -> Result<(), StoreError> {
-                if let Some(rec) = state.completed.take() {
-                    self.store.write_round(study_id.as_str(), &rec)?;
+                // Left in place: the state keeps its results for a retried push.
+                if let Some(rec) = state.completed.as_ref() {
+                    self.store.write_round(study_id.as_str(), rec)?;
                     failpoint::hit("round.written");
                     self.store.sync_rounds(study_id.as_str())?;
                     failpoint::hit("round.durable");

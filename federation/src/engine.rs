@@ -344,7 +344,11 @@ impl StudyState {
         bytes: u64,
         now_ms: u64,
     ) -> Result<Accepted, EngineError> {
-        self.completed = None;
+        // The round completed last (its record was for the caller to store) now only serves
+        // to recognise a retried push of it: its results move, uncopied, to `previous_bodies`.
+        if let Some(rec) = self.completed.take() {
+            self.previous_bodies = Some((rec.round, rec.results));
+        }
         let study = self.spec.id.to_string();
         if result.study_id != self.spec.id {
             return Err(EngineError::WrongStudy {
@@ -455,11 +459,16 @@ impl StudyState {
         let bytes = std::mem::take(&mut self.received_bytes);
         let step = self.analysis.on_round(&results);
         self.previous = None;
-        // Kept for recognising a retry (a copy is far cheaper than hashing every result).
-        self.previous_bodies = Some((self.round, results.clone()));
+        // The results are kept in the record, not copied: until the next push they recognise a
+        // retry of this round from there, then from `previous_bodies` (see `accept`). Every
+        // site's sums of a LASSO round were copied twice per round before (here and for the
+        // record's tasks), under the aggregator's lock.
+        self.previous_bodies = None;
+        // The round's tasks move to the record: the step below replaces them (a finished study
+        // hands out no task).
         self.completed = Some(RoundRecord {
             round: self.round,
-            tasks: self.tasks.clone(),
+            tasks: std::mem::take(&mut self.tasks),
             kinds: results
                 .iter()
                 .map(|(s, b)| (s.clone(), b.kind().to_string()))
@@ -494,7 +503,11 @@ impl StudyState {
 
     /// Digests the previous round's results for a snapshot (the bodies are not serialised).
     pub fn digest_previous(&mut self) {
-        if let Some((round, bodies)) = &self.previous_bodies {
+        let last = match &self.completed {
+            Some(rec) => Some((&rec.round, &rec.results)),
+            None => self.previous_bodies.as_ref().map(|(r, b)| (r, b)),
+        };
+        if let Some((round, bodies)) = last {
             self.previous = Some((
                 *round,
                 bodies.iter().map(|(s, b)| (s.clone(), digest(b))).collect(),
