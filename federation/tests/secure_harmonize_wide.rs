@@ -6,6 +6,8 @@
 //! |x| ≤ 2^39 / 7 ≈ 7.9e10 for 7 sites) the sites refused the residual round: the energy
 //! features' residual sums are ~2e19.
 
+mod common;
+
 use federation::engine::{StudyOutput, StudyState};
 use federation::harmonize::HarmonizeOutput;
 use federation::local::run_local;
@@ -19,29 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn tables() -> BTreeMap<SiteId, SiteTable> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let site = header.iter().position(|h| h == "site").unwrap();
-    let mut rows: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
-    for rec in r.records() {
-        let row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
-        rows.entry(SiteId::new(row[site].clone()).unwrap())
-            .or_default()
-            .push(row);
-    }
-    rows.into_iter()
-        .map(|(s, rows)| {
-            (
-                s,
-                SiteTable::new(header.clone(), rows)
-                    .unwrap()
-                    .with_id_column("patient_id")
-                    .unwrap(),
-            )
-        })
-        .collect()
+    common::cohort_with_ids()
 }
 
 /// Every first-order energy column of the cohort, plus small-valued features (JointEnergy

@@ -5,6 +5,8 @@
 //! restarts without a dropped site; sites refuse plain summed requests of a secure study, and
 //! plain studies under `require_secure_aggregation`.
 
+mod common;
+
 use federation::engine::{StudyOutput, StudyState};
 use federation::local::run_local;
 use federation::policy::SitePolicy;
@@ -16,31 +18,9 @@ use federation::task::{ResultBody, Task, TaskBody};
 use federation::{SiteId, StudyId};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 fn tables() -> BTreeMap<SiteId, SiteTable> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let mut rows: BTreeMap<SiteId, Vec<Vec<String>>> = BTreeMap::new();
-    for rec in r.records() {
-        let row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
-        rows.entry(SiteId::new(row[1].clone()).unwrap())
-            .or_default()
-            .push(row);
-    }
-    rows.into_iter()
-        .map(|(s, rows)| {
-            (
-                s,
-                SiteTable::new(header.clone(), rows)
-                    .unwrap()
-                    .with_id_column("patient_id")
-                    .unwrap(),
-            )
-        })
-        .collect()
+    common::cohort_with_ids()
 }
 
 fn harmonize(secure: bool) -> StudySpec {

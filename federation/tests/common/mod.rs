@@ -29,6 +29,14 @@ pub fn cohort() -> BTreeMap<SiteId, SiteTable> {
         .collect()
 }
 
+/// [`cohort`] with each table's `patient_id` column marked as the id (never a value).
+pub fn cohort_with_ids() -> BTreeMap<SiteId, SiteTable> {
+    cohort()
+        .into_iter()
+        .map(|(s, t)| (s, t.with_id_column("patient_id").unwrap()))
+        .collect()
+}
+
 pub fn spec_toml(repeats: u32) -> String {
     let header = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/cohort_example.csv"),
