@@ -270,28 +270,12 @@ fn one_sites_masked_vector_is_not_its_plain_sums_or_bins() {
             );
             let parts = m.shape.encode(&plain).unwrap();
             let decoded = m.shape.layout().decode(&v.values).unwrap();
-            let mut near = 0usize;
-            let mut total = 0usize;
-            for (d, p) in decoded.iter().zip(&parts) {
-                for (x, y) in d.iter().zip(p) {
-                    total += 1;
-                    if (x - y).abs() < 1e-3 * y.abs().max(1.0) {
-                        near += 1;
-                    }
-                }
-            }
+            let (near, total) = common::near_plain(&decoded, &parts);
             assert!(
                 near * 1000 <= total,
                 "site {site}: {near} of {total} masked values decode near the plain ones"
             );
-            sum_plain = Some(match sum_plain {
-                None => parts,
-                Some(acc) => acc
-                    .iter()
-                    .zip(&parts)
-                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x + y).collect())
-                    .collect(),
-            });
+            sum_plain = Some(common::add_parts(sum_plain, parts));
         }
         // The sum of the vectors opens to the sum of the plain answers.
         let shape = shape.unwrap();

@@ -425,15 +425,7 @@ fn one_sites_masked_combat_and_moments_vectors_are_not_its_plain_sums() {
                 .encode(&ResultBody::Pipeline(plain.clone()))
                 .unwrap();
             let decoded = m.shape.layout().decode(&v.values).unwrap();
-            let (mut near, mut total) = (0usize, 0usize);
-            for (d, p) in decoded.iter().zip(&parts) {
-                for (x, y) in d.iter().zip(p) {
-                    total += 1;
-                    if (x - y).abs() < 1e-3 * y.abs().max(1.0) {
-                        near += 1;
-                    }
-                }
-            }
+            let (near, total) = common::near_plain(&decoded, &parts);
             assert!(
                 near * 1000 <= total,
                 "site {site}, {kind}: {near} of {total} masked values decode near the plain ones"

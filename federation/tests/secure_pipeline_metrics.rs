@@ -482,27 +482,12 @@ fn one_sites_masked_follow_up_vector_is_not_its_plain_answer() {
         let nonzero: usize = parts.iter().flatten().filter(|x| **x != 0.0).count();
         assert!(nonzero > 0, "site {site}: an empty plain answer");
         let decoded = m.shape.layout().decode(&v.values).unwrap();
-        let (mut near, mut total) = (0usize, 0usize);
-        for (d, p) in decoded.iter().zip(&parts) {
-            for (x, y) in d.iter().zip(p) {
-                total += 1;
-                if (x - y).abs() < 1e-3 * y.abs().max(1.0) {
-                    near += 1;
-                }
-            }
-        }
+        let (near, total) = common::near_plain(&decoded, &parts);
         assert!(
             near * 1000 <= total,
             "site {site}: {near} of {total} masked values decode near the plain ones"
         );
-        sum_plain = Some(match sum_plain {
-            None => parts,
-            Some(acc) => acc
-                .iter()
-                .zip(&parts)
-                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x + y).collect())
-                .collect(),
-        });
+        sum_plain = Some(common::add_parts(sum_plain, parts));
     }
     let shape = shape.unwrap();
     let mut agg = secagg::MaskedRound::new(

@@ -29,6 +29,34 @@ pub fn cohort() -> BTreeMap<SiteId, SiteTable> {
         .collect()
 }
 
+/// How many values of a masked vector, decoded segment by segment as if it were plain, fall
+/// within 1e-3 (relative, absolute below 1) of the site's plain encoding, and how many values
+/// there are: a masked vector must leave almost none near.
+pub fn near_plain(decoded: &[Vec<f64>], plain: &[Vec<f64>]) -> (usize, usize) {
+    let (mut near, mut total) = (0usize, 0usize);
+    for (d, p) in decoded.iter().zip(plain) {
+        for (x, y) in d.iter().zip(p) {
+            total += 1;
+            if (x - y).abs() < 1e-3 * y.abs().max(1.0) {
+                near += 1;
+            }
+        }
+    }
+    (near, total)
+}
+
+/// Adds one site's plain encoding (segments of values) to the running total.
+pub fn add_parts(total: Option<Vec<Vec<f64>>>, parts: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    match total {
+        None => parts,
+        Some(acc) => acc
+            .iter()
+            .zip(&parts)
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x + y).collect())
+            .collect(),
+    }
+}
+
 /// [`cohort`] with each table's `patient_id` column marked as the id (never a value).
 pub fn cohort_with_ids() -> BTreeMap<SiteId, SiteTable> {
     cohort()
