@@ -7,7 +7,16 @@
 //!   again — the site answers the same task with the same bytes — so nothing is double-counted;
 //! - a completed round: every site's result appended to the study's round log
 //!   (`round.written`, see [`crate::roundlog`]), synced before the next round is handed out
-//!   (`round.durable`);
+//!   (`round.durable`). Except a *recomputable* round followed by another
+//!   (`StudyState::completed_recomputable`: the pipeline's plain ComBat, LASSO and meta-model
+//!   sums, which a site answers again with the same bytes and keeps no answer for): it is not
+//!   logged at all, and a crash before the next durable transition rewinds the study to it and
+//!   asks the sites again. Those rounds were ≈ 2.7 GB of LASSO sums per batch of 10 repeats, and
+//!   writing them was a seventh of the whole study's CPU, on the critical path of every
+//!   round. The first round after them that is not recomputable is made durable by a snapshot
+//!   (the log must hold every round after the snapshot, in order), so no site is ever handed a
+//!   task whose answer it keeps (the trained models, the scored probabilities) while the state
+//!   before it could still be lost;
 //! - a snapshot of the whole study state (`snapshot.written`, `snapshot.durable`): when the study
 //!   finishes, and after a completed round once `snapshot_interval_ms` has passed since the last
 //!   one. Writing a large study's state after every round cost more than the round itself (a
@@ -117,6 +126,9 @@ struct Inner {
     sites: BTreeMap<String, SiteRecord>,
     /// When each study's state was last written whole (ms since the epoch).
     snapshot_ms: BTreeMap<StudyId, u64>,
+    /// Studies with completed rounds that are neither logged nor in a snapshot (recomputable
+    /// rounds, see the module doc): the next round that is not is written as a snapshot.
+    unlogged: BTreeSet<StudyId>,
 }
 
 /// Default time between two snapshots of a running study's state.
@@ -227,6 +239,10 @@ impl Coordinator {
             if prunes_results(&s) {
                 store.prune_results(&id)?;
             }
+            if !s.status.is_finished() {
+                // Rounds after this one that were not logged (recomputable) are asked again.
+                tracing::info!("study {id}: resuming at round {}", s.round);
+            }
             snapshot_ms.insert(s.spec.id.clone(), now);
             studies.insert(s.spec.id.clone(), Held::Live(Box::new(s)));
         }
@@ -262,6 +278,7 @@ impl Coordinator {
                 studies,
                 sites,
                 snapshot_ms,
+                unlogged: BTreeSet::new(),
             }),
             degraded: std::sync::atomic::AtomicBool::new(false),
             changed: Notify::new(),
@@ -364,6 +381,7 @@ impl Coordinator {
         let Inner {
             studies,
             snapshot_ms,
+            unlogged,
             ..
         } = &mut *inner;
         let state = match studies.get_mut(&study_id) {
@@ -404,15 +422,28 @@ impl Coordinator {
             });
             let persisted = (|| -> Result<(), StoreError> {
                 // Left in place: the state keeps its results for a retried push.
+                let mut snapshot_now = false;
                 if let Some(rec) = state.completed.as_ref() {
-                    self.store.write_round(study_id.as_str(), rec)?;
-                    failpoint::hit("round.written");
-                    self.store.sync_rounds(study_id.as_str())?;
-                    failpoint::hit("round.durable");
+                    if state.completed_recomputable() {
+                        // Asked again after a crash instead (see the module doc).
+                        self.store.note_round(study_id.as_str(), rec)?;
+                        unlogged.insert(study_id.clone());
+                    } else if unlogged.contains(&study_id) {
+                        // The log must hold every round after the snapshot, in order: with
+                        // unlogged rounds before this one, the state itself is written.
+                        self.store.note_round(study_id.as_str(), rec)?;
+                        snapshot_now = true;
+                    } else {
+                        self.store.write_round(study_id.as_str(), rec)?;
+                        failpoint::hit("round.written");
+                        self.store.sync_rounds(study_id.as_str())?;
+                        failpoint::hit("round.durable");
+                    }
                 }
                 let now = now_ms();
                 let last = snapshot_ms.get(&study_id).copied().unwrap_or(0);
-                if state.status.is_finished()
+                if snapshot_now
+                    || state.status.is_finished()
                     || now.saturating_sub(last) >= self.snapshot_interval_ms
                 {
                     state.digest_previous();
@@ -421,6 +452,7 @@ impl Coordinator {
                     self.store.flush()?;
                     failpoint::hit("snapshot.durable");
                     snapshot_ms.insert(study_id.clone(), now);
+                    unlogged.remove(&study_id);
                     if prunes_results(state) {
                         self.store.prune_results(study_id.as_str())?;
                     }
@@ -497,6 +529,7 @@ impl Coordinator {
         let Inner {
             studies,
             snapshot_ms,
+            unlogged,
             ..
         } = &mut *inner;
         for (id, held) in studies.iter_mut() {
@@ -523,6 +556,7 @@ impl Coordinator {
                     self.store.put_study(study)?;
                     self.store.flush()?;
                     snapshot_ms.insert(id.clone(), now);
+                    unlogged.remove(id);
                 }
                 changed = true;
             }
@@ -632,6 +666,7 @@ impl Coordinator {
             .studies
             .insert(study_id.clone(), Held::Retired(retired));
         inner.snapshot_ms.remove(&study_id);
+        inner.unlogged.remove(&study_id);
         drop(inner);
         tracing::debug!("study {id}: results durable, state retired from memory");
         Ok(true)

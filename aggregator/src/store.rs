@@ -75,6 +75,10 @@ pub trait Store: Send + Sync {
     /// round. The tasks are not stored (a replay derives them again from the spec and the
     /// earlier results).
     fn write_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
+    /// Records a completed round's sizes and result kinds only, not its results: a round the
+    /// aggregator asks the sites for again after a crash instead of logging it
+    /// (`StudyState::completed_recomputable`). Durable with the next flush.
+    fn note_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError>;
     /// Forces the study's written rounds to disk.
     fn sync_rounds(&self, study: &str) -> Result<(), StoreError>;
     /// Forces every snapshot and record written so far to disk.
@@ -317,6 +321,9 @@ impl Store for SledStore {
         self.log
             .append(study, record.round, &encoded)
             .map_err(|e| self.log_err(e))?;
+        self.note_round(study, record)
+    }
+    fn note_round(&self, study: &str, record: &RoundRecord) -> Result<(), StoreError> {
         let meta = RoundRecord {
             round: record.round,
             tasks: Default::default(),

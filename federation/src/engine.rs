@@ -501,6 +501,21 @@ impl StudyState {
         }
     }
 
+    /// Whether the round completed last may stay out of the round log: it and the round now
+    /// handed out are both [`TaskBody::recomputable`] for every site, and the study goes on.
+    /// Losing such a round in a crash costs asking the sites again (same tasks from the same
+    /// durable state, same answers), and no site was given a task whose answer it keeps in
+    /// between; the aggregator makes the study durable before it hands out any other task.
+    pub fn completed_recomputable(&self) -> bool {
+        let Some(rec) = self.completed.as_ref() else {
+            return false;
+        };
+        !self.status.is_finished()
+            && rec.tasks.values().all(TaskBody::recomputable)
+            && !self.tasks.is_empty()
+            && self.tasks.values().all(TaskBody::recomputable)
+    }
+
     /// Digests the previous round's results for a snapshot (the bodies are not serialised).
     pub fn digest_previous(&mut self) {
         let last = match &self.completed {

@@ -97,6 +97,24 @@ impl TaskBody {
             TaskBody::Masked(_) => "masked",
         }
     }
+
+    /// Whether a site answers this task again with the same bytes and no effect that matters if
+    /// it answered it before: the pipeline's plain ComBat, LASSO and meta-model sums (the rounds
+    /// the site does not keep an answer for, `pipeline::site`). The aggregator does not make
+    /// such a round durable when the next one is of the same sort: after a crash it asks the
+    /// sites again instead (`aggregator::coordinator`). Every other task — Table 1, standalone
+    /// studies, masked rounds, the stages that change the site's state — is made durable.
+    pub fn recomputable(&self) -> bool {
+        use crate::pipeline::StageTask;
+        matches!(
+            self,
+            TaskBody::Pipeline(t)
+                if matches!(
+                    t.stage,
+                    StageTask::ComBat { .. } | StageTask::Lasso { .. } | StageTask::Fit { .. }
+                )
+        )
+    }
 }
 
 /// Where a site's batch labels come from.
@@ -348,5 +366,64 @@ impl TaskResult {
             | ResultBody::Failure(_) => {}
         }
         counts.into_iter().filter(|&c| c > 0).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{PipelineTask, StageTask};
+
+    fn stage(stage: StageTask) -> TaskBody {
+        TaskBody::Pipeline(PipelineTask {
+            site: "A".into(),
+            batch: 0,
+            features: vec![],
+            stage,
+        })
+    }
+
+    /// Only the pipeline's sums rounds may go unlogged: a stage whose answer the site keeps
+    /// (or adds to its running sums) must be durable before it is handed out.
+    #[test]
+    fn only_the_pipelines_plain_sum_rounds_are_recomputable() {
+        let sums = [
+            StageTask::ComBat {
+                round: 1,
+                fits: vec![],
+            },
+            StageTask::Lasso {
+                standardizers: vec![],
+                requests: vec![],
+            },
+            StageTask::Fit {
+                mlp: vec![],
+                clinical: vec![],
+            },
+        ];
+        for s in sums {
+            assert!(stage(s).recomputable());
+        }
+        let kept = [
+            StageTask::Columns,
+            StageTask::Moments { models: vec![] },
+            StageTask::Train { selected: vec![] },
+            StageTask::Relay { models: vec![] },
+            StageTask::Score {
+                mlp: vec![],
+                clinical: vec![],
+            },
+        ];
+        for s in kept {
+            assert!(!stage(s).recomputable());
+        }
+        let lasso = TaskBody::LassoSums(LassoTask {
+            site_key: 1,
+            requests: vec![],
+        });
+        assert!(
+            !lasso.recomputable(),
+            "a standalone LASSO study logs every round"
+        );
     }
 }
