@@ -27,4 +27,8 @@ pub use ids::{SiteId, StudyHash, StudyId};
 /// 2: LASSO moments as packed columns, x̃ᵀWx̃ as an optional low-rank factor, the pipeline's
 /// column-names round and masked LASSO / meta-model / score rounds (a version-1 peer would
 /// misread or not know them).
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: x̃ᵀWx̃ (`IrlsSums.hess`, `IrlsSums.hess_factor`) and the LASSO coefficients
+/// (`IrlsRequest.beta`) as little-endian bytes in new fields (a version-2 peer would find no
+/// Hessian and no coefficients).
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -47,7 +47,7 @@ fn request_to(r: &FitRequest) -> pb::FitRequest {
                 mean: mean.clone(),
                 sd: sd.clone(),
                 beta0: *beta0,
-                beta: beta.clone(),
+                beta: f64_le(beta),
                 hessian: *hessian,
                 cols: cols.as_ref().map(|c| pb::ColumnSet { cols: c.clone() }),
                 eval_only: *eval_only,
@@ -73,7 +73,7 @@ fn request_from(r: pb::FitRequest) -> Result<FitRequest, ConvertError> {
                 mean: i.mean,
                 sd: i.sd,
                 beta0: i.beta0,
-                beta: i.beta,
+                beta: from_f64_le("IrlsRequest.beta", &i.beta)?,
                 hessian: i.hessian,
                 cols: i.cols.map(|c| c.cols),
                 eval_only: i.eval_only,
@@ -100,6 +100,57 @@ pub(crate) fn task_from(t: pb::LassoTask) -> Result<LassoTask, ConvertError> {
     })
 }
 
+/// Values as little-endian binary64, exactly (a `bytes` field, see [`f32_le`]).
+fn f64_le(v: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 * v.len());
+    for &x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// The inverse of [`f64_le`]; a length that is not a multiple of 8 is malformed.
+fn from_f64_le(field: &'static str, b: &[u8]) -> Result<Vec<f64>, ConvertError> {
+    if !b.len().is_multiple_of(8) {
+        return Err(ConvertError::Invalid {
+            field,
+            reason: format!(
+                "{} bytes is not a whole number of 8-byte double-precision values",
+                b.len()
+            ),
+        });
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Values as little-endian binary32 (a `bytes` field: decoded with one copy, not one call per
+/// value). Each value is rounded to single precision; the sites' Hessians already are.
+fn f32_le(v: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 * v.len());
+    for &x in v {
+        out.extend_from_slice(&(x as f32).to_le_bytes());
+    }
+    out
+}
+
+/// The inverse of [`f32_le`]; a length that is not a multiple of 4 is malformed.
+fn from_f32_le(field: &'static str, b: &[u8]) -> Result<Vec<f64>, ConvertError> {
+    if !b.len().is_multiple_of(4) {
+        return Err(ConvertError::Invalid {
+            field,
+            reason: format!(
+                "{} bytes is not a whole number of 4-byte single-precision values",
+                b.len()
+            ),
+        });
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect())
+}
+
 pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
     pb::LassoSums {
         fits: s
@@ -123,8 +174,8 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         w0: i.w0,
                         wx: i.wx.clone(),
                         // Exact for the sites' (single-precision) Hessians.
-                        hess: i.hess.iter().map(|&h| h as f32).collect(),
-                        hess_factor: i.hess_factor.iter().map(|&h| h as f32).collect(),
+                        hess: f32_le(&i.hess),
+                        hess_factor: f32_le(&i.hess_factor),
                         heldout_w: i.heldout_w,
                         heldout_dev: i.heldout_dev,
                     }),
@@ -175,8 +226,8 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
                     rx: i.rx,
                     w0: i.w0,
                     wx: i.wx,
-                    hess: i.hess.into_iter().map(f64::from).collect(),
-                    hess_factor: i.hess_factor.into_iter().map(f64::from).collect(),
+                    hess: from_f32_le("IrlsSums.hess", &i.hess)?,
+                    hess_factor: from_f32_le("IrlsSums.hess_factor", &i.hess_factor)?,
                     heldout_w: i.heldout_w,
                     heldout_dev: i.heldout_dev,
                 }),
@@ -189,4 +240,42 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn little_endian_fields_round_trip_and_a_ragged_length_is_named() {
+        let beta = vec![0.1, -0.0, f64::MIN_POSITIVE, 1e300, -7.25];
+        assert_eq!(
+            from_f64_le("b", &f64_le(&beta))
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>(),
+            beta.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        // Single-precision values (as the sites round x̃ᵀWx̃) come back exactly.
+        let h: Vec<f64> = [0.5f32, -3.0e-8, 1.0e30]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        assert_eq!(from_f32_le("h", &f32_le(&h)).unwrap(), h);
+
+        let sums = pb::LassoSums {
+            fits: vec![pb::FitSums {
+                sums: Some(pb::fit_sums::Sums::Irls(pb::IrlsSums {
+                    hess_factor: vec![0; 5],
+                    ..Default::default()
+                })),
+            }],
+        };
+        let err = sums_from(sums).unwrap_err().to_string();
+        assert!(
+            err.contains("IrlsSums.hess_factor") && err.contains("5 bytes"),
+            "{err}"
+        );
+    }
 }
