@@ -45,7 +45,40 @@ pub struct SiteMemory {
     pub secure: crate::secure::SiteSessions,
 }
 
+/// A batch of changes to the sites' kept LASSO standardisations, per study (the key of
+/// [`SiteMemory::studies`]), in order: what the agent appends to its journal.
+pub type KeptStdChanges = Vec<(String, crate::pipeline::site::KeptStdEntry)>;
+
 impl SiteMemory {
+    /// The changes to the kept LASSO standardisations since the last call, which the memory's
+    /// own serialisation leaves out (`SitePipelineState::lasso_std`): the agent journals them
+    /// and replays them with [`SiteMemory::apply_kept_std`] when it starts.
+    pub fn take_kept_std(&mut self) -> KeptStdChanges {
+        let mut out = Vec::new();
+        for (study, s) in &mut self.studies {
+            out.extend(
+                std::mem::take(&mut s.kept_std_log)
+                    .into_iter()
+                    .map(|e| (study.clone(), e)),
+            );
+        }
+        out
+    }
+
+    /// Replays journalled changes; those of a study this memory no longer holds are ignored.
+    pub fn apply_kept_std(&mut self, changes: KeptStdChanges) {
+        for (study, e) in changes {
+            if let Some(s) = self.studies.get_mut(&study) {
+                s.apply_kept_std(e);
+            }
+        }
+    }
+
+    /// Whether no study keeps any LASSO standardisation (the agent may then empty its journal).
+    pub fn kept_std_is_empty(&self) -> bool {
+        self.studies.values().all(|s| s.lasso_std.is_empty())
+    }
+
     /// True (once) when an answer since the last call changed state that must be persisted.
     pub fn take_dirty(&mut self) -> bool {
         let mut any = false;

@@ -29,7 +29,8 @@ fn pipeline_runs_end_to_end_and_is_deterministic() {
 }
 
 /// A site agent restarted before every round from what it last persisted (its memory file is
-/// written only when an answer marks it dirty, as the agent does) answers the study exactly as
+/// written only when an answer marks it dirty, and the kept LASSO standardisations go to a
+/// journal that is appended to and emptied, as the agent does) answers the study exactly as
 /// one that never stopped: nothing a later round relies on is kept only in memory — e.g. the
 /// LASSO sub-fits' standardisations, which the aggregator sends once.
 #[test]
@@ -44,7 +45,8 @@ fn a_site_restarted_from_its_persisted_memory_before_every_round_answers_the_sam
     let spec = StudySpec::from_toml(&spec_toml(1)).unwrap();
     let mut state = StudyState::new(spec, tables.keys().cloned().collect(), 0, u64::MAX).unwrap();
     let mut disk: BTreeMap<_, String> = BTreeMap::new();
-    let mut rounds = 0;
+    let mut journal: BTreeMap<_, federation::site::KeptStdChanges> = BTreeMap::new();
+    let (mut rounds, mut journalled, mut emptied) = (0, 0usize, 0usize);
     while !state.status.is_finished() {
         rounds += 1;
         assert!(rounds < 100_000);
@@ -57,15 +59,32 @@ fn a_site_restarted_from_its_persisted_memory_before_every_round_answers_the_sam
                 .get(site)
                 .map(|j| serde_json::from_str(j).unwrap())
                 .unwrap_or_default();
+            memory.apply_kept_std(journal.get(site).cloned().unwrap_or_default());
             let result =
                 answer_with_memory(&task, table, &common::policy(false), &mut memory).result;
             if memory.take_dirty() {
                 disk.insert(site.clone(), serde_json::to_string(&memory).unwrap());
             }
+            let changes = memory.take_kept_std();
+            if !changes.is_empty() {
+                let j = journal.entry(site.clone()).or_default();
+                if memory.kept_std_is_empty() {
+                    j.clear();
+                    emptied += 1;
+                } else {
+                    journalled += changes.len();
+                    j.extend(changes);
+                }
+            }
             state.accept(site, result, 0, 0).unwrap();
         }
     }
     assert_eq!(state.status, StudyStatus::Completed, "{:?}", state.status);
+    // The LASSO stage kept standardisations through the journal, and the training stage
+    // emptied it at every site.
+    assert!(journalled > 0, "nothing was journalled");
+    assert_eq!(emptied, tables.len());
+    assert!(journal.values().all(Vec::is_empty));
     let Some(StudyOutput::Pipeline(out)) = state.output else {
         panic!("no pipeline output");
     };

@@ -301,15 +301,16 @@ pub fn site_irls_sums(
 /// carries its fit's standardisation is answered with it and the site keeps it in `kept`; a
 /// request without one is answered with the kept one (an error names the fit when the site
 /// has none: the aggregator sent a reference to a standardisation this site never received).
-/// Returns the sums and whether `kept` changed (the caller persists it then, so that a
-/// restarted site still holds what the aggregator will not send again).
+/// Returns the sums and the ids of the fits whose kept standardisation is new or changed (the
+/// caller persists those, so that a restarted site still holds what the aggregator will not
+/// send again).
 pub fn site_irls_sums_keeping(
     data: &SiteData,
     requests: &[FitRequest],
     max_params_per_row: f64,
     kept: &mut KeptStandardisations,
-) -> Result<(Vec<FitSums>, bool)> {
-    let mut changed = false;
+) -> Result<(Vec<FitSums>, Vec<u32>)> {
+    let mut changed = Vec::new();
     for req in requests {
         if let RequestKind::Irls { mean, sd, .. } = &req.kind {
             if mean.is_empty() && sd.is_empty() {
@@ -328,7 +329,7 @@ pub fn site_irls_sums_keeping(
                 };
                 if kept.0.get(&req.fit_id) != Some(&new) {
                     kept.0.insert(req.fit_id, new);
-                    changed = true;
+                    changed.push(req.fit_id);
                 }
             }
         }

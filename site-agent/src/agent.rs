@@ -122,17 +122,42 @@ pub fn memory_path(config: &SiteConfig) -> std::path::PathBuf {
     config.state_dir.join("study-memory.json")
 }
 
+/// Where the agent journals the kept LASSO standardisations, which the memory file leaves out
+/// (see [`crate::journal`]).
+pub fn journal_path(config: &SiteConfig) -> std::path::PathBuf {
+    config.state_dir.join("study-memory.std.log")
+}
+
 fn load_memory(config: &SiteConfig) -> Result<answer::SiteMemory, AgentError> {
     let path = memory_path(config);
-    match std::fs::read(&path) {
+    let mut memory: answer::SiteMemory = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             AgentError::Setup(format!(
                 "the study memory {} is unreadable ({e}); move it away to start the running studies' local state afresh",
                 path.display()
             ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(answer::SiteMemory::default()),
-        Err(e) => Err(AgentError::Setup(format!("reading {}: {e}", path.display()))),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => answer::SiteMemory::default(),
+        Err(e) => return Err(AgentError::Setup(format!("reading {}: {e}", path.display()))),
+    };
+    memory.apply_kept_std(crate::journal::read(&journal_path(config)).map_err(AgentError::Setup)?);
+    Ok(memory)
+}
+
+/// Journals the kept standardisations that changed with the last answer (emptying the journal
+/// once nothing is kept).
+fn save_kept_std(config: &SiteConfig, memory: &mut answer::SiteMemory) -> Result<(), String> {
+    let changes = memory.take_kept_std();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
+    let path = journal_path(config);
+    if memory.kept_std_is_empty() {
+        crate::journal::truncate(&path)
+    } else {
+        crate::journal::append(&path, &changes)
     }
 }
 
@@ -394,7 +419,8 @@ impl AnswerWork {
             save_memory(&self.config, &self.memory)
         } else {
             Ok(())
-        };
+        }
+        .and_then(|()| save_kept_std(&self.config, &mut self.memory));
         if let Some(note) = local_note {
             tracing::error!(
                 "study {} round {}: cannot answer: {note}",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod extract;
 pub mod import;
+pub mod journal;
 pub mod validate;
 
 pub use agent::{Agent, AgentError, AgentOptions};

@@ -169,9 +169,16 @@ pub struct SitePipelineState {
     pub scored: Vec<FitId>,
     /// Each outer fit's LASSO sub-fit standardisations, kept from the round that carried them
     /// (the pipeline's LASSO sends each only once: `LassoConfig::standardisation_once`), for
-    /// the batch's LASSO stage only. Persisted, because the aggregator will not send them again.
-    #[serde(default, with = "pairs")]
+    /// the batch's LASSO stage only. Persisted, because the aggregator will not send them again,
+    /// but not with the rest of the state: each change is also written to `kept_std_log`, which
+    /// the agent appends to a journal of its own (`SiteMemory::take_kept_std`). Rewriting the
+    /// whole memory file (up to 15 MB of JSON) for every LASSO round that brought new ones cost
+    /// more than a tenth of a batch's CPU.
+    #[serde(skip)]
     pub lasso_std: BTreeMap<FitId, models::lasso::KeptStandardisations>,
+    /// The changes to `lasso_std` since the agent last took them, in order.
+    #[serde(skip)]
+    pub kept_std_log: Vec<KeptStdEntry>,
     /// Set when an answer changed what must survive an agent restart (fitted preprocessing,
     /// models, meta-features, score sums). The pure rounds (ComBat, LASSO and meta-model sums)
     /// leave it unset: a restarted agent recomputes them identically, so they need no write.
@@ -181,6 +188,41 @@ pub struct SitePipelineState {
     /// derived from `combat` and `standardizers` once per batch instead of once per round.
     #[serde(skip)]
     pub lasso_rows: LassoRows,
+}
+
+/// One change to a site's kept LASSO standardisations ([`SitePipelineState::lasso_std`]), as
+/// the agent journals it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeptStdEntry {
+    /// Every kept standardisation of the study is dropped (a new batch, or the LASSO stage is
+    /// over).
+    Clear,
+    /// Sub-fit `sub` of outer fit `fit` keeps `std`.
+    Keep {
+        fit: FitId,
+        sub: u32,
+        std: models::lasso::KeptStandardisation,
+    },
+}
+
+impl SitePipelineState {
+    /// Applies a journalled change (an agent restoring its memory).
+    pub fn apply_kept_std(&mut self, entry: KeptStdEntry) {
+        match entry {
+            KeptStdEntry::Clear => self.lasso_std.clear(),
+            KeptStdEntry::Keep { fit, sub, std } => {
+                self.lasso_std.entry(fit).or_default().0.insert(sub, std);
+            }
+        }
+    }
+
+    fn clear_kept_std(&mut self) {
+        if !self.lasso_std.is_empty() {
+            self.lasso_std.clear();
+            self.kept_std_log.clear();
+            self.kept_std_log.push(KeptStdEntry::Clear);
+        }
+    }
 }
 
 /// A cache of what the LASSO rounds of a batch read: `SiteData` per fit, built from the
@@ -501,7 +543,7 @@ pub fn site_answer(
                 // New preprocessing (the batch's first LASSO round): rows derived from the old
                 // one are stale, and so are the standardisations the last batch's fits kept.
                 state.lasso_rows.0.clear();
-                state.lasso_std.clear();
+                state.clear_kept_std();
             }
             for (id, z) in standardizers {
                 state.standardizers.insert(*id, z.clone());
@@ -538,21 +580,29 @@ pub fn site_answer(
                         d
                     }
                 };
+                let kept = state.lasso_std.entry(*id).or_default();
                 let (sums, changed) = models::lasso::site_irls_sums_keeping(
                     &data,
                     reqs,
                     policy.max_params_per_row,
-                    state.lasso_std.entry(*id).or_default(),
+                    kept,
                 )?;
-                // A kept standardisation must survive a restart (it is not sent again).
-                state.dirty |= changed;
+                // A kept standardisation must survive a restart (it is not sent again): the
+                // agent journals it.
+                for sub in changed {
+                    state.kept_std_log.push(KeptStdEntry::Keep {
+                        fit: *id,
+                        sub,
+                        std: kept.0[&sub].clone(),
+                    });
+                }
                 out.push((*id, sums));
             }
             StageResult::Lasso(out)
         }
         StageTask::Train { selected } => {
             // The LASSO stage is over: its kept standardisations are not needed any more.
-            state.lasso_std.clear();
+            state.clear_kept_std();
             let mut out = Vec::new();
             for (id, sel) in selected {
                 state.selected.insert(*id, sel.clone());
