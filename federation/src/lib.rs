@@ -28,7 +28,7 @@ pub use ids::{SiteId, StudyHash, StudyId};
 /// column-names round and masked LASSO / meta-model / score rounds (a version-1 peer would
 /// misread or not know them).
 ///
-/// 3: x̃ᵀWx̃ (`IrlsSums.hess`, `IrlsSums.hess_factor`) and the LASSO coefficients
-/// (`IrlsRequest.beta`) as little-endian bytes in new fields (a version-2 peer would find no
-/// Hessian and no coefficients).
+/// 3: the LASSO's vectors — x̃ᵀWx̃ (`IrlsSums.hess`, `IrlsSums.hess_factor`), x̃ᵀr and x̃ᵀw
+/// (`IrlsSums.rx`, `IrlsSums.wx`) and the coefficients (`IrlsRequest.beta`) — as little-endian
+/// bytes in new fields (a version-2 peer would find none of them).
 pub const PROTOCOL_VERSION: u32 = 3;

@@ -498,6 +498,9 @@ struct Scratch {
     rw: Vec<(f64, f64)>,
     /// Requested Hessian columns.
     sel: Vec<usize>,
+    /// The whole x̃ᵀWx̃ (packed), before it is sent as is, as a column block or as its factor.
+    /// Every entry is written before it is read, so it is never cleared between requests.
+    hess: Vec<f64>,
 }
 
 /// Width of the column blocks of the symmetric product: x̃ᵀWx̃ is computed block row by block
@@ -665,7 +668,7 @@ fn site_kernel(
     match (hessian, cols) {
         (true, _) if full => {
             // Block rows [j0, j1) of x̃ᵀ[Wx̃ | r | w], from column j0 on.
-            out.hess = vec![0.0; packed_len(p)];
+            sc.hess.resize(packed_len(p), 0.0);
             for j0 in (0..p).step_by(SYM_BLOCK) {
                 let j1 = (j0 + SYM_BLOCK).min(p);
                 let (rows, width) = (j1 - j0, q - j0);
@@ -684,22 +687,19 @@ fn site_kernel(
                     let gr = g.row(a_ - j0);
                     let start = crate::linalg::packed_index(p, a_, a_);
                     for (t, b) in (a_..p).enumerate() {
-                        out.hess[start + t] = gr[b - j0];
+                        sc.hess[start + t] = gr[b - j0];
                     }
                     out.rx[a_] = gr[p - j0];
                     out.wx[a_] = gr[p + 1 - j0];
                 }
             }
             let asked = cols.map_or(packed_len(p), |c| p * c.len());
-            match crate::linalg::low_rank_factor(&out.hess, p, mt, FACTOR_REL_TOL) {
-                Some(l) if !l.is_empty() && l.len() < asked => {
-                    out.hess_factor = l;
-                    out.hess.clear();
-                }
-                _ => {
-                    if let Some(c) = cols {
-                        // The block of the requested columns, from the whole matrix.
-                        let whole = std::mem::take(&mut out.hess);
+            let whole = &sc.hess[..packed_len(p)];
+            match crate::linalg::low_rank_factor(whole, p, mt, FACTOR_REL_TOL) {
+                Some(l) if !l.is_empty() && l.len() < asked => out.hess_factor = l,
+                _ => match cols {
+                    // The block of the requested columns, from the whole matrix.
+                    Some(c) => {
                         out.hess.reserve(p * c.len());
                         for j in 0..p {
                             out.hess
@@ -708,7 +708,8 @@ fn site_kernel(
                                 }));
                         }
                     }
-                }
+                    None => out.hess = whole.to_vec(),
+                },
             }
         }
         _ => {

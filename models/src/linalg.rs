@@ -161,6 +161,7 @@ pub fn low_rank_factor(
     let mut rows = vec![0.0; p * w];
     let mut done = vec![false; p];
     let mut pivots: Vec<usize> = Vec::with_capacity(max_rank);
+    let mut lj: Vec<f64> = Vec::with_capacity(w);
     loop {
         let mut j = usize::MAX;
         let mut best = tol;
@@ -179,7 +180,8 @@ pub fn low_rank_factor(
         }
         let piv = d[j].sqrt();
         // Row j's first r values, copied (the other rows are written below).
-        let lj: Vec<f64> = rows[j * w..j * w + r].to_vec();
+        lj.clear();
+        lj.extend_from_slice(&rows[j * w..j * w + r]);
         // Column j of A from the packed triangle: row j's tail and column j's head.
         let row_start = packed_index(p, j, j);
         for i in 0..p {

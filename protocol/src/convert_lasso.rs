@@ -102,9 +102,9 @@ pub(crate) fn task_from(t: pb::LassoTask) -> Result<LassoTask, ConvertError> {
 
 /// Values as little-endian binary64, exactly (a `bytes` field, see [`f32_le`]).
 fn f64_le(v: &[f64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 * v.len());
-    for &x in v {
-        out.extend_from_slice(&x.to_le_bytes());
+    let mut out = vec![0u8; 8 * v.len()];
+    for (o, x) in out.chunks_exact_mut(8).zip(v) {
+        o.copy_from_slice(&x.to_le_bytes());
     }
     out
 }
@@ -128,9 +128,9 @@ fn from_f64_le(field: &'static str, b: &[u8]) -> Result<Vec<f64>, ConvertError> 
 /// Values as little-endian binary32 (a `bytes` field: decoded with one copy, not one call per
 /// value). Each value is rounded to single precision; the sites' Hessians already are.
 fn f32_le(v: &[f64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 * v.len());
-    for &x in v {
-        out.extend_from_slice(&(x as f32).to_le_bytes());
+    let mut out = vec![0u8; 4 * v.len()];
+    for (o, &x) in out.chunks_exact_mut(4).zip(v) {
+        o.copy_from_slice(&(x as f32).to_le_bytes());
     }
     out
 }
@@ -170,9 +170,9 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         sum_w: i.sum_w,
                         loss: i.loss,
                         r0: i.r0,
-                        rx: i.rx.clone(),
+                        rx: f64_le(&i.rx),
                         w0: i.w0,
-                        wx: i.wx.clone(),
+                        wx: f64_le(&i.wx),
                         // Exact for the sites' (single-precision) Hessians.
                         hess: f32_le(&i.hess),
                         hess_factor: f32_le(&i.hess_factor),
@@ -223,9 +223,9 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
                     sum_w: i.sum_w,
                     loss: i.loss,
                     r0: i.r0,
-                    rx: i.rx,
+                    rx: from_f64_le("IrlsSums.rx", &i.rx)?,
                     w0: i.w0,
-                    wx: i.wx,
+                    wx: from_f64_le("IrlsSums.wx", &i.wx)?,
                     hess: from_f32_le("IrlsSums.hess", &i.hess)?,
                     hess_factor: from_f32_le("IrlsSums.hess_factor", &i.hess_factor)?,
                     heldout_w: i.heldout_w,
