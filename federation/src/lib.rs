@@ -30,5 +30,6 @@ pub use ids::{SiteId, StudyHash, StudyId};
 ///
 /// 3: the LASSO's vectors — x̃ᵀWx̃ (`IrlsSums.hess`, `IrlsSums.hess_factor`), x̃ᵀr and x̃ᵀw
 /// (`IrlsSums.rx`, `IrlsSums.wx`) and the coefficients (`IrlsRequest.beta`) — as little-endian
-/// bytes in new fields (a version-2 peer would find none of them).
+/// bytes in new fields, and so the meta-model's weights and gradients (`FitVector.values`,
+/// `FitMlpSums.grad_sum`; a version-2 peer would find none of them).
 pub const PROTOCOL_VERSION: u32 = 3;

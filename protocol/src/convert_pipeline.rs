@@ -136,14 +136,19 @@ fn vectors_to<'a>(v: impl IntoIterator<Item = (&'a FitId, &'a Vec<f64>)>) -> Vec
     v.into_iter()
         .map(|(fit, values)| pb::FitVector {
             fit: fit_to(fit),
-            values: values.clone(),
+            values: crate::convert::f64_le(values),
         })
         .collect()
 }
 
 fn vectors_from(v: Vec<pb::FitVector>) -> Result<Vec<(FitId, Vec<f64>)>> {
     v.into_iter()
-        .map(|x| Ok((fit_from(x.fit, "FitVector.fit")?, x.values)))
+        .map(|x| {
+            Ok((
+                fit_from(x.fit, "FitVector.fit")?,
+                crate::convert::from_f64_le("FitVector.values", &x.values)?,
+            ))
+        })
         .collect()
 }
 
@@ -910,7 +915,7 @@ pub fn result_to(r: &StageResult) -> Result<pb::PipelineResult> {
                 .map(|(fit, s)| pb::FitMlpSums {
                     fit: fit_to(fit),
                     loss_sum: s.loss_sum,
-                    grad_sum: s.grad_sum.clone(),
+                    grad_sum: crate::convert::f64_le(&s.grad_sum),
                     n: s.n,
                 })
                 .collect(),
@@ -1049,7 +1054,10 @@ pub fn result_from(r: pb::PipelineResult) -> Result<StageResult> {
                             fit_from(s.fit, "FitMlpSums.fit")?,
                             LossGradSum {
                                 loss_sum: s.loss_sum,
-                                grad_sum: s.grad_sum,
+                                grad_sum: crate::convert::from_f64_le(
+                                    "FitMlpSums.grad_sum",
+                                    &s.grad_sum,
+                                )?,
                                 n: s.n,
                             },
                         ))
