@@ -187,7 +187,11 @@ fn simulate_table1_writes_the_table() {
 fn version_names_the_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let out = aggregator(&["--version"], dir.path());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("protocol v2"));
+    let version = format!("protocol v{}", federation::PROTOCOL_VERSION);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&version),
+        "--version should name {version}"
+    );
     let out = aggregator(&["simulate", "table1", "--help"], dir.path());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Example:"));
     let out = aggregator(&["frobnicate"], dir.path());
