@@ -841,6 +841,10 @@ impl PipelineDriver {
                         }
                         self.selected.push((*fit, top));
                     }
+                    // The drivers' paths and bootstrap fits are not read again: dropped now, not
+                    // at the next batch, they would otherwise be most of every snapshot of the
+                    // rest of the batch (≈ 75 MB of JSON against ≈ 17 MB at 50 outer fits).
+                    self.lasso.clear();
                     self.stage = Stage::Train;
                 }
             }
