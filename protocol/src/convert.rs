@@ -37,55 +37,58 @@ pub enum ConvertError {
     Id(#[from] IdError),
 }
 
-/// Values as little-endian binary64, exactly (a `bytes` field, see [`f32_le`]).
+/// Values as `N`-byte little-endian numbers, each by `to` (one `bytes` field: decoded with one
+/// copy, not one call per value as a packed repeated field is).
+fn to_le<const N: usize>(v: &[f64], to: impl Fn(f64) -> [u8; N]) -> Vec<u8> {
+    let mut out = vec![0u8; N * v.len()];
+    for (o, &x) in out.chunks_exact_mut(N).zip(v) {
+        o.copy_from_slice(&to(x));
+    }
+    out
+}
+
+/// The inverse of [`to_le`]; a length that is not a multiple of `N` is malformed.
+fn from_le<const N: usize>(
+    field: &'static str,
+    what: &str,
+    b: &[u8],
+    from: impl Fn([u8; N]) -> f64,
+) -> Result<Vec<f64>, ConvertError> {
+    if !b.len().is_multiple_of(N) {
+        return Err(ConvertError::Invalid {
+            field,
+            reason: format!(
+                "{} bytes is not a whole number of {N}-byte {what} values",
+                b.len()
+            ),
+        });
+    }
+    Ok(b.chunks_exact(N)
+        .map(|c| from(c.try_into().expect("a chunk of N bytes")))
+        .collect())
+}
+
+/// Values as little-endian binary64, exactly.
 pub(crate) fn f64_le(v: &[f64]) -> Vec<u8> {
-    let mut out = vec![0u8; 8 * v.len()];
-    for (o, x) in out.chunks_exact_mut(8).zip(v) {
-        o.copy_from_slice(&x.to_le_bytes());
-    }
-    out
+    to_le(v, f64::to_le_bytes)
 }
 
-/// The inverse of [`f64_le`]; a length that is not a multiple of 8 is malformed.
+/// The inverse of [`f64_le`].
 pub(crate) fn from_f64_le(field: &'static str, b: &[u8]) -> Result<Vec<f64>, ConvertError> {
-    if !b.len().is_multiple_of(8) {
-        return Err(ConvertError::Invalid {
-            field,
-            reason: format!(
-                "{} bytes is not a whole number of 8-byte double-precision values",
-                b.len()
-            ),
-        });
-    }
-    Ok(b.chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect())
+    from_le(field, "double-precision", b, f64::from_le_bytes)
 }
 
-/// Values as little-endian binary32 (a `bytes` field: decoded with one copy, not one call per
-/// value). Each value is rounded to single precision; the sites' Hessians already are.
+/// Values as little-endian binary32, each rounded to single precision (the sites' Hessians
+/// already are).
 pub(crate) fn f32_le(v: &[f64]) -> Vec<u8> {
-    let mut out = vec![0u8; 4 * v.len()];
-    for (o, &x) in out.chunks_exact_mut(4).zip(v) {
-        o.copy_from_slice(&(x as f32).to_le_bytes());
-    }
-    out
+    to_le(v, |x| (x as f32).to_le_bytes())
 }
 
-/// The inverse of [`f32_le`]; a length that is not a multiple of 4 is malformed.
+/// The inverse of [`f32_le`].
 pub(crate) fn from_f32_le(field: &'static str, b: &[u8]) -> Result<Vec<f64>, ConvertError> {
-    if !b.len().is_multiple_of(4) {
-        return Err(ConvertError::Invalid {
-            field,
-            reason: format!(
-                "{} bytes is not a whole number of 4-byte single-precision values",
-                b.len()
-            ),
-        });
-    }
-    Ok(b.chunks_exact(4)
-        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-        .collect())
+    from_le(field, "single-precision", b, |c| {
+        f64::from(f32::from_le_bytes(c))
+    })
 }
 
 fn groups<T, U>(
