@@ -2,7 +2,7 @@
 //! replay log between two snapshots of the study's state.
 //!
 //! One file per study, `<state_dir>/rounds/<study>.log`, a sequence of records:
-//! `len: u32 LE | crc32(payload): u32 LE | payload`, the payload being
+//! `len: u32 LE | crc32(payload): u32 LE | payload` (`federation::records`), the payload being
 //! `round: u32 | sites: u32 | per site (site_len: u16 | site | bytes: u64 | result_len: u32 |
 //! protobuf TaskResult)`, all little-endian. Why a plain file rather than sled: a round's results
 //! are megabytes (a pipeline's LASSO sums), which sled writes as one blob file per value, and the
@@ -111,10 +111,11 @@ impl RoundLog {
             payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
             payload.extend_from_slice(body);
         }
-        let mut record = Vec::with_capacity(8 + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
+        let record = federation::records::frame(&payload).map_err(|message| LogError::Corrupt {
+            path: self.path(study),
+            offset: 0,
+            message,
+        })?;
         self.with_file(study, |f| f.write_all(&record))
     }
 
@@ -156,38 +157,24 @@ impl RoundLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.io(study)(e)),
         }
+        let corrupt = |offset: usize, message: String| LogError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            message,
+        };
+        let records = federation::records::split(&bytes)
+            .map_err(|at| corrupt(at, "checksum mismatch".into()))?;
+        if let Some(at) = records.torn_at {
+            // The last record, cut short by a crash before it was synced: never acknowledged
+            // to anyone, so it is as if it had not been written.
+            tracing::warn!(
+                "{}: dropping an incomplete last record at byte {at}",
+                path.display()
+            );
+        }
         let mut out = Vec::new();
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let corrupt = |message: String| LogError::Corrupt {
-                path: path.clone(),
-                offset: at as u64,
-                message,
-            };
-            let header = bytes.get(at..at + 8);
-            let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4")) as usize);
-            let payload = len.and_then(|l| bytes.get(at + 8..at + 8 + l));
-            let valid = match (header, payload) {
-                (Some(h), Some(p)) => {
-                    crc32fast::hash(p) == u32::from_le_bytes(h[4..8].try_into().expect("4"))
-                }
-                _ => false,
-            };
-            let end = at + 8 + len.unwrap_or(0);
-            if !valid {
-                if end >= bytes.len() {
-                    // The last record, cut short by a crash before it was synced: never
-                    // acknowledged to anyone, so it is as if it had not been written.
-                    tracing::warn!(
-                        "{}: dropping an incomplete last record at byte {at}",
-                        path.display()
-                    );
-                    break;
-                }
-                return Err(corrupt("checksum mismatch".into()));
-            }
-            out.push(decode(payload.expect("valid")).map_err(corrupt)?);
-            at = end;
+        for (at, payload) in records.payloads {
+            out.push(decode(payload).map_err(|m| corrupt(at, m))?);
         }
         Ok(out)
     }

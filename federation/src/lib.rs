@@ -12,6 +12,7 @@ pub mod lasso;
 pub mod local;
 pub mod pipeline;
 pub mod policy;
+pub mod records;
 pub mod secure;
 pub mod site;
 pub mod study;

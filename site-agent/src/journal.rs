@@ -29,12 +29,7 @@ fn open_owner_only(path: &Path, truncate: bool) -> std::io::Result<std::fs::File
 /// Appends one record.
 pub fn append(path: &Path, changes: &KeptStdChanges) -> Result<(), String> {
     let payload = postcard::to_stdvec(changes).map_err(|e| e.to_string())?;
-    let len = u32::try_from(payload.len())
-        .map_err(|_| format!("a journal record of {} bytes is too large", payload.len()))?;
-    let mut record = Vec::with_capacity(8 + payload.len());
-    record.extend_from_slice(&len.to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
+    let record = federation::records::frame(&payload)?;
     open_owner_only(path, false)
         .and_then(|mut f| f.write_all(&record))
         .map_err(|e| format!("appending to {}: {e}", path.display()))
@@ -54,36 +49,23 @@ pub fn read(path: &Path) -> Result<KeptStdChanges, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
+    let records = federation::records::split(&bytes).map_err(|at| {
+        format!(
+            "{} is corrupt at byte {at} (checksum mismatch); move it away: the running pipeline study's LASSO stage then stops naming a fit, and is resubmitted",
+            path.display()
+        )
+    })?;
+    if let Some(at) = records.torn_at {
+        tracing::warn!(
+            "{}: dropping an incomplete last record at byte {at} (its answer was never sent)",
+            path.display()
+        );
+    }
     let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let header = bytes.get(at..at + 8);
-        let len = header.map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
-        let payload = len.and_then(|l| bytes.get(at + 8..at + 8 + l));
-        let valid = match (header, payload) {
-            (Some(h), Some(p)) => {
-                crc32fast::hash(p) == u32::from_le_bytes([h[4], h[5], h[6], h[7]])
-            }
-            _ => false,
-        };
-        let end = at + 8 + len.unwrap_or(0);
-        if !valid {
-            if end >= bytes.len() {
-                tracing::warn!(
-                    "{}: dropping an incomplete last record at byte {at} (its answer was never sent)",
-                    path.display()
-                );
-                break;
-            }
-            return Err(format!(
-                "{} is corrupt at byte {at} (checksum mismatch); move it away: the running pipeline study's LASSO stage then stops naming a fit, and is resubmitted",
-                path.display()
-            ));
-        }
-        let changes: KeptStdChanges = postcard::from_bytes(payload.expect("valid"))
+    for (at, payload) in records.payloads {
+        let changes: KeptStdChanges = postcard::from_bytes(payload)
             .map_err(|e| format!("{} is unreadable at byte {at}: {e}", path.display()))?;
         out.extend(changes);
-        at = end;
     }
     Ok(out)
 }
