@@ -11,10 +11,11 @@
 //! 3 sites to begin with, the study pauses instead. Every site runs in process through the gate
 //! the agents use, on 4 sites of the shared example cohort.
 
+mod common;
+
 use federation::SiteId;
 use federation::engine::{DroppedSite, EngineError, StudyOutput, StudyState, StudyStatus};
 use federation::local::run_local;
-use federation::policy::SitePolicy;
 use federation::secure::SumShape;
 use federation::site::{SiteMemory, answer_with_memory};
 use federation::study::{MaskedDropout, StudySpec};
@@ -26,15 +27,6 @@ use std::path::PathBuf;
 
 /// The round deadline of the driven studies (ms); the clock below starts at 0.
 const DEADLINE_MS: u64 = 60_000;
-
-fn policy() -> SitePolicy {
-    SitePolicy {
-        min_count: 1,
-        allow_all_studies: true,
-        max_params_per_row: f64::INFINITY,
-        ..SitePolicy::default()
-    }
-}
 
 /// The cohort's first four sites (S01–S04, 21, 18, 16 and 14 patients). The site that goes
 /// silent (S02) also holds one patient of grade "G3", a level no other site has: the restarted
@@ -141,7 +133,7 @@ fn spec(text: &str, secure: bool, dropout: Option<&str>) -> StudySpec {
 fn run(spec: StudySpec, tables: &BTreeMap<SiteId, SiteTable>) -> StudyOutput {
     let sites = tables
         .iter()
-        .map(|(s, t)| (s.clone(), (t.clone(), policy())))
+        .map(|(s, t)| (s.clone(), (t.clone(), common::open_policy())))
         .collect();
     let state = run_local(spec, &sites, 2000).unwrap();
     assert_eq!(state.status, StudyStatus::Completed, "{:?}", state.status);
@@ -179,9 +171,13 @@ fn until_masked_round(
         let mut late = None;
         for (s, t) in tables {
             let task = state.task_for(s).unwrap();
-            let result =
-                answer_with_memory(&task, t, &policy(), memories.entry(s.clone()).or_default())
-                    .result;
+            let result = answer_with_memory(
+                &task,
+                t,
+                &common::open_policy(),
+                memories.entry(s.clone()).or_default(),
+            )
+            .result;
             if hold && s == silent {
                 late = Some(result);
                 continue;
@@ -282,9 +278,13 @@ fn dropout(
         assert!(state.task_for(silent).is_none());
         for s in &survivors {
             let task = state.task_for(s).unwrap();
-            let result =
-                answer_with_memory(&task, &tables[s], &policy(), memories.get_mut(s).unwrap())
-                    .result;
+            let result = answer_with_memory(
+                &task,
+                &tables[s],
+                &common::open_policy(),
+                memories.get_mut(s).unwrap(),
+            )
+            .result;
             state.accept(s, result, 0, now).unwrap();
             now += 1;
         }

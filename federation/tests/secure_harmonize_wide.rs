@@ -11,7 +11,6 @@ mod common;
 use federation::engine::{StudyOutput, StudyState};
 use federation::harmonize::HarmonizeOutput;
 use federation::local::run_local;
-use federation::policy::SitePolicy;
 use federation::study::{AnalysisSpec, HarmonizeMode, HarmonizeSpec, StudySpec};
 use federation::table::SiteTable;
 use federation::task::BatchSource;
@@ -68,19 +67,10 @@ fn spec(secure: bool) -> HarmonizeSpec {
     }
 }
 
-fn policy() -> SitePolicy {
-    SitePolicy {
-        min_count: 1,
-        allow_all_studies: true,
-        max_params_per_row: f64::INFINITY,
-        ..SitePolicy::default()
-    }
-}
-
 fn run(secure: bool) -> StudyState {
     let sites = tables()
         .into_iter()
-        .map(|(s, t)| (s, (t, policy())))
+        .map(|(s, t)| (s, (t, common::open_policy())))
         .collect();
     let study = StudySpec {
         id: StudyId::new("energy").unwrap(),
