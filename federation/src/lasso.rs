@@ -540,6 +540,8 @@ mod tests {
                 hessian: true,
                 cols: Some(vec![0]),
                 eval_only: false,
+                basis: None,
+                send_basis: false,
             },
         }
     }

@@ -33,4 +33,8 @@ pub use ids::{SiteId, StudyHash, StudyId};
 /// (`IrlsSums.rx`, `IrlsSums.wx`) and the coefficients (`IrlsRequest.beta`) — as little-endian
 /// bytes in new fields, and so the meta-model's weights and gradients (`FitVector.values`,
 /// `FitMlpSums.grad_sum`; a version-2 peer would find none of them).
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: the pipeline's LASSO Hessians in each site's row basis (`IrlsRequest.basis`,
+/// `IrlsSums.hess_basis`, `IrlsSums.basis_r`); a version-3 site would ignore the request for
+/// them and answer in a form the aggregator no longer expects there.
+pub const PROTOCOL_VERSION: u32 = 4;

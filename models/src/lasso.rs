@@ -52,7 +52,7 @@
 //! The oracle tests compare the two.
 
 use crate::error::{ModelsError, Result};
-use crate::linalg::{chol_solve_vec, cholesky, packed_len, unpack_upper};
+use crate::linalg::{chol_solve_vec, cholesky, packed_index, packed_len, unpack_upper};
 use crate::logistic::{sigmoid, softplus};
 use crate::sampling::{FoldRef, Refusal, SiteData, WeightSpec};
 use crate::standardize::WeightedMoments;
@@ -89,6 +89,17 @@ pub enum RequestKind {
         /// nine tenths of its reply.
         #[serde(default)]
         eval_only: bool,
+        /// x̃ᵀWx̃ in the row basis of fit `basis` ([`LassoConfig::hessian_basis`]): instead of
+        /// the matrix (or its factor) the site returns `M = QᵀWQ` ([`IrlsSums::hess_basis`]),
+        /// where `Q·R` is the pivoted QR of its LASSO rows `[1 | x̃₀]` standardised by fit
+        /// `basis`'s kept standardisation; `cols` is then ignored (the aggregator rebuilds
+        /// every column). Only with a Hessian, for a site that keeps standardisations.
+        #[serde(default)]
+        basis: Option<u32>,
+        /// Also return the basis's `R` ([`IrlsSums::basis_r`]), once per study for the
+        /// aggregator to keep.
+        #[serde(default)]
+        send_basis: bool,
     },
 }
 
@@ -157,6 +168,19 @@ pub struct IrlsSums {
     /// [`IrlsSums::expand_factor`] first.
     #[serde(default, with = "compact_hess")]
     pub hess_factor: Vec<f64>,
+    /// x̃ᵀWx̃ in the site's row basis (a request with `basis`; then `hess`, `hess_factor` and
+    /// `wx` are empty): the packed upper triangle of the k × k matrix `M = QᵀWQ` (f64), where
+    /// `[1 | x̃₀] = Q·R` over the site's LASSO rows (see [`RowBasis`]). With `x̃ = x̃₀`'s affine
+    /// image under the fit's standardisation `[1 | x̃] = [1 | x̃₀]·T`, the fit's whole
+    /// `[1 | x̃]ᵀW[1 | x̃] = TᵀRᵀ·M·R·T`, so the aggregator, which keeps each site's `R`, rebuilds
+    /// x̃ᵀWx̃ and x̃ᵀw from k(k+1)/2 numbers instead of p·k. k ≤ the site's LASSO rows.
+    #[serde(default)]
+    pub hess_basis: Vec<f64>,
+    /// The site's basis `R` (k × (p + 1), row-major), when the request asked for it: the
+    /// pivoted Cholesky factor of the Gram matrix `[1 | x̃₀]ᵀ[1 | x̃₀]` of its LASSO rows
+    /// ([`crate::linalg::pivoted_qr`]), a function of that matrix alone.
+    #[serde(default)]
+    pub basis_r: Vec<f64>,
     /// Σh over held-out rows.
     pub heldout_w: f64,
     /// Σh·deviance over held-out rows.
@@ -359,25 +383,126 @@ fn sums_with<'a>(
 ) -> Result<Vec<FitSums>> {
     data.validate()?;
     let mut scratch = Scratch::default();
+    // The row basis of this call's requests (built once: every sub-fit of a LASSO study
+    // names the same one).
+    let mut row_basis: Option<RowBasis> = None;
     requests
         .iter()
         .map(|req| {
             let (v, h) = data.weights(&req.weights)?;
             match &req.kind {
                 RequestKind::Moments => Ok(moment_sums(data.x.view(), &data.y, &v, req.fit_id)),
-                RequestKind::Irls { .. } => site_kernel(
-                    data.x.view(),
-                    &data.y,
-                    &v,
-                    &h,
-                    req,
-                    kept(req.fit_id),
-                    max_params_per_row,
-                    &mut scratch,
-                ),
+                RequestKind::Irls { basis, hessian, .. } => {
+                    let rb = match basis {
+                        Some(b) if *hessian => {
+                            let key = (*b, req.weights.outer);
+                            if row_basis.as_ref().is_none_or(|x| x.key != key) {
+                                row_basis =
+                                    Some(RowBasis::new(data, *b, req.weights.outer, kept(*b))?);
+                            }
+                            row_basis.as_ref()
+                        }
+                        _ => None,
+                    };
+                    site_kernel(
+                        data.x.view(),
+                        &data.y,
+                        &v,
+                        &h,
+                        req,
+                        kept(req.fit_id),
+                        rb,
+                        max_params_per_row,
+                        &mut scratch,
+                    )
+                }
             }
         })
         .collect()
+}
+
+/// Relative residual norm at which a site's basis QR stops ([`crate::linalg::pivoted_qr`]): a
+/// remainder below 1e-12 of the largest column is round-off of rows that are linearly
+/// dependent, far under what changes a Newton direction.
+const BASIS_REL_TOL: f64 = 1e-12;
+
+/// Whether a site with a basis of rank `k` answers in it: when `M` (k(k+1)/2 doubles) is
+/// smaller than the matrix it replaces (p(p+1)/2 or p·k singles) and x̃ᵀw (p doubles). A site
+/// with more rows than features (k = p + 1) answers plainly; the aggregator takes both forms.
+fn basis_is_smaller(k: usize, p: usize) -> bool {
+    2 * packed_len(k) < packed_len(p).min(p * k) + 2 * p
+}
+
+/// A site's LASSO rows in a fixed basis ([`LassoConfig::hessian_basis`]): `[1 | x̃₀] = Q·R` over
+/// the rows the study uses (weight > 0 with no fold excluded and no bootstrap), x̃₀ standardised
+/// by the basis fit's kept standardisation. Every sub-fit's rows are among them and every
+/// sub-fit's standardisation is an affine map of x̃₀'s, so x̃ᵀWx̃ = TᵀRᵀ(QᵀWQ)RT for all of them;
+/// only the small `QᵀWQ` changes from one request to the next.
+#[derive(Debug, Clone)]
+struct RowBasis {
+    /// Basis fit id and outer fold (the cache key within one call).
+    key: (u32, Option<FoldRef>),
+    /// Row index → its row of `q` (`usize::MAX` outside the basis).
+    pos: Vec<usize>,
+    /// `Q` (basis rows × k, row-major).
+    q: Vec<f64>,
+    /// `R` (k × (p + 1), row-major).
+    r: Vec<f64>,
+    k: usize,
+}
+
+impl RowBasis {
+    fn new(
+        data: &SiteData,
+        basis: u32,
+        outer: Option<FoldRef>,
+        std: Option<&KeptStandardisation>,
+    ) -> Result<RowBasis> {
+        let std = std.ok_or_else(|| {
+            ModelsError::Invalid(format!(
+                "LASSO basis fit {basis}: this site keeps no standardisation for it (its kept \
+                 state is missing or from another run); restart the site agent from its study \
+                 memory or resubmit the study"
+            ))
+        })?;
+        let (n, p) = data.x.dim();
+        if std.mean.len() != p || std.sd.len() != p {
+            return Err(ModelsError::Dimension {
+                what: format!("LASSO basis fit {basis}'s standardisation"),
+                expected: p,
+                got: std.mean.len().min(std.sd.len()),
+            });
+        }
+        let (v, _) = data.weights(&WeightSpec {
+            outer,
+            exclude: None,
+            bootstrap: None,
+        })?;
+        let inv_sd: Vec<f64> = std
+            .sd
+            .iter()
+            .map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 })
+            .collect();
+        let mut pos = vec![usize::MAX; n];
+        let mut a = Vec::with_capacity(n * (p + 1));
+        let mut rows = 0;
+        for i in 0..n {
+            if v[i] > 0.0 {
+                pos[i] = rows;
+                rows += 1;
+                a.push(1.0);
+                a.extend((0..p).map(|j| (data.x[[i, j]] - std.mean[j]) * inv_sd[j]));
+            }
+        }
+        let f = crate::linalg::pivoted_qr(&a, rows, p + 1, BASIS_REL_TOL)?;
+        Ok(RowBasis {
+            key: (basis, outer),
+            pos,
+            q: f.q,
+            r: f.r,
+            k: f.k,
+        })
+    }
 }
 
 /// Round-1 sums: weighted moments per feature (Welford, row order), Σv, Σvy.
@@ -529,6 +654,7 @@ fn site_kernel(
     h: &[f64],
     req: &FitRequest,
     kept: Option<&KeptStandardisation>,
+    basis: Option<&RowBasis>,
     max_params_per_row: f64,
     sc: &mut Scratch,
 ) -> Result<FitSums> {
@@ -536,6 +662,9 @@ fn site_kernel(
     use ndarray::{ArrayViewMut2, Axis, Slice};
     let (n, p) = x.dim();
     let (mean, sd, beta0, beta, hessian, cols) = irls_fields(req, p, kept)?;
+    // x̃ᵀWx̃ itself (packed, a column block or its factor), unless it goes in the row basis.
+    let in_basis = basis.filter(|b| hessian && basis_is_smaller(b.k, p));
+    let direct = hessian && in_basis.is_none();
     if hessian && let Some(r) = refusal(req.fit_id, p, v, max_params_per_row) {
         return Ok(r);
     }
@@ -591,6 +720,8 @@ fn site_kernel(
         wx: vec![0.0; p],
         hess: Vec::new(),
         hess_factor: Vec::new(),
+        hess_basis: Vec::new(),
+        basis_r: Vec::new(),
         heldout_w: 0.0,
         heldout_dev: 0.0,
     };
@@ -633,10 +764,10 @@ fn site_kernel(
     // The whole matrix is computed when it was asked for, and also for a column block wider
     // than the rank bound mt: its low-rank factor (p·mt values at most) is then the smaller
     // answer.
-    let full = hessian && cols.is_none_or(|c| c.len() > mt);
+    let full = direct && cols.is_none_or(|c| c.len() > mt);
     let sel = &mut sc.sel;
     sel.clear();
-    match (hessian, cols) {
+    match (direct, cols) {
         (false, _) => {}
         (true, _) if full => sel.extend(0..p),
         (true, None) => unreachable!("a whole-matrix request is always full"),
@@ -665,7 +796,7 @@ fn site_kernel(
     }
     let c = ArrayView2::from_shape((mt, q), &sc.c[..])
         .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
-    match (hessian, cols) {
+    match (direct, cols) {
         (true, _) if full => {
             // Block rows [j0, j1) of x̃ᵀ[Wx̃ | r | w], from column j0 on.
             sc.hess.resize(packed_len(p), 0.0);
@@ -718,7 +849,7 @@ fn site_kernel(
             let mut g = ArrayViewMut2::from_shape((p, q), &mut sc.g[..])
                 .map_err(|e| ModelsError::Invalid(format!("LASSO kernel shape: {e}")))?;
             general_mat_mul(1.0, &at, &c, 0.0, &mut g);
-            if hessian {
+            if direct {
                 out.hess = Vec::with_capacity(p * ns);
                 for j in 0..p {
                     out.hess.extend_from_slice(&sc.g[j * q..j * q + ns]);
@@ -729,6 +860,42 @@ fn site_kernel(
                 out.wx[j] = sc.g[j * q + ns + 1];
             }
         }
+    }
+    if let Some(b) = in_basis {
+        // M = QᵀWQ over the training rows (x̃ᵀw comes back with it, through R).
+        let k = b.k;
+        let mut m = vec![0.0; packed_len(k)];
+        for (&i, &(_, w)) in sc.rows[..mt].iter().zip(&sc.rw) {
+            let at = b.pos[i];
+            if at == usize::MAX {
+                return Err(ModelsError::Invalid(format!(
+                    "LASSO fit {}: a training row is outside the rows of its basis",
+                    req.fit_id
+                )));
+            }
+            let qi = &b.q[at * k..(at + 1) * k];
+            let mut t = 0;
+            for a_ in 0..k {
+                let wa = w * qi[a_];
+                for &qb in &qi[a_..] {
+                    m[t] += wa * qb;
+                    t += 1;
+                }
+            }
+        }
+        out.hess_basis = m;
+        out.wx = Vec::new();
+    }
+    if let Some(b) = basis
+        && matches!(
+            req.kind,
+            RequestKind::Irls {
+                send_basis: true,
+                ..
+            }
+        )
+    {
+        out.basis_r = b.r.clone();
     }
     // Single precision for x̃ᵀWx̃ (see [`IrlsSums::hess`]).
     for x in out.hess.iter_mut().chain(out.hess_factor.iter_mut()) {
@@ -768,6 +935,8 @@ fn sums_reference(
             (true, Some(c)) => vec![0.0; p * c.len()],
         },
         hess_factor: Vec::new(),
+        hess_basis: Vec::new(),
+        basis_r: Vec::new(),
         heldout_w: 0.0,
         heldout_dev: 0.0,
     };
@@ -1159,6 +1328,15 @@ pub struct LassoConfig {
     /// every round although it is fixed after the fit's moments round.
     #[serde(default)]
     pub standardisation_once: bool,
+    /// Ask for x̃ᵀWx̃ in each site's row basis ([`IrlsSums::hess_basis`]; needs
+    /// `standardisation_once`, and features already on a common scale, as the pipeline's
+    /// z-scored ones are: every fit's standardisation is then a mild affine map of the main fit's). A
+    /// site's answer per request shrinks from p·k single-precision numbers to k(k+1)/2 doubles
+    /// (k ≤ its rows, about a dozen against p = 55), the site computes a k × k matrix instead of
+    /// a p × p one, and the aggregator rebuilds every column (no screening round trips). Not for
+    /// masked rounds: the per-site bases do not add up across sites.
+    #[serde(default)]
+    pub hessian_basis: bool,
 }
 
 impl LassoConfig {
@@ -1180,6 +1358,7 @@ impl LassoConfig {
             mnlam: 5,
             bootstrap: None,
             standardisation_once: false,
+            hessian_basis: false,
         }
     }
 }
@@ -1424,9 +1603,85 @@ pub struct LassoDriver {
     rounds: u32,
     fit_requests: u64,
     boot_started: bool,
+    /// Each site's basis `R` (k × (p + 1), row-major; site order), once received
+    /// ([`LassoConfig::hessian_basis`]).
+    #[serde(default)]
+    bases: Vec<Vec<f64>>,
 }
 
 const NEGLIGIBLE_STEP: f64 = 1e-30;
+
+/// A fit's whole `[1 | x̃]ᵀW[1 | x̃]` ((p + 1) × (p + 1), intercept first) from each site's basis
+/// `R_s` (k_s × (p + 1)) and `M_s = QᵀWQ` (packed k_s × k_s), in site order
+/// ([`IrlsSums::hess_basis`]). The basis rows are `[1 | x̃₀]`, standardised by the basis fit's
+/// (mean₀, sd₀); the fit's own x̃_j = x̃₀_j·sd₀_j/sd_j + (mean₀_j − mean_j)/sd_j is the column map
+/// `T`, so each site contributes `(R_s·T)ᵀ·M_s·(R_s·T)`. An excluded feature (sd = 0) gets a
+/// zero row and column, as the sites' own x̃ gives it.
+fn basis_hessian(
+    parts: &[(&Vec<f64>, &Vec<f64>)],
+    basis_fit: &Fit,
+    mean: &[f64],
+    sd: &[f64],
+    p: usize,
+) -> Result<Array2<f64>> {
+    let m = p + 1;
+    let (m0, sd0) = (&basis_fit.mean, &basis_fit.sd);
+    if m0.len() != p || mean.len() != p || sd.len() != p {
+        return Err(ModelsError::Invalid(
+            "LASSO: a fit's standardisation does not match its basis".into(),
+        ));
+    }
+    let mut scale = vec![0.0; p];
+    let mut shift = vec![0.0; p];
+    for j in 0..p {
+        if sd[j] > 0.0 {
+            if sd0[j] <= 0.0 {
+                return Err(ModelsError::Invalid(format!(
+                    "LASSO: feature {j} varies in a sub-fit but is constant in the basis fit"
+                )));
+            }
+            scale[j] = sd0[j] / sd[j];
+            shift[j] = (m0[j] - mean[j]) / sd[j];
+        }
+    }
+    let total: usize = parts.iter().map(|(r, _)| r.len() / m).sum();
+    // B = [R_s·T] and C = [M_s·R_s·T], stacked over the sites.
+    let mut b = Array2::<f64>::zeros((total, m));
+    let mut c = Array2::<f64>::zeros((total, m));
+    let mut at = 0;
+    for (r, mp) in parts {
+        let k = r.len() / m;
+        if mp.len() != packed_len(k) {
+            return Err(ModelsError::Dimension {
+                what: "LASSO answer in the row basis".into(),
+                expected: packed_len(k),
+                got: mp.len(),
+            });
+        }
+        for a in 0..k {
+            let row = &r[a * m..(a + 1) * m];
+            b[[at + a, 0]] = row[0];
+            for j in 0..p {
+                b[[at + a, j + 1]] = row[0] * shift[j] + row[j + 1] * scale[j];
+            }
+        }
+        for a in 0..k {
+            for e in 0..k {
+                let mae = mp[packed_index(k, a.min(e), a.max(e))];
+                if mae == 0.0 {
+                    continue;
+                }
+                for j in 0..m {
+                    c[[at + a, j]] += mae * b[[at + e, j]];
+                }
+            }
+        }
+        at += k;
+    }
+    let mut h = Array2::<f64>::zeros((m, m));
+    ndarray::linalg::general_mat_mul(1.0, &b.t(), &c, 0.0, &mut h);
+    Ok(h)
+}
 
 fn l1(b: &[f64]) -> f64 {
     b.iter().map(|x| x.abs()).sum()
@@ -1442,6 +1697,13 @@ impl LassoDriver {
                 "LASSO needs ≥ 1 feature, nlambda ≥ 2 and nfolds ≥ 2".into(),
             ));
         }
+        if config.hessian_basis && !config.standardisation_once {
+            return Err(ModelsError::Invalid(
+                "the LASSO's Hessian basis needs sites that keep standardisations \
+                 (standardisation_once)"
+                    .into(),
+            ));
+        }
         let mut d = LassoDriver {
             config: config.clone(),
             fits: Vec::new(),
@@ -1449,6 +1711,7 @@ impl LassoDriver {
             rounds: 0,
             fit_requests: 0,
             boot_started: false,
+            bases: Vec::new(),
         };
         d.add_group(None);
         if let Some(b) = config.bootstrap {
@@ -1560,8 +1823,11 @@ impl LassoDriver {
 
     /// This round's requests (the same for every site).
     pub fn next_requests(&self) -> Vec<FitRequest> {
-        self.plan()
-            .into_iter()
+        let plan = self.plan();
+        let basis = self.basis_ready(&plan).then(|| self.fits[0].id);
+        // The first request in the basis asks for its R too, until the sites' are kept.
+        let mut ask_r = basis.is_some() && self.bases.is_empty();
+        plan.into_iter()
             .map(|slot| {
                 let i = slot.fit();
                 let f = &self.fits[i];
@@ -1579,17 +1845,27 @@ impl LassoDriver {
                         hessian: false,
                         cols: None,
                         eval_only: true,
+                        basis: None,
+                        send_basis: false,
                     },
                     (Slot::Main(_), FitState::Irls { beta0, beta, .. }) => {
                         let hessian = self.wants_hessian(i);
+                        let basis = basis.filter(|_| hessian);
+                        let send_basis = basis.is_some() && std::mem::take(&mut ask_r);
                         RequestKind::Irls {
                             mean,
                             sd,
                             beta0: *beta0,
                             beta: beta.clone(),
                             hessian,
-                            cols: if hessian { self.screen(i) } else { None },
+                            cols: if hessian {
+                                self.columns(i, basis.is_some())
+                            } else {
+                                None
+                            },
                             eval_only: false,
+                            basis,
+                            send_basis,
                         }
                     }
                     _ => RequestKind::Moments,
@@ -1601,6 +1877,30 @@ impl LassoDriver {
                 }
             })
             .collect()
+    }
+
+    /// Whether this round's Hessians go in the sites' row bases ([`LassoConfig::hessian_basis`]):
+    /// once the basis fit (the main full fit) has its standardisation and every site holds it
+    /// or gets it in this round's requests.
+    fn basis_ready(&self, plan: &[Slot]) -> bool {
+        let b = &self.fits[0];
+        self.config.hessian_basis
+            && !b.mean.is_empty()
+            && (b.std_at_site || plan.iter().any(|s| s.fit() == 0))
+    }
+
+    /// The Hessian columns a request of fit `i` names: none (the whole matrix) when every site
+    /// is known to answer in its row basis, which carries every column at no extra cost; else
+    /// the screened set ([`LassoDriver::screen`]), which sites that answer plainly then send.
+    fn columns(&self, i: usize, in_basis: bool) -> Option<Vec<u32>> {
+        let p = self.config.n_features;
+        let all_in_basis = in_basis
+            && !self.bases.is_empty()
+            && self
+                .bases
+                .iter()
+                .all(|r| basis_is_smaller(r.len() / (p + 1), p));
+        if all_in_basis { None } else { self.screen(i) }
     }
 
     /// Hessian columns to request for fit `i` (None = all): glmnet's sequential strong rule
@@ -1679,12 +1979,13 @@ impl LassoDriver {
     /// caller keeps the replies elsewhere and should not copy them).
     pub fn apply<R: AsRef<[FitSums]>>(&mut self, replies: &[R]) -> Result<()> {
         let plan = self.plan();
+        let in_basis = self.basis_ready(&plan);
         // Per slot: the Hessian columns requested (None = all) and whether a Hessian was.
         let requested: Vec<Option<Vec<u32>>> = plan
             .iter()
             .map(|&slot| match slot {
                 Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }) => {
-                    self.screen(i)
+                    self.columns(i, in_basis)
                 }
                 _ => None,
             })
@@ -1702,6 +2003,19 @@ impl LassoDriver {
             return Err(ModelsError::Invalid("no site replies".into()));
         }
         let p = self.config.n_features;
+        // Slots whose Hessian comes in the sites' row bases.
+        let basis_slot: Vec<bool> = plan
+            .iter()
+            .zip(&reused)
+            .map(|(&slot, &reused)| {
+                in_basis
+                    && !reused
+                    && matches!(slot, Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }))
+            })
+            .collect();
+        if in_basis && self.bases.is_empty() && basis_slot.iter().any(|&b| b) {
+            self.bases = self.take_bases(replies)?;
+        }
         // Sum per fit in site order. A full Hessian is summed in its packed form and unpacked
         // once per fit (not once per site): the same additions in the same order.
         let mut moments: Vec<Option<MomentSums>> = vec![None; plan.len()];
@@ -1709,6 +2023,8 @@ impl LassoDriver {
         let mut packed: Vec<Option<Vec<f64>>> = vec![None; plan.len()];
         // Whole-matrix answers sent as low-rank factors (borrowed), multiplied out per fit.
         let mut factors: Vec<Vec<&Vec<f64>>> = vec![Vec::new(); plan.len()];
+        // Answers in the sites' row bases (borrowed, site order), rebuilt per fit.
+        let mut in_bases: Vec<Vec<(&Vec<f64>, &Vec<f64>)>> = vec![Vec::new(); plan.len()];
         for (site, rep) in replies.iter().enumerate() {
             let rep = rep.as_ref();
             if rep.len() != plan.len() {
@@ -1746,13 +2062,20 @@ impl LassoDriver {
                         } else {
                             p
                         };
+                        // In the row basis, x̃ᵀw comes with the matrix. A site may answer a
+                        // request in the basis plainly (see `basis_is_smaller`).
+                        let site_basis = !s.hess_basis.is_empty();
+                        let plain_h = !s.hess.is_empty() || !s.hess_factor.is_empty();
+                        let wx_len = if site_basis { 0 } else { vectors };
                         if s.fit_id != f.id
                             || s.rx.len() != vectors
-                            || s.wx.len() != vectors
+                            || s.wx.len() != wx_len
                             || (reused[k] && (!s.hess.is_empty() || !s.hess_factor.is_empty()))
                             || (!s.hess.is_empty() && !s.hess_factor.is_empty())
                             || s.hess_factor.len() % p != 0
                             || s.hess_factor.len() > p * p
+                            || (site_basis && (!basis_slot[k] || plain_h))
+                            || (basis_slot[k] && !site_basis && !plain_h)
                         {
                             return Err(mismatch(site, k, f.id));
                         }
@@ -1763,8 +2086,10 @@ impl LassoDriver {
                             rx: vec![0.0; p],
                             w0: 0.0,
                             wx: vec![0.0; p],
-                            h: (!s.hess.is_empty() || !s.hess_factor.is_empty())
-                                .then(|| Array2::zeros((p, p))),
+                            h: (!s.hess.is_empty()
+                                || !s.hess_factor.is_empty()
+                                || !s.hess_basis.is_empty())
+                            .then(|| Array2::zeros((p, p))),
                             hcol: Vec::new(),
                             reused: false,
                             known: match &requested[k] {
@@ -1786,9 +2111,17 @@ impl LassoDriver {
                         acc.w0 += s.w0;
                         for j in 0..vectors {
                             acc.rx[j] += s.rx[j];
+                        }
+                        for j in 0..wx_len {
                             acc.wx[j] += s.wx[j];
                         }
-                        if let Some(h) = acc.h.as_mut() {
+                        if site_basis {
+                            let r = self
+                                .bases
+                                .get(site)
+                                .ok_or_else(|| mismatch(site, k, f.id))?;
+                            in_bases[k].push((r, &s.hess_basis));
+                        } else if let Some(h) = acc.h.as_mut() {
                             let factor = &s.hess_factor;
                             match &requested[k] {
                                 None if !factor.is_empty() => factors[k].push(factor),
@@ -1857,6 +2190,25 @@ impl LassoDriver {
                 for a in 0..p {
                     for b in a + 1..p {
                         h[[b, a]] = h[[a, b]];
+                    }
+                }
+            }
+        }
+        // Answers in the row bases: [1 | x̃]ᵀW[1 | x̃] = Σ_s (R_s·T)ᵀ M_s (R_s·T), one product
+        // per fit over the sites' stacked blocks.
+        for (k, parts) in in_bases.iter().enumerate() {
+            if let (Some(q), false) = (quads[k].as_mut(), parts.is_empty())
+                && let Some(h) = q.h.as_mut()
+            {
+                let f = &self.fits[plan[k].fit()];
+                let full = basis_hessian(parts, &self.fits[0], &f.mean, &f.sd, p)?;
+                for a in 0..p {
+                    q.wx[a] += full[[0, a + 1]];
+                    for b in a..p {
+                        h[[a, b]] += full[[a + 1, b + 1]];
+                        if b > a {
+                            h[[b, a]] = h[[a, b]];
+                        }
                     }
                 }
             }
@@ -1951,6 +2303,29 @@ impl LassoDriver {
         }
         self.finish_groups()?;
         Ok(())
+    }
+
+    /// Every site's basis `R` from this round's replies (each site sends it once, with the
+    /// first request in the basis), checked for shape.
+    fn take_bases<R: AsRef<[FitSums]>>(&self, replies: &[R]) -> Result<Vec<Vec<f64>>> {
+        let m = self.config.n_features + 1;
+        replies
+            .iter()
+            .enumerate()
+            .map(|(site, rep)| {
+                let mut found = rep.as_ref().iter().filter_map(|r| match r {
+                    FitSums::Irls(s) if !s.basis_r.is_empty() => Some(&s.basis_r),
+                    _ => None,
+                });
+                match (found.next(), found.next()) {
+                    (Some(r), None) if r.len() % m == 0 && r.len() <= m * m => Ok(r.clone()),
+                    _ => Err(ModelsError::Invalid(format!(
+                        "LASSO: site #{site} did not send one basis R of width {m} when asked; \
+                         the site agent and the aggregator must run the same release"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     fn apply_moments(&mut self, i: usize, m: MomentSums) -> Result<()> {
@@ -2714,7 +3089,12 @@ impl PooledData {
 /// POOLED REFERENCE: the same glmnet algorithm with every sum taken over all rows at once (one
 /// pass over the pooled table, no per-site partial sums).
 pub fn lasso_pooled(config: &LassoConfig, data: &PooledData) -> Result<LassoResult> {
-    let mut d = LassoDriver::new(config.clone())?;
+    // The reference's single "site" keeps nothing and answers with the whole matrix: kept
+    // standardisations and row bases are wire forms.
+    let mut config = config.clone();
+    config.standardisation_once = false;
+    config.hessian_basis = false;
+    let mut d = LassoDriver::new(config)?;
     while !d.is_done() {
         let req = d.next_requests();
         if req.is_empty() {
@@ -2904,11 +3284,14 @@ mod tests {
                             hessian,
                             cols: cols.clone(),
                             eval_only,
+                            basis: None,
+                            send_basis: false,
                         },
                     };
                     let mut sc = Scratch::default();
-                    let fast = site_kernel(x.view(), &y, v, h, &req, None, f64::INFINITY, &mut sc)
-                        .unwrap();
+                    let fast =
+                        site_kernel(x.view(), &y, v, h, &req, None, None, f64::INFINITY, &mut sc)
+                            .unwrap();
                     let slow = sums_reference(x.view(), &y, v, h, &req).unwrap();
                     let (FitSums::Irls(mut f), FitSums::Irls(r)) = (fast, slow) else {
                         panic!("IRLS sums expected");
@@ -2973,6 +3356,8 @@ mod tests {
             wx: vec![0.4],
             hess,
             hess_factor: Vec::new(),
+            hess_basis: Vec::new(),
+            basis_r: Vec::new(),
             heldout_w: 0.0,
             heldout_dev: 0.0,
         };

@@ -212,9 +212,215 @@ pub fn low_rank_factor(
     Some(l)
 }
 
+/// A thin QR factorisation with column pivoting of an `n × m` matrix `A` (row-major):
+/// `A ≈ Q·R` with `Q` (`n × k`, orthonormal columns) and `R` (`k × m`), `k` the numerical rank.
+/// Returned as `(q, r, k)`, both row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PivotedQr {
+    /// `Q`, `n × k`, row-major.
+    pub q: Vec<f64>,
+    /// `R`, `k × m`, row-major, in the columns' natural order (row `t` is zero at the columns
+    /// pivoted before step `t` and positive at step `t`'s pivot).
+    pub r: Vec<f64>,
+    /// The rank `k`.
+    pub k: usize,
+}
+
+/// Householder QR with column pivoting (the column with the largest residual norm first, the
+/// lowest index on ties), stopped when every remaining column's residual norm is at most
+/// `rel_tol ×` the largest column norm of `A`; each step's pivot is made positive.
+///
+/// Why pivoted, and positive: `R` is then the pivoted Cholesky factor of the Gram matrix `AᵀA`
+/// (`RᵀR = AᵀA` up to the dropped remainder), determined by `AᵀA` alone — the residual norms
+/// and inner products that choose the pivots and fill `R` are all entries of the Gram matrix.
+/// Two row sets with the same Gram matrix give the same `R`; `R` does not carry the rows
+/// themselves (`Q·R` does). Householder reflections instead of Cholesky on `AᵀA` keep the
+/// accuracy of `A`'s own condition number rather than its square.
+pub fn pivoted_qr(a: &[f64], n: usize, m: usize, rel_tol: f64) -> Result<PivotedQr> {
+    if a.len() != n * m {
+        return Err(ModelsError::Dimension {
+            what: "QR input".into(),
+            expected: n * m,
+            got: a.len(),
+        });
+    }
+    if a.iter().any(|x| !x.is_finite()) {
+        return Err(ModelsError::Invalid(
+            "QR of a matrix with a non-finite entry".into(),
+        ));
+    }
+    let mut w = a.to_vec();
+    let mut perm: Vec<usize> = (0..m).collect();
+    let col_norm2 = |w: &[f64], from: usize, j: usize| -> f64 {
+        (from..n).map(|i| w[i * m + j] * w[i * m + j]).sum()
+    };
+    let largest = (0..m).map(|j| col_norm2(&w, 0, j)).fold(0.0f64, f64::max);
+    let tol2 = rel_tol * rel_tol * largest;
+    let mut vs: Vec<Vec<f64>> = Vec::new();
+    let mut signs: Vec<f64> = Vec::new();
+    let steps = n.min(m);
+    for t in 0..steps {
+        // Pivot: the largest residual norm (recomputed: the matrices are a few dozen wide).
+        let (mut piv, mut best) = (usize::MAX, tol2);
+        for j in t..m {
+            let s = col_norm2(&w, t, j);
+            if s > best {
+                best = s;
+                piv = j;
+            }
+        }
+        if piv == usize::MAX {
+            break;
+        }
+        if piv != t {
+            for i in 0..n {
+                w.swap(i * m + t, i * m + piv);
+            }
+            perm.swap(t, piv);
+        }
+        let s = best.sqrt();
+        let x0 = w[t * m + t];
+        let alpha = if x0 >= 0.0 { -s } else { s };
+        let mut v: Vec<f64> = (t..n).map(|i| w[i * m + t]).collect();
+        v[0] -= alpha;
+        let vv: f64 = v.iter().map(|x| x * x).sum();
+        if vv > 0.0 {
+            for j in t..m {
+                let dot: f64 = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, vi)| vi * w[(t + i) * m + j])
+                    .sum();
+                let f = 2.0 * dot / vv;
+                for (i, vi) in v.iter().enumerate() {
+                    w[(t + i) * m + j] -= f * vi;
+                }
+            }
+        }
+        w[t * m + t] = alpha;
+        for i in t + 1..n {
+            w[i * m + t] = 0.0;
+        }
+        vs.push(v);
+        signs.push(if alpha < 0.0 { -1.0 } else { 1.0 });
+    }
+    let k = vs.len();
+    // Q = H_0 ⋯ H_{k−1} · [I_k; 0], applied from the last reflection back.
+    let mut q = vec![0.0; n * k];
+    for t in 0..k {
+        q[t * k + t] = 1.0;
+    }
+    for t in (0..k).rev() {
+        let v = &vs[t];
+        let vv: f64 = v.iter().map(|x| x * x).sum();
+        if vv == 0.0 {
+            continue;
+        }
+        for c in 0..k {
+            let dot: f64 = v
+                .iter()
+                .enumerate()
+                .map(|(i, vi)| vi * q[(t + i) * k + c])
+                .sum();
+            let f = 2.0 * dot / vv;
+            for (i, vi) in v.iter().enumerate() {
+                q[(t + i) * k + c] -= f * vi;
+            }
+        }
+    }
+    // Positive pivots: row t of R and column t of Q change sign together.
+    let mut r = vec![0.0; k * m];
+    for t in 0..k {
+        let sg = signs[t];
+        for j in t..m {
+            r[t * m + perm[j]] = sg * w[t * m + j];
+        }
+        for i in 0..n {
+            q[i * k + t] *= sg;
+        }
+    }
+    Ok(PivotedQr { q, r, k })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small deterministic pseudo-random stream for the QR tests.
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    }
+
+    #[test]
+    fn pivoted_qr_reconstructs_and_is_a_function_of_the_gram_matrix() {
+        let mut s = 7;
+        for &(n, m) in &[(6usize, 11usize), (12, 56), (9, 4)] {
+            let a: Vec<f64> = (0..n * m).map(|_| lcg(&mut s)).collect();
+            let f = pivoted_qr(&a, n, m, 1e-12).unwrap();
+            assert_eq!(f.k, n.min(m));
+            for i in 0..n {
+                for j in 0..m {
+                    let qr: f64 = (0..f.k).map(|t| f.q[i * f.k + t] * f.r[t * m + j]).sum();
+                    assert!((qr - a[i * m + j]).abs() < 1e-13, "A = QR at ({i}, {j})");
+                }
+            }
+            for a_ in 0..f.k {
+                for b in 0..f.k {
+                    let d: f64 = (0..n).map(|i| f.q[i * f.k + a_] * f.q[i * f.k + b]).sum();
+                    let e = if a_ == b { 1.0 } else { 0.0 };
+                    assert!((d - e).abs() < 1e-13, "QᵀQ = I at ({a_}, {b})");
+                }
+            }
+            // The rows rotated (a Householder reflection of row space): same Gram matrix, so
+            // the same R.
+            let u: Vec<f64> = (0..n).map(|_| lcg(&mut s)).collect();
+            let uu: f64 = u.iter().map(|x| x * x).sum();
+            let mut b = a.clone();
+            for j in 0..m {
+                let dot: f64 = (0..n).map(|i| u[i] * a[i * m + j]).sum();
+                for i in 0..n {
+                    b[i * m + j] -= 2.0 * u[i] * dot / uu;
+                }
+            }
+            let g = pivoted_qr(&b, n, m, 1e-12).unwrap();
+            assert_eq!(g.k, f.k);
+            for (x, y) in f.r.iter().zip(&g.r) {
+                assert!(
+                    (x - y).abs() < 1e-12,
+                    "R depends on the rows, not only the Gram"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pivoted_qr_stops_at_the_numerical_rank() {
+        // Column 2 = column 0 + column 1, rows 4 = row 0 + row 1: rank 3 of a 5 × 4 matrix.
+        let mut s = 3;
+        let mut a = vec![0.0; 5 * 4];
+        for i in 0..4 {
+            for j in [0, 1, 3] {
+                a[i * 4 + j] = lcg(&mut s);
+            }
+            a[i * 4 + 2] = a[i * 4] + a[i * 4 + 1];
+        }
+        for j in 0..4 {
+            a[4 * 4 + j] = a[j] + a[4 + j];
+        }
+        let f = pivoted_qr(&a, 5, 4, 1e-12).unwrap();
+        assert_eq!(f.k, 3);
+        for i in 0..5 {
+            for j in 0..4 {
+                let qr: f64 = (0..3).map(|t| f.q[i * 3 + t] * f.r[t * 4 + j]).sum();
+                assert!((qr - a[i * 4 + j]).abs() < 1e-13);
+            }
+        }
+        assert!(pivoted_qr(&[1.0, f64::NAN], 1, 2, 1e-12).is_err());
+        assert!(pivoted_qr(&[1.0], 1, 2, 1e-12).is_err());
+    }
 
     #[test]
     fn packing_round_trips() {

@@ -250,6 +250,105 @@ fn federated_equals_pooled_for_3_5_7_sites() {
     }
 }
 
+/// `hessian_basis`: each site sends its basis R once and then, per Hessian, only the k × k
+/// `QᵀWQ` of its rows; the aggregator rebuilds x̃ᵀWx̃ from them. The result equals the pooled
+/// reference as the plain protocol does (same tolerance). On the cohort (7 sites of 10–21 rows,
+/// 56 raw features) every Hessian travels in the bases, in far fewer numbers; the synthetic
+/// case's sites hold more rows than parameters, so they answer plainly (the form that is
+/// smaller) and the aggregator takes that too.
+#[test]
+fn hessians_in_the_sites_row_bases_give_the_pooled_result() {
+    let g = golden();
+    let mut plain_only = LassoConfig::new(3, 5);
+    plain_only.hessian_basis = true;
+    assert!(
+        LassoDriver::new(plain_only).is_err(),
+        "a basis needs kept standardisations"
+    );
+    // (case, sites) → numbers of Hessian values: in the bases, plainly, plainly without bases.
+    let run = |cfg: &LassoConfig, sites: &[SiteData]| {
+        let mut d = LassoDriver::new(cfg.clone()).unwrap();
+        let mut kept = vec![KeptStandardisations::default(); sites.len()];
+        let (mut in_basis, mut plain, mut r_sent) = (0usize, 0usize, 0usize);
+        while !d.is_done() {
+            let req = d.next_requests();
+            let replies: Vec<Vec<FitSums>> = sites
+                .iter()
+                .zip(&mut kept)
+                .map(|(s, k)| site_irls_sums_keeping(s, &req, f64::INFINITY, k).unwrap().0)
+                .collect();
+            for r in replies.iter().flatten() {
+                if let FitSums::Irls(s) = r {
+                    in_basis += s.hess_basis.len();
+                    plain += s.hess.len() + s.hess_factor.len();
+                    r_sent += usize::from(!s.basis_r.is_empty());
+                    assert!(s.hess_basis.is_empty() || s.wx.is_empty());
+                }
+            }
+            d.apply(&replies).unwrap();
+        }
+        (d.result().unwrap(), in_basis, plain, r_sent)
+    };
+    for (case_no, splits) in [(0usize, vec![3u64, 5]), (1, vec![0, 1])] {
+        let cs = case(&g["cases"][case_no]);
+        let p = cs.x.ncols();
+        let mut cfg = LassoConfig::new(p, 5);
+        cfg.bootstrap = Some(BootstrapConfig {
+            replicates: 10,
+            seed: 99,
+            top_k: 3,
+            lambda: BootstrapLambda::MainLambdaMin,
+        });
+        cfg.standardisation_once = true;
+        let mut basis = cfg.clone();
+        basis.hessian_basis = true;
+        for k in splits {
+            let site_of_row: Vec<u64> = if k == 0 {
+                cs.sites.clone()
+            } else if k == 1 {
+                // The cohort with its first four hospitals merged into one of 57+ rows.
+                let mut ids = cs.sites.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                cs.sites
+                    .iter()
+                    .map(|s| if ids[..4].contains(s) { ids[0] } else { *s })
+                    .collect()
+            } else {
+                (0..cs.y.len() as u64).map(|i| (i * 7 + 3) % k).collect()
+            };
+            let sites = sites_of(&cs, &site_of_row);
+            let pooled = lasso_pooled(&cfg, &PooledData::from_sites(&sites)).unwrap();
+            let (fed, in_basis, plain, r_sent) = run(&basis, &sites);
+            assert_same(&fed, &pooled, 1e-9);
+            let (fb, pb) = (fed.bootstrap.unwrap(), pooled.bootstrap.unwrap());
+            for (x, y) in fb.beta.iter().zip(&pb.beta) {
+                for (a, b) in x.iter().zip(y) {
+                    assert!((a - b).abs() < 1e-9);
+                }
+            }
+            assert_eq!(r_sent, sites.len(), "R once per site");
+            let (_, _, without, _) = run(&cfg, &sites);
+            eprintln!(
+                "case {case_no}, {} sites: {in_basis} Hessian numbers in the bases and {plain} \
+                 plainly, against {without} without bases",
+                sites.len()
+            );
+            if case_no == 1 && k == 0 {
+                assert_eq!(plain, 0, "every cohort site answers in its basis");
+                assert!(4 * in_basis < without, "{in_basis} against {without}");
+            } else if case_no == 1 {
+                assert!(in_basis > 0 && plain > 0, "the merged site answers plainly");
+            } else {
+                assert_eq!(
+                    in_basis, 0,
+                    "sites with more rows than parameters answer plainly"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn bootstrap_is_reproducible_and_independent_of_site_order() {
     let g = golden();

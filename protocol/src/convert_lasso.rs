@@ -43,6 +43,8 @@ fn request_to(r: &FitRequest) -> pb::FitRequest {
                 hessian,
                 cols,
                 eval_only,
+                basis,
+                send_basis,
             } => pb::fit_request::Kind::Irls(pb::IrlsRequest {
                 mean: mean.clone(),
                 sd: sd.clone(),
@@ -51,6 +53,8 @@ fn request_to(r: &FitRequest) -> pb::FitRequest {
                 hessian: *hessian,
                 cols: cols.as_ref().map(|c| pb::ColumnSet { cols: c.clone() }),
                 eval_only: *eval_only,
+                basis: *basis,
+                send_basis: *send_basis,
             }),
         }),
     }
@@ -77,6 +81,8 @@ fn request_from(r: pb::FitRequest) -> Result<FitRequest, ConvertError> {
                 hessian: i.hessian,
                 cols: i.cols.map(|c| c.cols),
                 eval_only: i.eval_only,
+                basis: i.basis,
+                send_basis: i.send_basis,
             },
         },
     })
@@ -125,6 +131,8 @@ pub(crate) fn sums_to(s: &[FitSums]) -> pb::LassoSums {
                         // Exact for the sites' (single-precision) Hessians.
                         hess: f32_le(&i.hess),
                         hess_factor: f32_le(&i.hess_factor),
+                        hess_basis: f64_le(&i.hess_basis),
+                        basis_r: f64_le(&i.basis_r),
                         heldout_w: i.heldout_w,
                         heldout_dev: i.heldout_dev,
                     }),
@@ -177,6 +185,8 @@ pub(crate) fn sums_from(s: pb::LassoSums) -> Result<Vec<FitSums>, ConvertError> 
                     wx: from_f64_le("IrlsSums.wx", &i.wx)?,
                     hess: from_f32_le("IrlsSums.hess", &i.hess)?,
                     hess_factor: from_f32_le("IrlsSums.hess_factor", &i.hess_factor)?,
+                    hess_basis: from_f64_le("IrlsSums.hess_basis", &i.hess_basis)?,
+                    basis_r: from_f64_le("IrlsSums.basis_r", &i.basis_r)?,
                     heldout_w: i.heldout_w,
                     heldout_dev: i.heldout_dev,
                 }),

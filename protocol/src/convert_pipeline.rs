@@ -1282,6 +1282,8 @@ mod tests {
                     hessian: true,
                     cols: Some(vec![1]),
                     eval_only: false,
+                    basis: Some(0),
+                    send_basis: true,
                 },
             },
             FitRequest {
@@ -1430,6 +1432,8 @@ mod tests {
                         wx: vec![A, 1.0],
                         hess: vec![1.0, 0.5, 2.0],
                         hess_factor: vec![],
+                        hess_basis: vec![2.0, HUGE, 0.125],
+                        basis_r: vec![A, NEG0, TINY],
                         heldout_w: 2.0,
                         heldout_dev: 1.75,
                     }),

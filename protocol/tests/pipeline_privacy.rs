@@ -504,11 +504,16 @@ const REVIEWED: &[(&str, &str)] = &[
     ),
     // LASSO weighted sums per sub-fit (the LASSO study's own message). x̃ᵀWx̃ either packed /
     // as a column block or as its low-rank factor (p × rank, rank ≤ the fit's training rows; a
-    // function of the matrix alone, models::linalg::low_rank_factor).
+    // function of the matrix alone, models::linalg::low_rank_factor), or in the site's row
+    // basis: QᵀWQ (k × k, k ≤ the site's LASSO rows) and, once, R, the pivoted Cholesky factor
+    // of the Gram matrix [1 | x̃₀]ᵀ[1 | x̃₀] of those rows (a function of that matrix alone,
+    // models::linalg::pivoted_qr; Q, which would carry the rows, stays at the site).
     (
         "lasso",
-        "fits.fit.fold fits.fit.repeat fits.sums.fits.irls.fit_id fits.sums.fits.irls.heldout_dev \
-         fits.sums.fits.irls.heldout_w fits.sums.fits.irls.hess fits.sums.fits.irls.hess_factor \
+        "fits.fit.fold fits.fit.repeat fits.sums.fits.irls.basis_r fits.sums.fits.irls.fit_id \
+         fits.sums.fits.irls.heldout_dev \
+         fits.sums.fits.irls.heldout_w fits.sums.fits.irls.hess fits.sums.fits.irls.hess_basis \
+         fits.sums.fits.irls.hess_factor \
          fits.sums.fits.irls.loss fits.sums.fits.irls.r0 fits.sums.fits.irls.rx \
          fits.sums.fits.irls.sum_w fits.sums.fits.irls.w0 fits.sums.fits.irls.wx \
          fits.sums.fits.moments.fit_id fits.sums.fits.moments.m2 fits.sums.fits.moments.mean \

@@ -315,6 +315,13 @@ pub fn additive_hessian<'a>(
     p: usize,
     form: &HessForm,
 ) -> Result<Cow<'a, [f64]>, SecureError> {
+    // A row-basis answer does not add up across sites: a masked round never asks for one.
+    if !s.hess_basis.is_empty() || !s.basis_r.is_empty() {
+        return Err(SecureError::Shape(format!(
+            "x̃ᵀWx̃ of fit {} came in the site's row basis, which a masked sum cannot carry",
+            s.fit_id
+        )));
+    }
     if s.hess_factor.is_empty() {
         return Ok(Cow::Borrowed(&s.hess));
     }
@@ -544,6 +551,8 @@ impl Unpacker<'_> {
                     wx,
                     hess,
                     hess_factor: Vec::new(),
+                    hess_basis: Vec::new(),
+                    basis_r: Vec::new(),
                     heldout_w,
                     heldout_dev,
                 })

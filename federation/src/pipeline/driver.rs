@@ -1265,6 +1265,10 @@ impl PipelineDriver {
         });
         // The sites keep each fit's standardisation between rounds (`SitePipelineState`).
         c.standardisation_once = true;
+        // On z-scored features every sub-fit's standardisation is a mild affine map of the
+        // main fit's, so the sites answer in their row bases; masked rounds need sums that add
+        // up across sites, which those are not.
+        c.hessian_basis = !self.spec.secure_aggregation;
         c
     }
 }
