@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "aggregator",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v3)"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v4)"),
     about = "fedrad aggregator: drives federated studies across hospital site agents over mutual TLS",
     after_help = "Exit codes: 0 success, 1 error (the message says what to fix), 2 usage error."
 )]

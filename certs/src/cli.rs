@@ -20,7 +20,7 @@ use crate::kit::DEFAULT_AGGREGATOR_URL;
     name = "certs",
     // Certificates carry no protocol messages, but every fedrad binary names the protocol
     // release it belongs to (the same string as `aggregator` and `site-agent`).
-    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v3)"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v4)"),
     after_help = "Typical setup:\n  certs init --dir ca\n  certs issue-aggregator --ca ca --out aggregator-kit --dns localhost --ip 127.0.0.1\n  certs issue-site --ca ca --site-id S01 --out kits/\n  certs revoke --ca ca --site-id S01 --reason cessationOfOperation\n\nExit codes: 0 success, 1 error (the message says what to fix), 2 usage error."
 )]
 pub struct Cli {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "site-agent",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v3)"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol v4)"),
     about = "fedrad site agent: keeps patient data inside the hospital and answers the consortium's federated studies with policy-checked aggregates",
     after_help = "Exit codes: 0 success, 1 error (the message says what to fix), 2 usage error."
 )]
