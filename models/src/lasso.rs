@@ -52,7 +52,7 @@
 //! The oracle tests compare the two.
 
 use crate::error::{ModelsError, Result};
-use crate::linalg::{chol_solve_vec, cholesky, packed_index, packed_len, unpack_upper};
+use crate::linalg::{chol_solve_vec, cholesky, packed_len, unpack_upper};
 use crate::logistic::{sigmoid, softplus};
 use crate::sampling::{FoldRef, Refusal, SiteData, WeightSpec};
 use crate::standardize::WeightedMoments;
@@ -318,7 +318,13 @@ pub fn site_irls_sums(
     requests: &[FitRequest],
     max_params_per_row: f64,
 ) -> Result<Vec<FitSums>> {
-    sums_with(data, requests, max_params_per_row, |_| None)
+    sums_with(
+        data,
+        requests,
+        max_params_per_row,
+        |_| None,
+        &mut BasisCache::default(),
+    )
 }
 
 /// [`site_irls_sums`] for a driver with [`LassoConfig::standardisation_once`]: a request that
@@ -334,6 +340,21 @@ pub fn site_irls_sums_keeping(
     max_params_per_row: f64,
     kept: &mut KeptStandardisations,
 ) -> Result<(Vec<FitSums>, Vec<u32>)> {
+    site_irls_sums_keeping_cached(
+        data,
+        requests,
+        max_params_per_row,
+        kept,
+        &mut BasisCache::default(),
+    )
+}
+
+/// Keeps the standardisations the requests carry; returns the fits whose kept one is new or
+/// changed. A request referring to one the site does not hold is an error naming the fit.
+fn keep_standardisations(
+    requests: &[FitRequest],
+    kept: &mut KeptStandardisations,
+) -> Result<Vec<u32>> {
     let mut changed = Vec::new();
     for req in requests {
         if let RequestKind::Irls { mean, sd, .. } = &req.kind {
@@ -358,9 +379,49 @@ pub fn site_irls_sums_keeping(
             }
         }
     }
-    let sums = sums_with(data, requests, max_params_per_row, |id| kept.0.get(&id))?;
-    Ok((sums, changed))
+    Ok(changed)
 }
+
+/// [`site_irls_sums_keeping`] after its standardisations are kept, with the site's row basis
+/// ([`LassoConfig::hessian_basis`]) kept in `cache` between calls over the same rows: a site
+/// answers a few hundred rounds of one batch over the same rows, and the basis depends only on
+/// them and the basis fit's kept standardisation (the cache is rebuilt when either differs).
+/// The cache is derived state: a site that lost it rebuilds the same basis.
+fn site_irls_sums_cached(
+    data: &SiteData,
+    requests: &[FitRequest],
+    max_params_per_row: f64,
+    kept: &KeptStandardisations,
+    cache: &mut BasisCache,
+) -> Result<Vec<FitSums>> {
+    sums_with(
+        data,
+        requests,
+        max_params_per_row,
+        |id| kept.0.get(&id),
+        cache,
+    )
+}
+
+/// [`site_irls_sums_keeping`] with the row basis kept in `cache` between calls (see
+/// [`LassoConfig::hessian_basis`]); for a site that answers many rounds over the same rows.
+/// The cache belongs to `data`: pass it only with the rows it was filled from (it checks their
+/// shape, the basis fit, the outer fold and the standardisation, not every value).
+pub fn site_irls_sums_keeping_cached(
+    data: &SiteData,
+    requests: &[FitRequest],
+    max_params_per_row: f64,
+    kept: &mut KeptStandardisations,
+    cache: &mut BasisCache,
+) -> Result<(Vec<FitSums>, Vec<u32>)> {
+    let changed = keep_standardisations(requests, kept)?;
+    site_irls_sums_cached(data, requests, max_params_per_row, kept, cache)
+        .map(|sums| (sums, changed))
+}
+
+/// A site's row basis kept between calls over the same rows (derived state, never persisted).
+#[derive(Debug, Clone, Default)]
+pub struct BasisCache(Option<RowBasis>);
 
 /// One fit's standardisation as a site keeps it between rounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -380,12 +441,13 @@ fn sums_with<'a>(
     requests: &[FitRequest],
     max_params_per_row: f64,
     kept: impl Fn(u32) -> Option<&'a KeptStandardisation>,
+    cache: &mut BasisCache,
 ) -> Result<Vec<FitSums>> {
     data.validate()?;
     let mut scratch = Scratch::default();
-    // The row basis of this call's requests (built once: every sub-fit of a LASSO study
-    // names the same one).
-    let mut row_basis: Option<RowBasis> = None;
+    // The row basis of these requests (every sub-fit of a LASSO study names the same one),
+    // rebuilt only when its fit, outer fold or standardisation differ from the cached one's.
+    let row_basis = &mut cache.0;
     requests
         .iter()
         .map(|req| {
@@ -395,10 +457,13 @@ fn sums_with<'a>(
                 RequestKind::Irls { basis, hessian, .. } => {
                     let rb = match basis {
                         Some(b) if *hessian => {
-                            let key = (*b, req.weights.outer);
-                            if row_basis.as_ref().is_none_or(|x| x.key != key) {
-                                row_basis =
-                                    Some(RowBasis::new(data, *b, req.weights.outer, kept(*b))?);
+                            let key = (*b, req.weights.outer, data.x.dim());
+                            let std = kept(*b);
+                            if row_basis
+                                .as_ref()
+                                .is_none_or(|x| x.key != key || Some(&x.std) != std)
+                            {
+                                *row_basis = Some(RowBasis::new(data, *b, req.weights.outer, std)?);
                             }
                             row_basis.as_ref()
                         }
@@ -439,9 +504,11 @@ fn basis_is_smaller(k: usize, p: usize) -> bool {
 /// sub-fit's standardisation is an affine map of x̃₀'s, so x̃ᵀWx̃ = TᵀRᵀ(QᵀWQ)RT for all of them;
 /// only the small `QᵀWQ` changes from one request to the next.
 #[derive(Debug, Clone)]
-struct RowBasis {
-    /// Basis fit id and outer fold (the cache key within one call).
-    key: (u32, Option<FoldRef>),
+pub struct RowBasis {
+    /// Basis fit id, outer fold and the rows' shape (with `std`, the cache key).
+    key: (u32, Option<FoldRef>, (usize, usize)),
+    /// The basis fit's standardisation it was built with.
+    std: KeptStandardisation,
     /// Row index → its row of `q` (`usize::MAX` outside the basis).
     pos: Vec<usize>,
     /// `Q` (basis rows × k, row-major).
@@ -496,7 +563,8 @@ impl RowBasis {
         }
         let f = crate::linalg::pivoted_qr(&a, rows, p + 1, BASIS_REL_TOL)?;
         Ok(RowBasis {
-            key: (basis, outer),
+            key: (basis, outer, data.x.dim()),
+            std: std.clone(),
             pos,
             q: f.q,
             r: f.r,
@@ -1645,9 +1713,10 @@ fn basis_hessian(
         }
     }
     let total: usize = parts.iter().map(|(r, _)| r.len() / m).sum();
-    // B = [R_s·T] and C = [M_s·R_s·T], stacked over the sites.
-    let mut b = Array2::<f64>::zeros((total, m));
-    let mut c = Array2::<f64>::zeros((total, m));
+    // B = [R_s·T] and C = [M_s·R_s·T], stacked over the sites (row-major, total × m).
+    let mut b = vec![0.0; total * m];
+    let mut c = vec![0.0; total * m];
+    let mut mfull = Vec::new();
     let mut at = 0;
     for (r, mp) in parts {
         let k = r.len() / m;
@@ -1658,26 +1727,39 @@ fn basis_hessian(
                 got: mp.len(),
             });
         }
-        for a in 0..k {
-            let row = &r[a * m..(a + 1) * m];
-            b[[at + a, 0]] = row[0];
+        let bs = &mut b[at * m..(at + k) * m];
+        for (brow, row) in bs.chunks_exact_mut(m).zip(r.chunks_exact(m)) {
+            brow[0] = row[0];
             for j in 0..p {
-                b[[at + a, j + 1]] = row[0] * shift[j] + row[j + 1] * scale[j];
+                brow[j + 1] = row[0] * shift[j] + row[j + 1] * scale[j];
             }
         }
+        mfull.clear();
+        mfull.resize(k * k, 0.0);
+        let mut t = 0;
         for a in 0..k {
-            for e in 0..k {
-                let mae = mp[packed_index(k, a.min(e), a.max(e))];
-                if mae == 0.0 {
-                    continue;
-                }
-                for j in 0..m {
-                    c[[at + a, j]] += mae * b[[at + e, j]];
+            for e in a..k {
+                mfull[a * k + e] = mp[t];
+                mfull[e * k + a] = mp[t];
+                t += 1;
+            }
+        }
+        let bs = &b[at * m..(at + k) * m];
+        for (a, crow) in c[at * m..(at + k) * m].chunks_exact_mut(m).enumerate() {
+            for (&mae, brow) in mfull[a * k..(a + 1) * k].iter().zip(bs.chunks_exact(m)) {
+                if mae != 0.0 {
+                    for (x, &y) in crow.iter_mut().zip(brow) {
+                        *x += mae * y;
+                    }
                 }
             }
         }
         at += k;
     }
+    let b = ndarray::ArrayView2::from_shape((total, m), &b[..])
+        .map_err(|e| ModelsError::Invalid(format!("LASSO basis shape: {e}")))?;
+    let c = ndarray::ArrayView2::from_shape((total, m), &c[..])
+        .map_err(|e| ModelsError::Invalid(format!("LASSO basis shape: {e}")))?;
     let mut h = Array2::<f64>::zeros((m, m));
     ndarray::linalg::general_mat_mul(1.0, &b.t(), &c, 0.0, &mut h);
     Ok(h)

@@ -321,13 +321,38 @@ fn hessians_in_the_sites_row_bases_give_the_pooled_result() {
             let pooled = lasso_pooled(&cfg, &PooledData::from_sites(&sites)).unwrap();
             let (fed, in_basis, plain, r_sent) = run(&basis, &sites);
             assert_same(&fed, &pooled, 1e-9);
-            let (fb, pb) = (fed.bootstrap.unwrap(), pooled.bootstrap.unwrap());
+            let (fb, pb) = (fed.bootstrap.clone().unwrap(), pooled.bootstrap.unwrap());
             for (x, y) in fb.beta.iter().zip(&pb.beta) {
                 for (a, b) in x.iter().zip(y) {
                     assert!((a - b).abs() < 1e-9);
                 }
             }
             assert_eq!(r_sent, sites.len(), "R once per site");
+            // A site keeping its basis between calls answers every round identically.
+            let mut d = LassoDriver::new(basis.clone()).unwrap();
+            let mut kept = vec![KeptStandardisations::default(); sites.len()];
+            let mut caches = vec![BasisCache::default(); sites.len()];
+            while !d.is_done() {
+                let req = d.next_requests();
+                let mut fresh = kept.clone();
+                let replies: Vec<Vec<FitSums>> = sites
+                    .iter()
+                    .zip(kept.iter_mut().zip(&mut caches))
+                    .map(|(s, (k, c))| {
+                        site_irls_sums_keeping_cached(s, &req, f64::INFINITY, k, c)
+                            .unwrap()
+                            .0
+                    })
+                    .collect();
+                for ((s, k), r) in sites.iter().zip(&mut fresh).zip(&replies) {
+                    assert_eq!(
+                        &site_irls_sums_keeping(s, &req, f64::INFINITY, k).unwrap().0,
+                        r
+                    );
+                }
+                d.apply(&replies).unwrap();
+            }
+            assert_eq!(d.result().unwrap(), fed);
             let (_, _, without, _) = run(&cfg, &sites);
             eprintln!(
                 "case {case_no}, {} sites: {in_basis} Hessian numbers in the bases and {plain} \

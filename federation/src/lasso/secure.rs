@@ -643,4 +643,29 @@ mod tests {
         );
         assert!(p.wide(f64::NAN, "fit 7").is_err());
     }
+
+    /// A masked round adds every site's x̃ᵀWx̃: an answer in a site's row basis, which does not
+    /// add up across sites, is refused rather than summed as if it were the matrix.
+    #[test]
+    fn an_answer_in_a_row_basis_is_refused_for_a_masked_sum() {
+        let s = IrlsSums {
+            fit_id: 4,
+            sum_w: 3.0,
+            loss: 1.0,
+            r0: 0.0,
+            rx: vec![0.0; 2],
+            w0: 0.5,
+            wx: Vec::new(),
+            hess: Vec::new(),
+            hess_factor: Vec::new(),
+            hess_basis: vec![1.0, 0.0, 1.0],
+            basis_r: Vec::new(),
+            heldout_w: 0.0,
+            heldout_dev: 0.0,
+        };
+        let err = additive_hessian(&s, 2, &HessForm::Packed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row basis") && err.contains("fit 4"), "{err}");
+    }
 }

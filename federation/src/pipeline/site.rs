@@ -230,7 +230,7 @@ impl SitePipelineState {
 /// persisted (a restarted agent rebuilds it on the next round) and takes no part in comparing
 /// states: two states are equal when what they persist is.
 #[derive(Clone, Default)]
-pub struct LassoRows(BTreeMap<FitId, Arc<SiteData>>);
+pub struct LassoRows(BTreeMap<FitId, (Arc<SiteData>, models::lasso::BasisCache)>);
 
 impl PartialEq for LassoRows {
     fn eq(&self, _: &Self) -> bool {
@@ -555,7 +555,7 @@ pub fn site_answer(
             let mut out = Vec::new();
             for (id, reqs) in requests {
                 let data = match state.lasso_rows.0.get(id) {
-                    Some(d) => d.clone(),
+                    Some((d, _)) => d.clone(),
                     None => {
                         let fit = inputs.fit(*id)?;
                         let x = inputs.preprocessed(state, *id, &fit.train)?;
@@ -576,16 +576,28 @@ pub fn site_answer(
                             y,
                             fold_schemes: vec![folds],
                         });
-                        state.lasso_rows.0.insert(*id, d.clone());
+                        state
+                            .lasso_rows
+                            .0
+                            .insert(*id, (d.clone(), Default::default()));
                         d
                     }
                 };
                 let kept = state.lasso_std.entry(*id).or_default();
-                let (sums, changed) = models::lasso::site_irls_sums_keeping(
+                let cache = &mut state
+                    .lasso_rows
+                    .0
+                    .get_mut(id)
+                    .ok_or_else(|| {
+                        PipelineError::Protocol("the LASSO rows were not cached".into())
+                    })?
+                    .1;
+                let (sums, changed) = models::lasso::site_irls_sums_keeping_cached(
                     &data,
                     reqs,
                     policy.max_params_per_row,
                     kept,
+                    cache,
                 )?;
                 // A kept standardisation must survive a restart (it is not sent again): the
                 // agent journals it.
