@@ -45,6 +45,9 @@
 //!   [`IrlsSums::hess`]) and, for the fit's held-out rows, Σh and Σh·deviance. These are the
 //!   minimal sufficient statistics of the quadratic model; the standardisation is done at the
 //!   site with the fit's merged mean/SD so the aggregator never subtracts large raw sums.
+//! - With [`LassoConfig::hessian_basis`] (the pipeline), x̃ᵀWx̃ and x̃ᵀw come instead as the k × k
+//!   `QᵀWQ` of the site's rows in their fixed basis `[1 | x̃₀] = Q·R` (`R` sent once per site);
+//!   the aggregator maps them to each fit's standardisation ([`IrlsSums::hess_basis`]).
 //!
 //! Two implementations of the sums: the site's ([`site_irls_sums`]: blocked matrix products of
 //! the standardised rows, the symmetric x̃ᵀWx̃ by block rows from the diagonal block rightwards)
