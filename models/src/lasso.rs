@@ -2398,6 +2398,14 @@ impl LassoDriver {
             .iter()
             .enumerate()
             .map(|(site, rep)| {
+                // A refusal is the reason a site sent no R: report it as the plain path does.
+                if let Some(FitSums::Refused(x)) = rep
+                    .as_ref()
+                    .iter()
+                    .find(|r| matches!(r, FitSums::Refused(_)))
+                {
+                    return Err(x.clone().into_error(site));
+                }
                 let mut found = rep.as_ref().iter().filter_map(|r| match r {
                     FitSums::Irls(s) if !s.basis_r.is_empty() => Some(&s.basis_r),
                     _ => None,

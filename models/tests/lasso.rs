@@ -597,18 +597,25 @@ fn disclosure_refusal_fails_the_study() {
     // DataSHIELD's default 0.33 refuses (9 > 7.92) at the first fold fit.
     let cfg = LassoConfig::new(cs.x.ncols(), 5);
     assert!(run_lasso(&cfg, &sites, 0.5).is_ok());
-    let err = run_lasso(&cfg, &sites, 0.33).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            models::ModelsError::DisclosureRefused {
-                site: 0,
-                params: 9,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // The same refusal whether the Hessians would travel plainly or in the sites' row bases,
+    // also when the main fit itself is refused (0.25: 9 > 7.5), whose request asks for R.
+    let mut in_bases = cfg.clone();
+    in_bases.standardisation_once = true;
+    in_bases.hessian_basis = true;
+    for (cfg, ratio) in [(&cfg, 0.33), (&in_bases, 0.33), (&in_bases, 0.25)] {
+        let err = run_lasso(cfg, &sites, ratio).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                models::ModelsError::DisclosureRefused {
+                    site: 0,
+                    params: 9,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
 
 #[test]
