@@ -212,6 +212,20 @@ pub fn low_rank_factor(
     Some(l)
 }
 
+/// Applies the Householder reflection I − 2vvᵀ/(vᵀv) to rows `t..` of column `col` of the
+/// row-major matrix `a` with `width` columns (`vv` = vᵀv > 0).
+fn reflect_column(v: &[f64], vv: f64, a: &mut [f64], width: usize, t: usize, col: usize) {
+    let dot: f64 = v
+        .iter()
+        .enumerate()
+        .map(|(i, vi)| vi * a[(t + i) * width + col])
+        .sum();
+    let f = 2.0 * dot / vv;
+    for (i, vi) in v.iter().enumerate() {
+        a[(t + i) * width + col] -= f * vi;
+    }
+}
+
 /// A thin QR factorisation with column pivoting of an `n × m` matrix `A` (row-major):
 /// `A ≈ Q·R` with `Q` (`n × k`, orthonormal columns) and `R` (`k × m`), `k` the numerical rank.
 /// Returned as `(q, r, k)`, both row-major.
@@ -286,15 +300,7 @@ pub fn pivoted_qr(a: &[f64], n: usize, m: usize, rel_tol: f64) -> Result<Pivoted
         let vv: f64 = v.iter().map(|x| x * x).sum();
         if vv > 0.0 {
             for j in t..m {
-                let dot: f64 = v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, vi)| vi * w[(t + i) * m + j])
-                    .sum();
-                let f = 2.0 * dot / vv;
-                for (i, vi) in v.iter().enumerate() {
-                    w[(t + i) * m + j] -= f * vi;
-                }
+                reflect_column(&v, vv, &mut w, m, t, j);
             }
         }
         w[t * m + t] = alpha;
@@ -317,15 +323,7 @@ pub fn pivoted_qr(a: &[f64], n: usize, m: usize, rel_tol: f64) -> Result<Pivoted
             continue;
         }
         for c in 0..k {
-            let dot: f64 = v
-                .iter()
-                .enumerate()
-                .map(|(i, vi)| vi * q[(t + i) * k + c])
-                .sum();
-            let f = 2.0 * dot / vv;
-            for (i, vi) in v.iter().enumerate() {
-                q[(t + i) * k + c] -= f * vi;
-            }
+            reflect_column(v, vv, &mut q, k, t, c);
         }
     }
     // Positive pivots: row t of R and column t of Q change sign together.

@@ -221,11 +221,8 @@ fn assert_same(a: &LassoResult, b: &LassoResult, tol: f64) {
     }
 }
 
-#[test]
-fn federated_equals_pooled_for_3_5_7_sites() {
-    let g = golden();
-    let cs = case(&g["cases"][0]);
-    let p = cs.x.ncols();
+/// 5-fold CV and 10 bootstrap replicates at λ.min (seed 99, top 3) over `p` features.
+fn with_bootstrap(p: usize) -> LassoConfig {
     let mut cfg = LassoConfig::new(p, 5);
     cfg.bootstrap = Some(BootstrapConfig {
         replicates: 10,
@@ -233,6 +230,14 @@ fn federated_equals_pooled_for_3_5_7_sites() {
         top_k: 3,
         lambda: BootstrapLambda::MainLambdaMin,
     });
+    cfg
+}
+
+#[test]
+fn federated_equals_pooled_for_3_5_7_sites() {
+    let g = golden();
+    let cs = case(&g["cases"][0]);
+    let cfg = with_bootstrap(cs.x.ncols());
     for k in [3u64, 5, 7] {
         let site_of_row: Vec<u64> = (0..cs.y.len() as u64).map(|i| (i * 7 + 3) % k).collect();
         let sites = sites_of(&cs, &site_of_row);
@@ -291,14 +296,7 @@ fn hessians_in_the_sites_row_bases_give_the_pooled_result() {
     };
     for (case_no, splits) in [(0usize, vec![3u64, 5]), (1, vec![0, 1])] {
         let cs = case(&g["cases"][case_no]);
-        let p = cs.x.ncols();
-        let mut cfg = LassoConfig::new(p, 5);
-        cfg.bootstrap = Some(BootstrapConfig {
-            replicates: 10,
-            seed: 99,
-            top_k: 3,
-            lambda: BootstrapLambda::MainLambdaMin,
-        });
+        let mut cfg = with_bootstrap(cs.x.ncols());
         cfg.standardisation_once = true;
         let mut basis = cfg.clone();
         basis.hessian_basis = true;
