@@ -385,27 +385,6 @@ fn keep_standardisations(
     Ok(changed)
 }
 
-/// [`site_irls_sums_keeping`] after its standardisations are kept, with the site's row basis
-/// ([`LassoConfig::hessian_basis`]) kept in `cache` between calls over the same rows: a site
-/// answers a few hundred rounds of one batch over the same rows, and the basis depends only on
-/// them and the basis fit's kept standardisation (the cache is rebuilt when either differs).
-/// The cache is derived state: a site that lost it rebuilds the same basis.
-fn site_irls_sums_cached(
-    data: &SiteData,
-    requests: &[FitRequest],
-    max_params_per_row: f64,
-    kept: &KeptStandardisations,
-    cache: &mut BasisCache,
-) -> Result<Vec<FitSums>> {
-    sums_with(
-        data,
-        requests,
-        max_params_per_row,
-        |id| kept.0.get(&id),
-        cache,
-    )
-}
-
 /// [`site_irls_sums_keeping`] with the row basis kept in `cache` between calls (see
 /// [`LassoConfig::hessian_basis`]); for a site that answers many rounds over the same rows.
 /// The cache belongs to `data`: pass it only with the rows it was filled from (it checks their
@@ -418,8 +397,14 @@ pub fn site_irls_sums_keeping_cached(
     cache: &mut BasisCache,
 ) -> Result<(Vec<FitSums>, Vec<u32>)> {
     let changed = keep_standardisations(requests, kept)?;
-    site_irls_sums_cached(data, requests, max_params_per_row, kept, cache)
-        .map(|sums| (sums, changed))
+    let sums = sums_with(
+        data,
+        requests,
+        max_params_per_row,
+        |id| kept.0.get(&id),
+        cache,
+    )?;
+    Ok((sums, changed))
 }
 
 /// A site's row basis kept between calls over the same rows (derived state, never persisted).
@@ -489,6 +474,12 @@ fn sums_with<'a>(
         .collect()
 }
 
+/// The factor a site standardises a feature by, (x − mean)·inv_sd: 1/sd, or 0 for a feature
+/// the fit excludes (SD 0). The row basis and the kernel apply the same rule.
+fn inv_sd_of(sd: f64) -> f64 {
+    if sd > 0.0 { 1.0 / sd } else { 0.0 }
+}
+
 /// Relative residual norm at which a site's basis QR stops ([`crate::linalg::pivoted_qr`]): a
 /// remainder below 1e-12 of the largest column is round-off of rows that are linearly
 /// dependent, far under what changes a Newton direction.
@@ -548,11 +539,7 @@ impl RowBasis {
             exclude: None,
             bootstrap: None,
         })?;
-        let inv_sd: Vec<f64> = std
-            .sd
-            .iter()
-            .map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 })
-            .collect();
+        let inv_sd: Vec<f64> = std.sd.iter().map(|&d| inv_sd_of(d)).collect();
         let mut pos = vec![usize::MAX; n];
         let mut a = Vec::with_capacity(n * (p + 1));
         let mut rows = 0;
@@ -747,8 +734,7 @@ fn site_kernel(
         .extend((0..n).filter(|&i| v[i] == 0.0 && h[i] > 0.0));
     let m = sc.rows.len();
     sc.inv_sd.clear();
-    sc.inv_sd
-        .extend(sd.iter().map(|&d| if d > 0.0 { 1.0 / d } else { 0.0 }));
+    sc.inv_sd.extend(sd.iter().map(|&d| inv_sd_of(d)));
     sc.a.clear();
     sc.a.resize(m * p, 0.0);
     let inv_sd = &sc.inv_sd[..p];
@@ -2068,21 +2054,11 @@ impl LassoDriver {
         // Per slot: the Hessian columns requested (None = all) and whether a Hessian was.
         let requested: Vec<Option<Vec<u32>>> = plan
             .iter()
-            .map(|&slot| match slot {
-                Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }) => {
-                    self.columns(i, in_basis)
-                }
-                _ => None,
-            })
+            .map(|&slot| self.irls_step(slot).and_then(|i| self.columns(i, in_basis)))
             .collect();
         let reused: Vec<bool> = plan
             .iter()
-            .map(|&slot| match slot {
-                Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }) => {
-                    !self.wants_hessian(i)
-                }
-                _ => false,
-            })
+            .map(|&slot| self.irls_step(slot).is_some_and(|i| !self.wants_hessian(i)))
             .collect();
         if replies.is_empty() {
             return Err(ModelsError::Invalid("no site replies".into()));
@@ -2092,11 +2068,7 @@ impl LassoDriver {
         let basis_slot: Vec<bool> = plan
             .iter()
             .zip(&reused)
-            .map(|(&slot, &reused)| {
-                in_basis
-                    && !reused
-                    && matches!(slot, Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }))
-            })
+            .map(|(&slot, &reused)| in_basis && !reused && self.irls_step(slot).is_some())
             .collect();
         if in_basis && self.bases.is_empty() && basis_slot.iter().any(|&b| b) {
             self.bases = self.take_bases(replies)?;
@@ -2155,7 +2127,7 @@ impl LassoDriver {
                         if s.fit_id != f.id
                             || s.rx.len() != vectors
                             || s.wx.len() != wx_len
-                            || (reused[k] && (!s.hess.is_empty() || !s.hess_factor.is_empty()))
+                            || (reused[k] && plain_h)
                             || (!s.hess.is_empty() && !s.hess_factor.is_empty())
                             || s.hess_factor.len() % p != 0
                             || s.hess_factor.len() > p * p
@@ -2171,10 +2143,7 @@ impl LassoDriver {
                             rx: vec![0.0; p],
                             w0: 0.0,
                             wx: vec![0.0; p],
-                            h: (!s.hess.is_empty()
-                                || !s.hess_factor.is_empty()
-                                || !s.hess_basis.is_empty())
-                            .then(|| Array2::zeros((p, p))),
+                            h: (plain_h || site_basis).then(|| Array2::zeros((p, p))),
                             hcol: Vec::new(),
                             reused: false,
                             known: match &requested[k] {
@@ -2388,6 +2357,14 @@ impl LassoDriver {
         }
         self.finish_groups()?;
         Ok(())
+    }
+
+    /// The fit whose IRLS step a slot is (None for an evaluation or a moments request).
+    fn irls_step(&self, slot: Slot) -> Option<usize> {
+        match slot {
+            Slot::Main(i) if matches!(self.fits[i].state, FitState::Irls { .. }) => Some(i),
+            _ => None,
+        }
     }
 
     /// Every site's basis `R` from this round's replies (each site sends it once, with the
